@@ -1,0 +1,3 @@
+from gql_mail.cli import main
+
+raise SystemExit(main())

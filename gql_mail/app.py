@@ -1,0 +1,141 @@
+"""The ASGI application. The lifespan starts things in dependency order (database, bus, workers,
+scheduler) and stops them in reverse."""
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+
+from gql_mail.clock import Clock, SystemClock
+from gql_mail.config import Settings
+from gql_mail.crypto import SecretBox, load_or_create_secret
+from gql_mail.db import Database
+from gql_mail.graphiql import graphiql_html, graphiql_static_app
+from gql_mail.graphql.schema import build_schema
+from gql_mail.graphql.view import GqlMailView, GraphQLEndpoint
+from gql_mail.migrations import upgrade
+from gql_mail.runtime import Runtime, Wakers
+from gql_mail.workers.account_check import AccountChecker
+from gql_mail.workers.delivery import DeliveryWorker
+from gql_mail.workers.scheduler import Scheduler
+from gql_mail.workers.webhook_dispatch import WebhookDispatcher
+from gql_mail.queue import reclaim_expired_leases
+
+log = logging.getLogger(__name__)
+
+
+def build_runtime(settings: Settings, *, clock: Clock | None = None, rng: random.Random | None = None) -> Runtime:
+    secret, generated = load_or_create_secret(settings.secret, settings.data_dir)
+    if generated:
+        log.warning(
+            "GQL_MAIL_SECRET is not set: generated one into %s; back it up, secrets at rest need it",
+            settings.data_dir / "secret.key",
+        )
+    return Runtime(
+        settings=settings,
+        db=Database(settings.database_url),
+        secrets=SecretBox(secret),
+        clock=clock or SystemClock(),
+        rng=rng or random.Random(),
+    )
+
+
+class Workers:
+    """Everything that runs in the background, wired to the runtime's wake-up hooks."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.scheduler = Scheduler()
+        self.delivery = DeliveryWorker(rt)
+        self.webhooks = WebhookDispatcher(rt)
+        self.accounts = AccountChecker(rt)
+
+    def _wake_delivery(self) -> None:
+        self.delivery.wake()
+        self.scheduler.run_now("poll_due_messages")
+
+    def _wake_webhooks(self) -> None:
+        self.webhooks.wake()
+        self.scheduler.run_now("dispatch_webhooks")
+
+    async def _reclaim(self) -> None:
+        if await reclaim_expired_leases(self.rt):
+            self._wake_delivery()
+            self._wake_webhooks()
+
+    def start(self) -> None:
+        s = self.rt.settings
+        self.rt.wake = Wakers(
+            delivery=self._wake_delivery, webhooks=self._wake_webhooks, account_check=self.accounts.request
+        )
+        self.delivery.start()
+        self.webhooks.start()
+        self.scheduler.every("poll_due_messages", s.poll_interval_seconds, self.delivery.drain)
+        self.scheduler.every("dispatch_webhooks", s.poll_interval_seconds, self.webhooks.drain)
+        self.scheduler.every("reclaim_expired_leases", max(1.0, s.lease_seconds / 4), self._reclaim)
+        self.scheduler.every("check_accounts", s.account_check_interval_seconds, self.accounts.check_all)
+        self.scheduler.start()
+
+    async def stop(self) -> None:
+        self.scheduler.shutdown()
+        self.rt.wake = Wakers()
+        await self.accounts.stop()
+        await self.delivery.stop()
+        await self.webhooks.stop()
+
+
+async def health(request: Request) -> JSONResponse:
+    rt: Runtime = request.app.state.runtime
+    try:
+        async with rt.db.read() as session:
+            await session.execute(text("SELECT 1"))
+    except Exception:
+        log.exception("health check failed")
+        return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(
+    settings: Settings | None = None, *, clock: Clock | None = None, rng: random.Random | None = None
+) -> Starlette:
+    settings = settings or Settings()
+    rt = build_runtime(settings, clock=clock, rng=rng)
+    view = GqlMailView(
+        rt,
+        ide_html=graphiql_html("/graphiql-static"),
+        schema=build_schema(settings.max_query_depth),
+        max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
+    )
+    endpoint = GraphQLEndpoint(view)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await upgrade(settings.database_url)
+        workers = Workers(rt)
+        app.state.workers = workers
+        workers.start()
+        try:
+            yield
+        finally:
+            await workers.stop()
+            rt.bus.close()
+            await rt.db.dispose()
+
+    app = Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/graphql", endpoint, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", endpoint),
+            Mount("/graphiql-static", graphiql_static_app()),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    return app

@@ -1,0 +1,146 @@
+"""Command line: serve, migrate, token create|list|revoke, schema, rotate-secret."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from gql_mail.config import Settings
+
+T = TypeVar("T")
+
+
+def _with_runtime(settings: Settings, work: Callable[..., Awaitable[T]]) -> T:
+    from gql_mail.app import build_runtime
+    from gql_mail.migrations import upgrade
+
+    async def run() -> T:
+        await upgrade(settings.database_url)
+        rt = build_runtime(settings)
+        try:
+            return await work(rt)
+        finally:
+            await rt.db.dispose()
+
+    return asyncio.run(run())
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from gql_mail.app import create_app
+
+    host = args.host or settings.host
+    port = args.port or settings.port
+    if args.host or args.port:
+        settings = settings.model_copy(update={"host": host, "port": port})
+    if "service_url" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"service_url": f"http://{host}:{port}"})
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=settings.log_level,
+        lifespan="on",
+    )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from gql_mail.migrations import upgrade_sync
+
+    upgrade_sync(settings.database_url)
+    print("database is at the newest schema", file=sys.stderr)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from gql_mail.services import tokens
+    from gql_mail.services.errors import ServiceError
+
+    try:
+        if args.token_command == "create":
+            _, token = _with_runtime(settings, lambda rt: tokens.create_token(rt, args.scope, args.description))
+            print(token)
+        elif args.token_command == "list":
+            for row in _with_runtime(settings, tokens.list_tokens):
+                state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
+                print(f"{row.id}\t{row.scope}\t{state}\t{row.created_at:%Y-%m-%d %H:%M}\t{row.description or ''}")
+        elif args.token_command == "revoke":
+            _with_runtime(settings, lambda rt: tokens.revoke_token(rt, args.token_id))
+            print(f"revoked {args.token_id}", file=sys.stderr)
+    except ServiceError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
+    from gql_mail.graphql.schema import export_sdl
+
+    sdl = export_sdl()
+    if args.output:
+        with open(args.output, "w") as fh:
+            fh.write(sdl)
+    else:
+        sys.stdout.write(sdl)
+    return 0
+
+
+def cmd_rotate_secret(args: argparse.Namespace, settings: Settings) -> int:
+    from gql_mail.rotation import rotate_secret
+
+    count = asyncio.run(rotate_secret(settings, old_secret=args.old_secret, new_secret=args.new_secret))
+    print(f"re-encrypted {count} secret(s)", file=sys.stderr)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gql-mail", description="GraphQL email sending through your users' mailboxes")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server (applies migrations first)")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+
+    token = sub.add_parser("token", help="manage access tokens")
+    tsub = token.add_subparsers(dest="token_command", required=True)
+    create = tsub.add_parser("create", help="print a new token (only the token)")
+    create.add_argument("--scope", default="api", choices=["api", "read"])
+    create.add_argument("--description", default=None)
+    tsub.add_parser("list", help="list tokens (never the tokens themselves)")
+    revoke = tsub.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("token_id")
+    token.set_defaults(func=cmd_token)
+
+    schema = sub.add_parser("schema", help="print the GraphQL schema (SDL)")
+    schema.add_argument("--output", "-o", default=None)
+    schema.set_defaults(func=cmd_schema)
+
+    rotate = sub.add_parser(
+        "rotate-secret", help="re-encrypt stored secrets: from --old-secret (or GQL_MAIL_SECRET) to --new-secret"
+    )
+    rotate.add_argument("--old-secret", default=None)
+    rotate.add_argument("--new-secret", required=True)
+    rotate.set_defaults(func=cmd_rotate_secret)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    result: int = args.func(args, settings)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

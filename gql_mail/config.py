@@ -1,0 +1,49 @@
+"""Settings, read once from `GQL_MAIL_*` environment variables (and an optional `.env`).
+
+Everything a deployment tunes lives here, so services receive plain values and tests build their own
+`Settings(...)` without touching the environment.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GQL_MAIL_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./gql_mail.db"
+    secret: str | None = None
+    data_dir: Path = Path(".gql_mail")
+    service_url: str = "http://127.0.0.1:3000"
+
+    delivery_attempts: int = Field(10, ge=1, le=100)
+    retry_base_seconds: float = Field(5.0, gt=0)
+    retry_max_seconds: float = Field(3600.0, gt=0)
+    poll_interval_seconds: float = Field(1.0, gt=0)
+    lease_seconds: float = Field(300.0, gt=0)
+    account_check_interval_seconds: float = Field(300.0, gt=0)
+
+    webhook_attempts: int = Field(10, ge=1, le=100)
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
+
+    smtp_timeout_seconds: float = Field(30.0, gt=0)
+    imap_timeout_seconds: float = Field(30.0, gt=0)
+    max_concurrent_deliveries: int = Field(32, ge=1)
+    max_concurrent_per_account: int = Field(4, ge=1)
+    delivery_batch_size: int = Field(100, ge=1)
+
+    max_message_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+    max_request_bytes: int = Field(40 * 1024 * 1024, ge=1024)
+    max_recipients: int = Field(100, ge=1)
+    max_attachments: int = Field(50, ge=0)
+    idempotency_window_seconds: float = Field(24 * 3600, gt=0)
+    send_at_tolerance_seconds: float = Field(60.0, ge=0)
+    max_query_depth: int = Field(12, ge=2)
+    max_subscriptions_per_connection: int = Field(20, ge=1)
+
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=1, le=65535)
+    log_level: str = "info"

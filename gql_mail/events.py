@@ -1,0 +1,135 @@
+"""Events: defined once, published once, seen by live subscribers and by webhooks alike.
+
+A unit of work collects events while it changes rows; on commit they are written as webhook_delivery rows
+in the same transaction (the transactional outbox) and, after the commit, handed to `EventBus.publish`,
+which fans them out to the GraphQL subscriptions of this process. `EventBus` is in-memory; a relay for
+several processes plugs in through `add_listener`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+MESSAGE_SENT = "messageSent"
+MESSAGE_DELIVERY_ERROR = "messageDeliveryError"
+MESSAGE_FAILED = "messageFailed"
+MESSAGE_COPY_ERROR = "messageCopyError"
+ACCOUNT_ADDED = "accountAdded"
+ACCOUNT_DELETED = "accountDeleted"
+ACCOUNT_CONNECTED = "accountConnected"
+AUTHENTICATION_ERROR = "authenticationError"
+CONNECT_ERROR = "connectError"
+
+ALL_EVENTS = frozenset(
+    {
+        MESSAGE_SENT,
+        MESSAGE_DELIVERY_ERROR,
+        MESSAGE_FAILED,
+        MESSAGE_COPY_ERROR,
+        ACCOUNT_ADDED,
+        ACCOUNT_DELETED,
+        ACCOUNT_CONNECTED,
+        AUTHENTICATION_ERROR,
+        CONNECT_ERROR,
+    }
+)
+
+
+def iso(value: datetime) -> str:
+    """EmailEngine's date format: UTC, milliseconds, a Z."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class Event:
+    event: str
+    account: str | None
+    date: datetime
+    data: dict[str, Any]
+    # Webhook deliveries with the same key reach a receiver in order (a message's events, an account's).
+    order_key: str = ""
+
+    def webhook_body(self, service_url: str) -> bytes:
+        """The one place the JSON body is built (EmailEngine's shape)."""
+        return orjson.dumps(
+            {
+                "serviceUrl": service_url,
+                "account": self.account,
+                "date": iso(self.date),
+                "event": self.event,
+                "data": self.data,
+            }
+        )
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One live subscriber: a bounded queue; a subscriber too slow to keep up is dropped, never waited for."""
+
+    account: str | None
+    events: frozenset[str] | None
+    queue: asyncio.Queue[Event | None] = field(default_factory=lambda: asyncio.Queue(maxsize=10_000))
+    overflowed: bool = False
+
+    def wants(self, event: Event) -> bool:
+        return (self.account is None or event.account == self.account) and (
+            self.events is None or event.event in self.events
+        )
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._subscriptions: set[Subscription] = set()
+        self._listeners: list[Callable[[Event], None]] = []
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscriptions)
+
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        self._listeners.append(listener)
+
+    def publish(self, event: Event) -> None:
+        """Hand an event to every live subscriber of this process; never blocks."""
+        for sub in list(self._subscriptions):
+            if not sub.wants(event):
+                continue
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                log.warning("dropping a subscriber that fell 10,000 events behind")
+                sub.overflowed = True
+                self._subscriptions.discard(sub)
+        for listener in self._listeners:
+            listener(event)
+
+    async def subscribe(
+        self, account: str | None = None, events: Collection[str] | None = None
+    ) -> AsyncIterator[Event]:
+        sub = Subscription(account, frozenset(events) if events is not None else None)
+        self._subscriptions.add(sub)
+        try:
+            while True:
+                event = await sub.queue.get()
+                if event is None:
+                    return
+                yield event
+        finally:
+            self._subscriptions.discard(sub)
+
+    def close(self) -> None:
+        """End every subscription (server shutdown)."""
+        for sub in list(self._subscriptions):
+            try:
+                sub.queue.put_nowait(None)
+            except asyncio.QueueFull:
+                pass
+        self._subscriptions.clear()

@@ -1,0 +1,22 @@
+"""The per-request context: the runtime and who is calling (set by the HTTP guard or on connection_init)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from strawberry.types import Info as StrawberryInfo
+
+from gql_mail.runtime import Runtime
+from gql_mail.services.tokens import Principal
+
+
+@dataclass
+class Context:
+    runtime: Runtime
+    principal: Principal | None = None
+    request: Any = None
+    response: Any = None
+    connection_params: dict[str, Any] | None = field(default=None)
+
+
+Info = StrawberryInfo[Context, None]

@@ -1,0 +1,180 @@
+"""Input types (EmailEngine's JSON bodies are valid variables) and their translation to service specs."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from strawberry.scalars import JSON
+
+from gql_mail.mail.compose import Address
+from gql_mail.services.accounts import AccountPatch, AccountSpec, AuthSpec, ImapSpec, SmtpSpec
+from gql_mail.services.outbox import AttachmentSpec, SubmitSpec
+from gql_mail.services.webhooks import WebhookSpec
+
+
+@strawberry.input
+class MailAuthInput:
+    user: str
+    pass_: str | None = strawberry.field(name="pass", default=None)
+    access_token: str | None = None
+
+    def to_spec(self) -> AuthSpec:
+        return AuthSpec(user=self.user, password=self.pass_, access_token=self.access_token)
+
+
+@strawberry.input
+class TlsInput:
+    reject_unauthorized: bool | None = None
+
+
+def _reject(tls: TlsInput | None) -> bool | None:
+    return tls.reject_unauthorized if tls else None
+
+
+@strawberry.input
+class ImapInput:
+    host: str | None = None
+    port: int | None = None
+    secure: bool | None = None
+    auth: MailAuthInput | None = None
+    tls: TlsInput | None = None
+    disabled: bool | None = None
+    sent_mail_path: str | None = None
+
+    def to_spec(self) -> ImapSpec:
+        return ImapSpec(
+            host=self.host,
+            port=self.port,
+            secure=self.secure,
+            auth=self.auth.to_spec() if self.auth else None,
+            reject_unauthorized=_reject(self.tls),
+            disabled=self.disabled,
+            sent_mail_path=self.sent_mail_path,
+        )
+
+
+@strawberry.input
+class SmtpInput:
+    host: str
+    port: int
+    auth: MailAuthInput
+    secure: bool | None = strawberry.field(
+        default=None, description="true: implicit TLS; false: plain, STARTTLS where offered."
+    )
+    tls: TlsInput | None = None
+
+    def to_spec(self) -> SmtpSpec:
+        return SmtpSpec(
+            host=self.host, port=self.port, auth=self.auth.to_spec(), secure=self.secure, reject_unauthorized=_reject(self.tls)
+        )
+
+
+@strawberry.input(description="The same object as EmailEngine's POST /v1/account body.")
+class RegisterAccountInput:
+    account: strawberry.ID
+    name: str
+    email: str
+    smtp: SmtpInput
+    imap: ImapInput | None = strawberry.field(default=None, description="Omitted, or {disabled: true}: send-only.")
+
+    def to_spec(self) -> AccountSpec:
+        return AccountSpec(
+            account=str(self.account),
+            name=self.name,
+            email=self.email,
+            smtp=self.smtp.to_spec(),
+            imap=self.imap.to_spec() if self.imap else None,
+        )
+
+
+@strawberry.input(description="Fields left out keep their value; a given imap or smtp object replaces the old one.")
+class UpdateAccountInput:
+    name: str | None = None
+    email: str | None = None
+    smtp: SmtpInput | None = None
+    imap: ImapInput | None = None
+
+    def to_patch(self) -> AccountPatch:
+        return AccountPatch(
+            name=self.name,
+            email=self.email,
+            smtp=self.smtp.to_spec() if self.smtp else None,
+            imap=self.imap.to_spec() if self.imap else None,
+        )
+
+
+@strawberry.input
+class AddressInput:
+    address: str
+    name: str | None = None
+
+    def to_address(self) -> Address:
+        return Address(address=self.address, name=self.name)
+
+
+@strawberry.input
+class AttachmentInput:
+    content: str = strawberry.field(description="Base64.")
+    filename: str | None = None
+    content_type: str | None = None
+    cid: str | None = None
+
+    def to_spec(self) -> AttachmentSpec:
+        return AttachmentSpec(content=self.content, filename=self.filename, content_type=self.content_type, cid=self.cid)
+
+
+def _addresses(values: list[AddressInput] | None) -> tuple[Address, ...]:
+    return tuple(a.to_address() for a in values or ())
+
+
+@strawberry.input(description="The same object as EmailEngine's POST /v1/account/{account}/submit body.")
+class SubmitMessageInput:
+    from_: AddressInput | None = strawberry.field(
+        name="from", default=None, description="Defaults to the account's name and email."
+    )
+    to: list[AddressInput] | None = None
+    cc: list[AddressInput] | None = None
+    bcc: list[AddressInput] | None = None
+    reply_to: list[AddressInput] | None = None
+    subject: str | None = None
+    text: str | None = None
+    html: str | None = None
+    attachments: list[AttachmentInput] | None = None
+    headers: JSON | None = strawberry.field(default=None, description="Extra headers: header name -> value.")
+    message_id: str | None = None
+    send_at: datetime | None = strawberry.field(default=None, description="In the future: a scheduled send.")
+    delivery_attempts: int | None = None
+    copy: bool | None = strawberry.field(default=None, description="Append the sent message to the Sent folder.")
+    idempotency_key: str | None = None
+
+    def to_spec(self) -> SubmitSpec:
+        return SubmitSpec(
+            from_=self.from_.to_address() if self.from_ else None,
+            to=_addresses(self.to),
+            cc=_addresses(self.cc),
+            bcc=_addresses(self.bcc),
+            reply_to=_addresses(self.reply_to),
+            subject=self.subject,
+            text=self.text,
+            html=self.html,
+            attachments=tuple(a.to_spec() for a in self.attachments or ()),
+            headers=self.headers,
+            message_id=self.message_id,
+            send_at=self.send_at,
+            delivery_attempts=self.delivery_attempts,
+            copy=self.copy,
+            idempotency_key=self.idempotency_key,
+        )
+
+
+@strawberry.input
+class WebhookInput:
+    url: str
+    events: list[str] | None = strawberry.field(default=None, description="Default: all events.")
+    account: strawberry.ID | None = strawberry.field(default=None, description="Only this account's events.")
+    secret: str | None = strawberry.field(default=None, description="HMAC-SHA256 key for X-GqlMail-Signature.")
+
+    def to_spec(self) -> WebhookSpec:
+        return WebhookSpec(
+            url=self.url, events=self.events, account=str(self.account) if self.account else None, secret=self.secret
+        )

@@ -1,0 +1,53 @@
+"""Write operations; each needs a token with scope "api"."""
+from __future__ import annotations
+
+import strawberry
+
+from gql_mail.graphql.context import Info
+from gql_mail.graphql.inputs import RegisterAccountInput, SubmitMessageInput, UpdateAccountInput, WebhookInput
+from gql_mail.graphql.permissions import CanWrite
+from gql_mail.graphql.types import Account, SubmitMessageResult, Webhook
+from gql_mail.services import accounts, outbox, webhooks
+
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(
+        permission_classes=[CanWrite],
+        description="Answers {account, state: NEW} at once; the connection check runs in the background.",
+    )
+    async def register_account(self, info: Info, input: RegisterAccountInput) -> Account:
+        return Account.from_row(await accounts.register_account(info.context.runtime, input.to_spec()))
+
+    @strawberry.mutation(permission_classes=[CanWrite], description="Change settings; checks the account again.")
+    async def update_account(self, info: Info, account: strawberry.ID, input: UpdateAccountInput) -> Account:
+        return Account.from_row(await accounts.update_account(info.context.runtime, str(account), input.to_patch()))
+
+    @strawberry.mutation(permission_classes=[CanWrite], description="Check the account's connection again now.")
+    async def reconnect_account(self, info: Info, account: strawberry.ID) -> Account:
+        return Account.from_row(await accounts.reconnect_account(info.context.runtime, str(account)))
+
+    @strawberry.mutation(permission_classes=[CanWrite], description="Delete an account and its queued messages.")
+    async def delete_account(self, info: Info, account: strawberry.ID) -> bool:
+        return await accounts.delete_account(info.context.runtime, str(account))
+
+    @strawberry.mutation(permission_classes=[CanWrite], description='Answers response "Queued for delivery".')
+    async def submit_message(self, info: Info, account: strawberry.ID, input: SubmitMessageInput) -> SubmitMessageResult:
+        result = await outbox.submit_message(info.context.runtime, str(account), input.to_spec())
+        return SubmitMessageResult.from_result(result)
+
+    @strawberry.mutation(
+        permission_classes=[CanWrite],
+        description="Removes a queued message; false when it is already being sent or has finished.",
+    )
+    async def cancel_message(self, info: Info, queue_id: strawberry.ID) -> bool:
+        return await outbox.cancel_message(info.context.runtime, str(queue_id))
+
+    @strawberry.mutation(permission_classes=[CanWrite])
+    async def create_webhook(self, info: Info, input: WebhookInput) -> Webhook:
+        return Webhook.from_row(await webhooks.create_webhook(info.context.runtime, input.to_spec()))
+
+    @strawberry.mutation(permission_classes=[CanWrite])
+    async def delete_webhook(self, info: Info, id: strawberry.ID) -> bool:
+        return await webhooks.delete_webhook(info.context.runtime, str(id))

@@ -1,0 +1,40 @@
+"""Read operations: translate arguments, call a service, wrap rows in output types."""
+from __future__ import annotations
+
+import strawberry
+
+from gql_mail.graphql.context import Info
+from gql_mail.graphql.types import Account, OutboxMessage, Webhook
+from gql_mail.services import accounts, outbox, webhooks
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="NOT_FOUND error for an unknown account id.")
+    async def account(self, info: Info, account: strawberry.ID) -> Account | None:
+        return Account.from_row(await accounts.get_account(info.context.runtime, str(account)))
+
+    @strawberry.field
+    async def accounts(self, info: Info) -> list[Account]:
+        return [Account.from_row(r) for r in await accounts.list_accounts(info.context.runtime)]
+
+    @strawberry.field(description="Queued, scheduled and recent messages, optionally of one account.")
+    async def outbox(
+        self,
+        info: Info,
+        account: strawberry.ID | None = None,
+        status: list[str] | None = None,
+        limit: int = 1000,
+    ) -> list[OutboxMessage]:
+        rows = await outbox.list_outbox(
+            info.context.runtime, str(account) if account else None, statuses=status, limit=limit
+        )
+        return [OutboxMessage.from_row(r) for r in rows]
+
+    @strawberry.field(description="One message of the outbox by its queue id.")
+    async def message(self, info: Info, queue_id: strawberry.ID) -> OutboxMessage:
+        return OutboxMessage.from_row(await outbox.get_message(info.context.runtime, str(queue_id)))
+
+    @strawberry.field
+    async def webhooks(self, info: Info) -> list[Webhook]:
+        return [Webhook.from_row(r) for r in await webhooks.list_webhooks(info.context.runtime)]

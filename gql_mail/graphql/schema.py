@@ -1,0 +1,35 @@
+"""The schema, and the one place its exported SDL comes from (`gql-mail schema`)."""
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import ParserCache, QueryDepthLimiter, ValidationCache
+from strawberry.types import ExecutionContext
+
+from gql_mail.graphql.errors import CodedErrors
+from gql_mail.graphql.mutations import Mutation
+from gql_mail.graphql.queries import Query
+from gql_mail.graphql.subscriptions import Subscription
+
+
+class GqlMailSchema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        # CodedErrors logs what is unexpected; expected errors are answers, not log lines.
+        return None
+
+
+def build_schema(max_depth: int = 12) -> strawberry.Schema:
+    # Factories: strawberry builds fresh extension instances per request; the caches are shared anyway.
+    extensions: list[Any] = [
+        CodedErrors,
+        lambda: ParserCache(maxsize=1000),
+        lambda: ValidationCache(maxsize=1000),
+        lambda: QueryDepthLimiter(max_depth=max_depth),
+    ]
+    return GqlMailSchema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
+
+
+def export_sdl() -> str:
+    return build_schema().as_str() + "\n"

@@ -1,0 +1,202 @@
+"""Output types: built from rows, never carrying a secret (there is no field that could)."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from gql_mail import models
+from gql_mail.clock import utc
+from gql_mail.events import Event as BusEvent
+from gql_mail.events import iso
+from gql_mail.services.outbox import SubmitResult
+from gql_mail.services.webhooks import expand_events
+
+AccountState = strawberry.enum(models.AccountState, name="AccountState")
+
+
+def _dt(value: datetime | None) -> datetime | None:
+    return utc(value) if value is not None else None
+
+
+@strawberry.type
+class ErrorInfo:
+    message: str
+    code: str | None = None
+
+
+def _error(message: str | None, code: str | None) -> ErrorInfo | None:
+    return ErrorInfo(message=message, code=code) if message else None
+
+
+@strawberry.type
+class SmtpSummary:
+    host: str
+    port: int
+    secure: bool
+    user: str
+
+
+@strawberry.type
+class ImapSummary:
+    host: str | None
+    port: int | None
+    secure: bool
+    user: str | None
+    sent_mail_path: str | None
+
+
+@strawberry.type
+class Account:
+    account: strawberry.ID
+    name: str | None
+    email: str | None
+    state: AccountState  # type: ignore[valid-type]
+    last_error: ErrorInfo | None
+    smtp: SmtpSummary
+    imap: ImapSummary | None
+    created_at: datetime
+    connected_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: models.Account) -> Account:
+        return cls(
+            account=strawberry.ID(row.id),
+            name=row.name,
+            email=row.email,
+            state=models.AccountState(row.state),
+            last_error=_error(row.last_error_message, row.last_error_code),
+            smtp=SmtpSummary(host=row.smtp_host, port=row.smtp_port, secure=row.smtp_secure, user=row.smtp_user),
+            imap=None
+            if row.imap_disabled
+            else ImapSummary(
+                host=row.imap_host,
+                port=row.imap_port,
+                secure=row.imap_secure,
+                user=row.imap_user,
+                sent_mail_path=row.sent_mail_path,
+            ),
+            created_at=utc(row.created_at),
+            connected_at=_dt(row.connected_at),
+        )
+
+
+@strawberry.type
+class SubmitMessageResult:
+    response: str
+    message_id: str
+    send_at: datetime | None
+    queue_id: strawberry.ID
+
+    @classmethod
+    def from_result(cls, result: SubmitResult) -> SubmitMessageResult:
+        return cls(
+            response=result.response,
+            message_id=result.message_id,
+            send_at=result.send_at,
+            queue_id=strawberry.ID(result.queue_id),
+        )
+
+
+@strawberry.type
+class Envelope:
+    from_: str = strawberry.field(name="from")
+    to: list[str]
+
+
+@strawberry.type
+class OutboxMessage:
+    queue_id: strawberry.ID
+    message_id: str | None
+    account: strawberry.ID
+    status: str
+    attempts_made: int
+    attempts: int
+    next_attempt: datetime | None
+    send_at: datetime | None
+    last_error: ErrorInfo | None
+    envelope: Envelope
+    created_at: datetime
+    sent_at: datetime | None
+    response: str | None
+    accepted: list[str] | None
+    rejected: JSON | None
+    copied_to: str | None
+    copy_error: str | None
+
+    @classmethod
+    def from_row(cls, row: models.OutboxMessage) -> OutboxMessage:
+        active = row.status in models.ACTIVE_STATUSES
+        return cls(
+            queue_id=strawberry.ID(row.id),
+            message_id=row.message_id,
+            account=strawberry.ID(row.account_id),
+            status=row.status,
+            attempts_made=row.attempts_made,
+            attempts=row.attempts,
+            next_attempt=_dt(row.next_attempt_at) if active else None,
+            send_at=_dt(row.send_at),
+            last_error=_error(row.last_error_message, row.last_error_code),
+            envelope=Envelope(from_=row.envelope_from, to=list(row.envelope_to)),
+            created_at=utc(row.created_at),
+            sent_at=_dt(row.sent_at),
+            response=row.response,
+            accepted=row.accepted,
+            rejected=row.rejected,
+            copied_to=row.copied_to,
+            copy_error=row.copy_error,
+        )
+
+
+@strawberry.type
+class Webhook:
+    id: strawberry.ID
+    url: str
+    events: list[str]
+    account: strawberry.ID | None
+    enabled: bool
+    has_secret: bool
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: models.Webhook) -> Webhook:
+        return cls(
+            id=strawberry.ID(row.id),
+            url=row.url,
+            events=expand_events(row.events),
+            account=strawberry.ID(row.account_id) if row.account_id else None,
+            enabled=row.enabled,
+            has_secret=row.secret_enc is not None,
+            created_at=utc(row.created_at),
+        )
+
+
+@strawberry.type
+class Event:
+    """The same event, account, date and data as the webhook body."""
+
+    event: str
+    account: strawberry.ID | None
+    date: str = strawberry.field(description="ISO 8601 in UTC with milliseconds, exactly as in the webhook body.")
+    data: JSON
+
+    @classmethod
+    def from_bus(cls, event: BusEvent) -> Event:
+        data: Any = event.data
+        return cls(
+            event=event.event,
+            account=strawberry.ID(event.account) if event.account else None,
+            date=iso(event.date),
+            data=data,
+        )
+
+
+@strawberry.type
+class AccessToken:
+    id: strawberry.ID
+    scope: str
+    description: str | None
+    created_at: datetime
+    revoked_at: datetime | None

@@ -1,0 +1,293 @@
+"""Mail errors: every SMTP/IMAP failure becomes one ``MailError`` value, classified here and only here.
+
+```
+Exception
+ └── MailError                     .code .smtp_code .permanent .auth_failure .response
+       code = EAUTH        login refused (535/534/530, IMAP NO on LOGIN)  -> the account is broken
+              ECONNECTION  refused / reset / dropped (also mid-DATA), bad greeting
+              ETIMEDOUT    connect or a command took longer than the bound
+              ETLS         handshake or certificate verification failed
+              EPROTOCOL    unexpected reply or missing capability
+              EENVELOPE    MAIL FROM / RCPT TO refused (all recipients, for RCPT)
+              EMESSAGE     DATA refused (content, size, policy)
+```
+``classify_smtp_exception`` / ``classify_imap_exception`` / ``classify_imap_login_refusal`` build
+them; nothing else in the code base inspects aiosmtplib, aioimaplib, socket or ssl exceptions.
+
+Why one place: the delivery worker decides retry vs give up from ``permanent`` and marks the
+account from ``auth_failure``; if each call site guessed, the same 5xx would be retried in one
+place and failed in another. The reply-code rule (4xx transient, 5xx permanent) has exceptions
+that only the enhanced status code or the text reveal (Gmail's "550 5.4.5 daily sending quota" is
+a 5xx that passes tomorrow); those live in ``_OVERRIDES`` and ``_TRANSIENT_TEXT`` (the idea of
+nylas/sync-engine's table, without its HTTP codes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from collections.abc import Iterator
+
+import aiosmtplib
+
+__all__ = [
+    "MailError",
+    "classify_imap_exception",
+    "classify_imap_login_refusal",
+    "classify_smtp_exception",
+    "enhanced_status",
+    "is_permanent_reply",
+    "reply_text",
+]
+
+
+class MailError(Exception):
+    """A classified mail failure; safe to store and show (it never carries credentials)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        smtp_code: int | None = None,
+        permanent: bool = False,
+        auth_failure: bool = False,
+        response: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.smtp_code = smtp_code
+        self.permanent = permanent
+        self.auth_failure = auth_failure
+        self.response = response
+
+    def __repr__(self) -> str:
+        return (
+            f"MailError({self.message!r}, code={self.code!r}, smtp_code={self.smtp_code!r}, "
+            f"permanent={self.permanent!r}, auth_failure={self.auth_failure!r})"
+        )
+
+
+# (reply code, enhanced status) -> permanent?  Consulted before the 4xx/5xx rule.
+# An enhanced status of None matches any enhanced status for that reply code.
+_OVERRIDES: dict[tuple[int, str | None], bool] = {
+    (550, "5.4.5"): False,  # Gmail: daily sending quota exceeded; passes once the quota resets
+    (550, "5.3.2"): False,  # system not accepting network messages right now
+    (550, "5.7.26"): True,  # unauthenticated sender (DMARC/SPF): permanent until DNS changes
+    (552, "5.4.5"): False,  # quota, as above (some servers use 552)
+    (554, "5.4.5"): False,
+    (452, "4.5.3"): False,  # too many recipients: a smaller batch may pass
+}
+
+# Phrases that make a 5xx transient: rate limits reported with a permanent code.
+_TRANSIENT_TEXT: tuple[str, ...] = (
+    "exceeded recipient rate limit",
+    "24-hour sending limit",
+    "daily sending quota",
+    "daily user sending quota",
+    "try again later",
+    "too many connections",
+    "rate limit",
+)
+
+# Reply codes that mean "your login is wrong" rather than "this message is wrong".
+_AUTH_CODES = frozenset({530, 534, 535, 538})
+
+_ENHANCED_RE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def enhanced_status(message: str) -> str | None:
+    """The RFC 3463 enhanced status code at the start of a reply text ("5.1.1"), if any."""
+    match = _ENHANCED_RE.match(message.strip())
+    return match.group(0) if match else None
+
+
+def is_permanent_reply(code: int, message: str = "") -> bool:
+    """True when a negative reply means retrying the same message cannot succeed."""
+    status = enhanced_status(message)
+    for key in ((code, status), (code, None)):
+        if key in _OVERRIDES:
+            return _OVERRIDES[key]
+    lowered = message.lower()
+    if code >= 500 and any(phrase in lowered for phrase in _TRANSIENT_TEXT):
+        return False
+    # RFC 3463: the class digit of the enhanced code should agree with the reply; when a server
+    # says "5xx 4.x.x" it is telling us the condition is temporary, so believe the detail.
+    if status is not None and status.startswith("4."):
+        return False
+    return code >= 500
+
+
+def reply_text(code: int, message: str) -> str:
+    """A server reply as one line ("550 5.1.1 <x@y>: Recipient address rejected")."""
+    return f"{code} {' '.join(message.split())}".strip()
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and everything it was raised from (aiosmtplib wraps OSError/SSLError)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _transport_error(exc: BaseException) -> MailError | None:
+    """Classify failures below the protocol (TLS, timeouts, sockets); shared by SMTP and IMAP."""
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            detail = getattr(cause, "verify_message", None) or str(cause)
+            return MailError(f"TLS certificate verification failed: {detail}", code="ETLS")
+        if isinstance(cause, ssl.SSLError):
+            return MailError(
+                f"TLS negotiation failed: {getattr(cause, 'reason', None) or cause}", code="ETLS"
+            )
+    # Timeouts before OSError: TimeoutError is an OSError (and asyncio.TimeoutError is TimeoutError).
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError, aiosmtplib.SMTPTimeoutError)):
+        # aiosmtplib words its own ("Timed out waiting for server response"); asyncio's are empty.
+        return MailError(str(exc) or "Timed out", code="ETIMEDOUT")
+    if isinstance(exc, OSError):
+        if isinstance(exc, aiosmtplib.SMTPException):  # already worded: "Error connecting to ..."
+            return MailError(str(exc) or "Connection lost", code="ECONNECTION")
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return MailError(f"Connection failed: {reason}", code="ECONNECTION")
+    return None
+
+
+def _response_error(exc: aiosmtplib.SMTPResponseException) -> MailError:
+    """Classify an SMTP reply the server actually sent, by the command that drew it."""
+    code, text = exc.code, exc.message
+    response = reply_text(code, text)
+    permanent = is_permanent_reply(code, text)
+
+    if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
+        # A refusing greeting is about the server/account, not this message: retry later.
+        return MailError(
+            f"Server refused the connection: {response}",
+            code="ECONNECTION",
+            smtp_code=code,
+            response=response,
+        )
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError) or code in _AUTH_CODES:
+        # 454 "temporary authentication failure" is the server's problem, not the password's.
+        broken = code >= 500
+        return MailError(
+            f"Invalid login: {response}",
+            code="EAUTH",
+            smtp_code=code,
+            permanent=broken,
+            auth_failure=broken,
+            response=response,
+        )
+    if isinstance(exc, aiosmtplib.SMTPSenderRefused):
+        return MailError(
+            f"Mail command failed: {response}",
+            code="EENVELOPE",
+            smtp_code=code,
+            permanent=permanent,
+            response=response,
+        )
+    if isinstance(exc, aiosmtplib.SMTPRecipientRefused):
+        # RFC 5321 4.5.3.1.10: a 552 on RCPT (too many recipients) should be treated as 452.
+        return MailError(
+            f"Recipient command failed: {response}",
+            code="EENVELOPE",
+            smtp_code=code,
+            permanent=permanent and code != 552,
+            response=response,
+        )
+    if isinstance(exc, aiosmtplib.SMTPDataError):
+        return MailError(
+            f"Message failed: {response}",
+            code="EMESSAGE",
+            smtp_code=code,
+            permanent=permanent,
+            response=response,
+        )
+    return MailError(
+        f"Unexpected server reply: {response}",
+        code="EPROTOCOL",
+        smtp_code=code,
+        permanent=permanent,
+        response=response,
+    )
+
+
+def _recipients_error(exc: aiosmtplib.SMTPRecipientsRefused) -> MailError:
+    """All recipients refused: permanent only if every refusal was permanent."""
+    refusals = [_response_error(refused) for refused in exc.recipients]
+    first = refusals[0] if refusals else None
+    listing = "; ".join(
+        f"{refused.recipient}: {reply_text(refused.code, refused.message)}" for refused in exc.recipients
+    )
+    return MailError(
+        f"Can't send mail - all recipients were rejected: {listing}",
+        code="EENVELOPE",
+        smtp_code=first.smtp_code if first else None,
+        permanent=bool(refusals) and all(r.permanent for r in refusals),
+        response=first.response if first else None,
+    )
+
+
+def classify_smtp_exception(exc: BaseException) -> MailError:
+    """Turn anything aiosmtplib, the socket layer, asyncio or ssl raised into a ``MailError``.
+
+    Order matters: aiosmtplib's timeout and connect errors are also ``OSError``/``ConnectionError``,
+    and TLS failures arrive either raw (STARTTLS) or as the cause of a connect error (implicit TLS).
+    """
+    if isinstance(exc, MailError):
+        return exc
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        return _recipients_error(exc)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return _response_error(exc)
+    transport = _transport_error(exc)
+    if transport is not None:
+        return transport
+    if isinstance(exc, aiosmtplib.SMTPNotSupported):
+        return MailError(
+            f"Server does not support a required extension: {exc}", code="EPROTOCOL", permanent=True
+        )
+    if isinstance(exc, UnicodeError):
+        return MailError(f"Address can't be encoded for this server: {exc}", code="EENVELOPE", permanent=True)
+    if isinstance(exc, ValueError):
+        # aiosmtplib refuses addresses that would inject SMTP syntax (spaces, <, >, CR/LF).
+        return MailError(f"Invalid envelope: {exc}", code="EENVELOPE", permanent=True)
+    if isinstance(exc, aiosmtplib.SMTPException):
+        return MailError(f"SMTP error: {exc}", code="EPROTOCOL")
+    return MailError(f"Unexpected error: {type(exc).__name__}: {exc}", code="EPROTOCOL")
+
+
+# RFC 5530 response codes on a refused IMAP LOGIN that say "not your password, try later".
+_IMAP_TRANSIENT_CODES = ("[UNAVAILABLE]", "[INUSE]", "[SERVERBUG]", "[LIMIT]")
+
+
+def classify_imap_login_refusal(text: str) -> MailError:
+    """An IMAP ``NO``/``BAD`` answer to LOGIN/AUTHENTICATE: broken credentials unless it says otherwise."""
+    transient = any(code in text.upper() for code in _IMAP_TRANSIENT_CODES)
+    return MailError(
+        f"Invalid login: {text}" if not transient else f"Login temporarily refused: {text}",
+        code="EAUTH",
+        permanent=not transient,
+        auth_failure=not transient,
+        response=text,
+    )
+
+
+def classify_imap_exception(exc: BaseException) -> MailError:
+    """Turn anything aioimaplib, the socket layer, asyncio or ssl raised into a ``MailError``."""
+    if isinstance(exc, MailError):
+        return exc
+    transport = _transport_error(exc)
+    if transport is not None:
+        return transport
+    # aioimaplib's exceptions, matched by name so this module needs no untyped import.
+    name = type(exc).__name__
+    if name == "CommandTimeout":
+        return MailError("Timed out waiting for the IMAP server", code="ETIMEDOUT")
+    if name in {"Abort", "Error", "IncompleteRead", "AioImapException"}:
+        return MailError(f"IMAP protocol error: {exc}", code="EPROTOCOL")
+    return MailError(f"Unexpected error: {name}: {exc}", code="EPROTOCOL")

@@ -1,0 +1,264 @@
+"""Send composed messages through an account's own SMTP server.
+
+The lower-level aiosmtplib ``SMTP`` object is driven command by command (MAIL, RCPT per recipient,
+DATA) rather than through ``sendmail`` so that each recipient's answer is known: a message with
+one bad address among ten still goes to the nine, and the caller learns which one bounced.
+A connection stays logged in across messages of one account; after any error it is marked
+unusable, because a half-finished transaction or a timed-out read leaves the session in an
+unknown state and a fresh connection is cheaper than reasoning about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import aiosmtplib
+from aiosmtplib.email import parse_address
+
+from gql_mail.mail.errors import MailError, classify_smtp_exception, reply_text
+
+__all__ = ["SendResult", "SmtpConnection", "SmtpSettings", "verify_smtp"]
+
+# QUIT is a courtesy; a server that doesn't answer it quickly must not hold a worker.
+_QUIT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """How to reach and log in to one account's SMTP server."""
+
+    host: str
+    port: int
+    secure: bool = False  # implicit TLS (465); False: plain, upgraded with STARTTLS when offered
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    access_token: str | None = field(default=None, repr=False)  # XOAUTH2 instead of a password
+    reject_unauthorized: bool = True  # False: accept any certificate (self-signed servers)
+    timeout: float = 30.0  # bound on connect and on each command's reply
+    local_hostname: str | None = None  # EHLO name; None: this host's FQDN
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What the server said about one accepted message."""
+
+    response: str  # final reply to DATA, one line: "250 2.0.0 Ok: queued as ABC"
+    accepted: tuple[str, ...]  # recipients accepted at RCPT
+    rejected: dict[str, tuple[int, str]]  # recipient -> (code, message) refused at RCPT
+
+
+class SmtpConnection:
+    """One logged-in connection, reused for several messages of one account (async context manager)."""
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self._settings = settings
+        self._client: aiosmtplib.SMTP | None = None
+        self._usable = False
+
+    @property
+    def usable(self) -> bool:
+        """False once anything went wrong (or the server hung up): open a new connection."""
+        return self._usable and self._client is not None and self._client.is_connected
+
+    async def __aenter__(self) -> SmtpConnection:
+        settings = self._settings
+        try:
+            client = aiosmtplib.SMTP(
+                hostname=settings.host,
+                port=settings.port,
+                use_tls=settings.secure,
+                # None: STARTTLS if the server offers it; with implicit TLS there is nothing to upgrade.
+                start_tls=False if settings.secure else None,
+                validate_certs=settings.reject_unauthorized,
+                timeout=settings.timeout,
+                local_hostname=settings.local_hostname,
+            )
+        except ValueError as exc:  # e.g. an invalid local_hostname: configuration, not network
+            raise MailError(f"Invalid SMTP settings: {exc}", code="EPROTOCOL", permanent=True) from exc
+        self._client = client
+        try:
+            await client.connect()
+            await self._ehlo(client)
+            await self._authenticate(client)
+        except BaseException as exc:
+            client.close()
+            self._client = None
+            if isinstance(exc, MailError) or not isinstance(exc, Exception):
+                raise
+            raise classify_smtp_exception(exc) from exc
+        self._usable = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        client, self._client, self._usable = self._client, None, False
+        if client is None:
+            return
+        try:
+            if client.is_connected:
+                await client.quit(timeout=min(self._settings.timeout, _QUIT_TIMEOUT))
+        except Exception:  # noqa: S110 - QUIT failing changes nothing for the caller
+            pass
+        finally:
+            client.close()
+
+    async def send(self, envelope_from: str, recipients: Sequence[str], raw: bytes) -> SendResult:
+        """Send ``raw`` (RFC 5322 bytes, CRLF) to ``recipients``; raise ``MailError`` on failure.
+
+        Recipients refused at RCPT are reported in ``SendResult.rejected`` while the message goes to
+        the rest; if every recipient is refused, ``MailError(code="EENVELOPE")`` is raised,
+        permanent only if every refusal was.
+        """
+        client = self._client
+        if client is None or not self.usable:
+            raise MailError("SMTP connection is not open", code="ECONNECTION")
+        try:
+            return await self._send(client, envelope_from, list(recipients), raw)
+        except BaseException as exc:
+            self._usable = False
+            if not isinstance(exc, Exception):
+                client.close()  # cancelled mid-transaction: the session state is unknown
+                raise
+            if isinstance(exc, MailError):
+                raise
+            raise classify_smtp_exception(exc) from exc
+
+    async def _ehlo(self, client: aiosmtplib.SMTP) -> None:
+        """EHLO (again after STARTTLS, which discards what the server said before), HELO as fallback."""
+        if not client.is_ehlo_or_helo_needed:
+            return
+        try:
+            await client.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            if not client.is_connected:
+                raise
+            await client.helo()
+
+    async def _authenticate(self, client: aiosmtplib.SMTP) -> None:
+        settings = self._settings
+        if settings.access_token is None and settings.user is None:
+            return  # an open relay / IP-authorised submission server
+        if not client.supports_extension("auth"):
+            # Sending unauthenticated would either fail at MAIL or, worse, relay without the
+            # account's identity; the account configuration is wrong either way.
+            raise MailError(
+                "Server offers no authentication (AUTH) but credentials are configured",
+                code="EAUTH",
+                permanent=True,
+                auth_failure=True,
+            )
+        if settings.access_token is not None:
+            if "xoauth2" not in client.server_auth_methods:
+                raise MailError(
+                    "Server does not offer XOAUTH2 authentication",
+                    code="EAUTH",
+                    permanent=True,
+                    auth_failure=True,
+                )
+            await client.auth_xoauth2(settings.user or "", settings.access_token)
+            return
+        if not client.supported_auth_methods:
+            offered = " ".join(client.server_auth_methods).upper()
+            raise MailError(
+                f"No supported authentication mechanism (server offers: {offered})",
+                code="EAUTH",
+                permanent=True,
+                auth_failure=True,
+            )
+        await client.login(settings.user or "", settings.password or "")
+
+    async def _send(
+        self, client: aiosmtplib.SMTP, envelope_from: str, recipients: list[str], raw: bytes
+    ) -> SendResult:
+        if not recipients:
+            raise MailError("No recipients", code="EENVELOPE", permanent=True)
+        _check_address(envelope_from, allow_empty=True)  # "" is the null reverse-path <>
+        for recipient in recipients:
+            _check_address(recipient, allow_empty=False)
+
+        options, encoding = _mail_options(client, envelope_from, recipients, raw)
+        await client.mail(envelope_from, options=options, encoding=encoding)
+
+        accepted: list[str] = []
+        rejected: dict[str, tuple[int, str]] = {}
+        refusals: list[aiosmtplib.SMTPRecipientRefused] = []
+        for recipient in recipients:
+            try:
+                await client.rcpt(recipient, encoding=encoding)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                refusals.append(exc)
+                rejected[recipient] = (exc.code, " ".join(exc.message.split()))
+            else:
+                accepted.append(recipient)
+        if not accepted:
+            raise aiosmtplib.SMTPRecipientsRefused(refusals)
+
+        response = await client.data(raw)
+        return SendResult(
+            response=reply_text(response.code, response.message),
+            accepted=tuple(accepted),
+            rejected=rejected,
+        )
+
+
+def _check_address(address: str, *, allow_empty: bool) -> None:
+    """Envelope addresses must be bare mailboxes.
+
+    aiosmtplib extracts an address from whatever it is given ("Name <a@b>", "a@b> NOTIFY=NEVER"
+    both become "a@b") and refuses only what would break the command line, so anything it would
+    rewrite is refused here: the envelope is never guessed from a malformed input.
+    """
+    if not address and allow_empty:
+        return
+    if not address or parse_address(address) != address:
+        raise MailError(f"Invalid envelope address: {address!r}", code="EENVELOPE", permanent=True)
+
+
+def _mail_options(
+    client: aiosmtplib.SMTP, envelope_from: str, recipients: list[str], raw: bytes
+) -> tuple[list[str], str]:
+    """MAIL FROM parameters and the address encoding: SMTPUTF8 only when the message needs it.
+
+    SMTPUTF8 is needed for non-ASCII addresses or raw UTF-8 headers (compose emits 7-bit headers
+    unless it chose SMTPUTF8); asking for it otherwise would make servers without the extension
+    refuse mail they could carry.
+    """
+    utf8_addresses = not envelope_from.isascii() or not all(r.isascii() for r in recipients)
+    utf8_headers = not _header_block(raw).isascii()
+    options: list[str] = []
+    if client.supports_extension("size"):
+        options.append(f"SIZE={len(raw)}")
+    if utf8_addresses or utf8_headers:
+        if not client.supports_extension("smtputf8"):
+            raise MailError(
+                "The message needs SMTPUTF8 (non-ASCII "
+                + ("addresses" if utf8_addresses else "headers")
+                + ") but the server does not offer it",
+                code="EENVELOPE" if utf8_addresses else "EMESSAGE",
+                permanent=True,
+            )
+        options.append("SMTPUTF8")
+    if client.supports_extension("8bitmime") and not raw.isascii():
+        options.append("BODY=8BITMIME")
+    return options, "utf-8" if utf8_addresses else "ascii"
+
+
+def _header_block(raw: bytes) -> bytes:
+    """The header section of an RFC 5322 message (everything before the first empty line)."""
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        end = raw.find(separator)
+        if end != -1:
+            return raw[:end]
+    return raw
+
+
+async def verify_smtp(settings: SmtpSettings) -> None:
+    """Connect, log in and QUIT: proves the account's SMTP settings work. Raises ``MailError``."""
+    async with SmtpConnection(settings):
+        pass

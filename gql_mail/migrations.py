@@ -1,0 +1,42 @@
+"""Applying alembic migrations from code: `serve` and `migrate` both call `upgrade`.
+
+Migrations are the only way tables come to exist, so tests run them too (never `create_all`).
+"""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def alembic_config(database_url: str) -> Config:
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "alembic"))
+    cfg.attributes["database_url"] = database_url
+    return cfg
+
+
+def _upgrade(connection: Connection, cfg: Config) -> None:
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, "head")
+
+
+async def upgrade(database_url: str) -> None:
+    """Bring the database to the newest schema (idempotent)."""
+    cfg = alembic_config(database_url)
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_upgrade, cfg)
+    finally:
+        await engine.dispose()
+
+
+def upgrade_sync(database_url: str) -> None:
+    asyncio.run(upgrade(database_url))

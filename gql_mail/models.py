@@ -1,0 +1,177 @@
+"""The tables. The database is the queue: outbox rows are jobs, webhook_delivery rows are the event outbox.
+
+Secrets are stored only in `*_enc` columns, encrypted by `crypto.SecretBox`.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable, index=index))
+
+
+class AccountState(StrEnum):
+    NEW = "NEW"
+    CONNECTING = "CONNECTING"
+    CONNECTED = "CONNECTED"
+    AUTHENTICATION_ERROR = "AUTHENTICATION_ERROR"
+    CONNECT_ERROR = "CONNECT_ERROR"
+    DISCONNECTED = "DISCONNECTED"
+
+
+class MessageStatus(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_STATUSES = frozenset({MessageStatus.QUEUED, MessageStatus.SENDING})
+TERMINAL_STATUSES = frozenset({MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.CANCELLED})
+
+
+class Account(SQLModel, table=True):
+    __tablename__ = "account"
+
+    id: str = Field(sa_column=Column(String(256), primary_key=True))
+    name: str
+    email: str
+    state: str = Field(default=AccountState.NEW, max_length=32)
+    last_error_message: str | None = None
+    last_error_code: str | None = Field(default=None, max_length=64)
+    # Bumped by every change of settings, so a background check that started earlier cannot overwrite
+    # the state of settings it did not test.
+    version: int = 1
+
+    smtp_host: str
+    smtp_port: int
+    smtp_secure: bool = False
+    smtp_user: str
+    smtp_pass_enc: str | None = None
+    smtp_token_enc: str | None = None
+    smtp_reject_unauthorized: bool = True
+
+    imap_disabled: bool = True
+    imap_host: str | None = None
+    imap_port: int | None = None
+    imap_secure: bool = False
+    imap_user: str | None = None
+    imap_pass_enc: str | None = None
+    imap_token_enc: str | None = None
+    imap_reject_unauthorized: bool = True
+    sent_mail_path: str | None = None
+
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False)
+    connected_at: datetime | None = _ts()
+    checked_at: datetime | None = _ts()
+
+
+class OutboxMessage(SQLModel, table=True):
+    __tablename__ = "outbox_message"
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_account_status", "account_id", "status"),
+        UniqueConstraint("account_id", "idempotency_key", name="uq_outbox_idempotency"),
+    )
+
+    id: str = Field(sa_column=Column(String(64), primary_key=True))
+    account_id: str = Field(
+        sa_column=Column(String(256), ForeignKey("account.id", ondelete="CASCADE"), nullable=False)
+    )
+    message_id: str = Field(max_length=998)
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    envelope_from: str
+    envelope_to: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    status: str = Field(default=MessageStatus.QUEUED, max_length=16)
+    attempts_made: int = 0
+    attempts: int = 10
+    copy_to_sent: bool = False
+    send_at: datetime | None = _ts()
+    next_attempt_at: datetime = _ts(nullable=False)
+    lease_until: datetime | None = _ts()
+    idempotency_key: str | None = Field(default=None, max_length=256)
+    last_error_message: str | None = None
+    last_error_code: str | None = Field(default=None, max_length=64)
+    last_smtp_code: int | None = None
+    response: str | None = None
+    accepted: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    rejected: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    copied_to: str | None = None
+    copy_error: str | None = None
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False)
+    sent_at: datetime | None = _ts()
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    __tablename__ = "delivery_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    outbox_id: str = Field(
+        sa_column=Column(String(64), ForeignKey("outbox_message.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    attempt: int
+    at: datetime = _ts(nullable=False)
+    ok: bool
+    response: str | None = None
+    error: str | None = None
+    error_code: str | None = Field(default=None, max_length=64)
+    smtp_code: int | None = None
+    accepted: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    rejected: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+
+
+class Webhook(SQLModel, table=True):
+    __tablename__ = "webhook"
+
+    id: str = Field(sa_column=Column(String(64), primary_key=True))
+    url: str
+    events: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    account_id: str | None = Field(default=None, max_length=256, index=True)
+    secret_enc: str | None = None
+    enabled: bool = True
+    created_at: datetime = _ts(nullable=False)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
+        Index("ix_webhook_delivery_order", "webhook_id", "order_key", "status", "seq"),
+    )
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=64, unique=True)
+    webhook_id: str = Field(
+        sa_column=Column(String(64), ForeignKey("webhook.id", ondelete="CASCADE"), nullable=False)
+    )
+    event: str = Field(max_length=64)
+    order_key: str = Field(max_length=256)
+    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    status: str = Field(default="pending", max_length=16)
+    attempts_made: int = 0
+    next_attempt_at: datetime = _ts(nullable=False)
+    lease_until: datetime | None = _ts()
+    last_error: str | None = None
+    created_at: datetime = _ts(nullable=False)
+    delivered_at: datetime | None = _ts()
+
+
+class AccessToken(SQLModel, table=True):
+    __tablename__ = "access_token"
+
+    id: str = Field(sa_column=Column(String(64), primary_key=True))
+    token_hash: str = Field(max_length=128, unique=True)
+    scope: str = Field(default="api", max_length=32)
+    description: str | None = None
+    created_at: datetime = _ts(nullable=False)
+    revoked_at: datetime | None = _ts()
+    last_used_at: datetime | None = _ts()

@@ -1,0 +1,48 @@
+"""The shared dependencies every service and worker is given (no module-level singletons).
+
+Built once by the app's lifespan (or by a test); time, randomness and the bus live here so tests swap them.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gql_mail.clock import Clock, SystemClock
+from gql_mail.config import Settings
+from gql_mail.crypto import SecretBox
+from gql_mail.db import Database
+from gql_mail.events import EventBus
+from gql_mail.retry import RetryPolicy
+
+
+def _noop(*_args: object) -> None:
+    return None
+
+
+@dataclass
+class Wakers:
+    """Hooks that nudge a worker at once instead of waiting for its next poll; the workers set them."""
+
+    delivery: Callable[[], None] = _noop
+    webhooks: Callable[[], None] = _noop
+    account_check: Callable[[str], None] = _noop
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    secrets: SecretBox
+    bus: EventBus = field(default_factory=EventBus)
+    clock: Clock = field(default_factory=SystemClock)
+    rng: random.Random = field(default_factory=random.Random)
+    wake: Wakers = field(default_factory=Wakers)
+
+    @property
+    def delivery_retry(self) -> RetryPolicy:
+        return RetryPolicy(self.settings.retry_base_seconds, self.settings.retry_max_seconds)
+
+    @property
+    def webhook_retry(self) -> RetryPolicy:
+        return RetryPolicy(self.settings.retry_base_seconds, self.settings.retry_max_seconds)

@@ -1,0 +1,306 @@
+"""Mailbox accounts: registration, settings, and the background check that moves their state.
+
+State machine: NEW -> CONNECTING -> CONNECTED | AUTHENTICATION_ERROR | CONNECT_ERROR. A check does its
+network I/O between two short transactions, and `Account.version` keeps a slow check from overwriting the
+result for settings that changed meanwhile.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from gql_mail.events import (
+    ACCOUNT_ADDED,
+    ACCOUNT_CONNECTED,
+    ACCOUNT_DELETED,
+    AUTHENTICATION_ERROR,
+    CONNECT_ERROR,
+    Event,
+)
+from gql_mail.mail.compose import ComposeError, validate_address
+from gql_mail.mail.errors import MailError
+from gql_mail.mail.imap import ImapSettings, verify_imap
+from gql_mail.mail.smtp import SmtpSettings, verify_smtp
+from gql_mail.models import Account, AccountState
+from gql_mail.runtime import Runtime
+from gql_mail.services import validation as v
+from gql_mail.services.errors import BadInput, Conflict, NotFound
+from gql_mail.services.unit import unit_of_work
+
+
+@dataclass(frozen=True)
+class AuthSpec:
+    user: str | None
+    password: str | None = None
+    access_token: str | None = None
+
+
+@dataclass(frozen=True)
+class ImapSpec:
+    host: str | None = None
+    port: int | None = None
+    secure: bool | None = None
+    auth: AuthSpec | None = None
+    reject_unauthorized: bool | None = None
+    disabled: bool | None = None
+    sent_mail_path: str | None = None
+
+
+@dataclass(frozen=True)
+class SmtpSpec:
+    host: str | None
+    port: int | None
+    auth: AuthSpec | None
+    secure: bool | None = None
+    reject_unauthorized: bool | None = None
+
+
+@dataclass(frozen=True)
+class AccountSpec:
+    account: str
+    name: str
+    email: str
+    smtp: SmtpSpec
+    imap: ImapSpec | None = None
+
+
+@dataclass(frozen=True)
+class AccountPatch:
+    """updateAccount: fields left None keep their value; a given imap/smtp block replaces the old one."""
+
+    name: str | None = None
+    email: str | None = None
+    smtp: SmtpSpec | None = None
+    imap: ImapSpec | None = None
+
+
+def _auth(auth: AuthSpec | None, field: str) -> AuthSpec:
+    if auth is None:
+        raise BadInput(f"{field} is required", field=field)
+    v.required_text(auth.user, f"{field}.user", max_length=512)
+    if not auth.password and not auth.access_token:
+        raise BadInput(f"{field}.pass or {field}.accessToken is required", field=f"{field}.pass")
+    return auth
+
+
+def _email(value: str) -> str:
+    try:
+        return validate_address(value, "email")
+    except ComposeError as exc:
+        raise BadInput(str(exc), field="email") from exc
+
+
+def _apply_smtp(rt: Runtime, row: Account, smtp: SmtpSpec) -> None:
+    row.smtp_host = v.hostname(smtp.host, "smtp.host")
+    row.smtp_port = v.port(smtp.port, "smtp.port")
+    auth = _auth(smtp.auth, "smtp.auth")
+    row.smtp_secure = bool(smtp.secure)
+    row.smtp_user = auth.user or ""
+    row.smtp_pass_enc = rt.secrets.maybe_encrypt(auth.password)
+    row.smtp_token_enc = rt.secrets.maybe_encrypt(auth.access_token)
+    row.smtp_reject_unauthorized = smtp.reject_unauthorized is not False
+
+
+def _apply_imap(rt: Runtime, row: Account, imap: ImapSpec | None) -> None:
+    if imap is None or imap.disabled:
+        row.imap_disabled = True
+        row.imap_host = row.imap_port = row.imap_user = row.imap_pass_enc = row.imap_token_enc = None
+        row.sent_mail_path = None
+        return
+    row.imap_disabled = False
+    row.imap_host = v.hostname(imap.host, "imap.host")
+    row.imap_port = v.port(imap.port, "imap.port")
+    auth = _auth(imap.auth, "imap.auth")
+    row.imap_secure = bool(imap.secure)
+    row.imap_user = auth.user
+    row.imap_pass_enc = rt.secrets.maybe_encrypt(auth.password)
+    row.imap_token_enc = rt.secrets.maybe_encrypt(auth.access_token)
+    row.imap_reject_unauthorized = imap.reject_unauthorized is not False
+    row.sent_mail_path = (
+        v.no_control_chars(imap.sent_mail_path, "imap.sentMailPath", max_length=512) if imap.sent_mail_path else None
+    )
+
+
+def _account_id(value: str) -> str:
+    return v.required_text(value, "account", max_length=256)
+
+
+def _name(value: str | None) -> str:
+    return v.no_control_chars(value or "", "name", max_length=256)
+
+
+async def register_account(rt: Runtime, spec: AccountSpec) -> Account:
+    """Store the account as NEW and start its connection check in the background."""
+    now = rt.clock.now()
+    row = Account(
+        id=_account_id(spec.account),
+        name=_name(spec.name),
+        email=_email(spec.email),
+        state=AccountState.NEW,
+        smtp_host="",
+        smtp_port=0,
+        smtp_user="",
+        created_at=now,
+        updated_at=now,
+    )
+    _apply_smtp(rt, row, spec.smtp)
+    _apply_imap(rt, row, spec.imap)
+    async with unit_of_work(rt) as uow:
+        if await uow.session.get(Account, row.id) is not None:
+            raise Conflict(f"account {row.id!r} already exists", field="account")
+        uow.session.add(row)
+        uow.emit(Event(ACCOUNT_ADDED, row.id, now, {"account": row.id, "name": row.name, "email": row.email}))
+    rt.wake.account_check(row.id)
+    return row
+
+
+async def update_account(rt: Runtime, account_id: str, patch: AccountPatch) -> Account:
+    """Change settings and check them again; the account is CONNECTING until the check ends."""
+    async with unit_of_work(rt) as uow:
+        row = await _get_for_update(uow.session, account_id)
+        if patch.name is not None:
+            row.name = _name(patch.name)
+        if patch.email is not None:
+            row.email = _email(patch.email)
+        if patch.smtp is not None:
+            _apply_smtp(rt, row, patch.smtp)
+        if patch.imap is not None:
+            _apply_imap(rt, row, patch.imap)
+        row.version += 1
+        row.state = AccountState.CONNECTING
+        row.updated_at = rt.clock.now()
+    rt.wake.account_check(row.id)
+    return row
+
+
+async def reconnect_account(rt: Runtime, account_id: str) -> Account:
+    async with unit_of_work(rt) as uow:
+        row = await _get_for_update(uow.session, account_id)
+        row.state = AccountState.CONNECTING
+        row.version += 1
+        row.updated_at = rt.clock.now()
+    rt.wake.account_check(row.id)
+    return row
+
+
+async def delete_account(rt: Runtime, account_id: str) -> bool:
+    """Delete the account and its queued messages."""
+    async with unit_of_work(rt) as uow:
+        row = await _get_for_update(uow.session, account_id)
+        await uow.session.delete(row)
+        uow.emit(Event(ACCOUNT_DELETED, row.id, rt.clock.now(), {"account": row.id}))
+    return True
+
+
+async def _get_for_update(session: Any, account_id: str) -> Account:
+    row: Account | None = await session.get(Account, account_id)
+    if row is None:
+        raise NotFound(f"no account {account_id!r}", field="account")
+    return row
+
+
+async def get_account(rt: Runtime, account_id: str) -> Account:
+    async with rt.db.read() as session:
+        row = await session.get(Account, account_id)
+    if row is None:
+        raise NotFound(f"no account {account_id!r}", field="account")
+    return row
+
+
+async def list_accounts(rt: Runtime) -> Sequence[Account]:
+    async with rt.db.read() as session:
+        return (await session.execute(select(Account).order_by(Account.created_at))).scalars().all()  # type: ignore[arg-type]
+
+
+def smtp_settings(rt: Runtime, row: Account) -> SmtpSettings:
+    return SmtpSettings(
+        host=row.smtp_host,
+        port=row.smtp_port,
+        secure=row.smtp_secure,
+        user=row.smtp_user,
+        password=rt.secrets.maybe_decrypt(row.smtp_pass_enc),
+        access_token=rt.secrets.maybe_decrypt(row.smtp_token_enc),
+        reject_unauthorized=row.smtp_reject_unauthorized,
+        timeout=rt.settings.smtp_timeout_seconds,
+    )
+
+
+def imap_settings(rt: Runtime, row: Account) -> ImapSettings | None:
+    if row.imap_disabled or row.imap_host is None or row.imap_port is None:
+        return None
+    return ImapSettings(
+        host=row.imap_host,
+        port=row.imap_port,
+        secure=row.imap_secure,
+        user=row.imap_user or "",
+        password=rt.secrets.maybe_decrypt(row.imap_pass_enc),
+        access_token=rt.secrets.maybe_decrypt(row.imap_token_enc),
+        reject_unauthorized=row.imap_reject_unauthorized,
+        timeout=rt.settings.imap_timeout_seconds,
+    )
+
+
+def _state_for(error: MailError | None) -> AccountState:
+    if error is None:
+        return AccountState.CONNECTED
+    return AccountState.AUTHENTICATION_ERROR if error.auth_failure else AccountState.CONNECT_ERROR
+
+
+_STATE_EVENTS = {
+    AccountState.CONNECTED: ACCOUNT_CONNECTED,
+    AccountState.AUTHENTICATION_ERROR: AUTHENTICATION_ERROR,
+    AccountState.CONNECT_ERROR: CONNECT_ERROR,
+}
+
+
+async def check_account(rt: Runtime, account_id: str) -> AccountState | None:
+    """Log in over IMAP (unless disabled) and SMTP, and record the outcome. None: nothing was recorded
+    (the account is gone or changed while we checked; the newer check decides)."""
+    async with rt.db.write() as session:
+        row = await session.get(Account, account_id)
+        if row is None:
+            return None
+        if row.state == AccountState.NEW:
+            row.state = AccountState.CONNECTING
+        version = row.version
+        smtp = smtp_settings(rt, row)
+        imap = imap_settings(rt, row)
+    error: MailError | None = None
+    try:
+        if imap is not None:
+            await verify_imap(imap)
+        await verify_smtp(smtp)
+    except MailError as exc:
+        error = exc
+    return await record_account_state(rt, account_id, error, version=version)
+
+
+async def record_account_state(
+    rt: Runtime, account_id: str, error: MailError | None, *, version: int | None = None
+) -> AccountState | None:
+    """Set the state an outcome implies; emit its event when the state changes. Also used by delivery
+    when SMTP authentication fails at send time."""
+    state = _state_for(error)
+    async with unit_of_work(rt) as uow:
+        row = await uow.session.get(Account, account_id)
+        if row is None or (version is not None and row.version != version):
+            return None
+        now = rt.clock.now()
+        changed = row.state != state
+        row.state = state
+        row.checked_at = now
+        row.last_error_message = str(error) if error else None
+        row.last_error_code = error.code if error else None
+        if state == AccountState.CONNECTED:
+            row.connected_at = row.connected_at if not changed else now
+        if changed and state in _STATE_EVENTS:
+            data: dict[str, Any] = {"state": state.value}
+            if error is not None:
+                data.update(error=str(error), errorCode=error.code, response=error.response)
+            uow.emit(Event(_STATE_EVENTS[state], account_id, now, data, order_key=account_id))
+    if state == AccountState.CONNECTED:
+        rt.wake.delivery()
+    return state

@@ -1,0 +1,255 @@
+"""Submitting, listing and cancelling messages.
+
+A submission is validated and composed completely before anything is written, then stored in one
+transaction, and only then answered: an answered message is durable. Delivery never composes again.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from gql_mail.clock import utc
+from gql_mail.ids import time_ordered_id
+from gql_mail.mail.compose import Address, Attachment, ComposeError, Draft, compose
+from gql_mail.models import Account, AccountState, MessageStatus, OutboxMessage
+from gql_mail.runtime import Runtime
+from gql_mail.services import validation as v
+from gql_mail.services.errors import AccountNotReady, BadInput, NotFound, PayloadTooLarge
+
+QUEUED_RESPONSE = "Queued for delivery"
+
+
+@dataclass(frozen=True)
+class AttachmentSpec:
+    content: str
+    filename: str | None = None
+    content_type: str | None = None
+    cid: str | None = None
+
+
+@dataclass(frozen=True)
+class SubmitSpec:
+    from_: Address | None = None
+    to: Sequence[Address] = ()
+    cc: Sequence[Address] = ()
+    bcc: Sequence[Address] = ()
+    reply_to: Sequence[Address] = ()
+    subject: str | None = None
+    text: str | None = None
+    html: str | None = None
+    attachments: Sequence[AttachmentSpec] = ()
+    headers: Any = None
+    message_id: str | None = None
+    send_at: datetime | None = None
+    delivery_attempts: int | None = None
+    copy: bool | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    response: str
+    message_id: str
+    send_at: datetime | None
+    queue_id: str
+    # True when an earlier submission with the same idempotency key answered and nothing new was queued.
+    duplicate: bool = field(default=False)
+
+
+def _decode_attachments(rt: Runtime, specs: Sequence[AttachmentSpec]) -> tuple[Attachment, ...]:
+    if len(specs) > rt.settings.max_attachments:
+        raise BadInput(f"at most {rt.settings.max_attachments} attachments per message", field="attachments")
+    out = []
+    total = 0
+    for i, spec in enumerate(specs):
+        cleaned = "".join(spec.content.split())
+        if len(cleaned) * 3 // 4 > rt.settings.max_message_bytes:
+            raise PayloadTooLarge(f"message exceeds {rt.settings.max_message_bytes} bytes", field="attachments")
+        try:
+            content = base64.b64decode(cleaned, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise BadInput(f"attachments[{i}].content is not valid base64", field=f"attachments[{i}].content") from exc
+        total += len(content)
+        if total > rt.settings.max_message_bytes:
+            raise PayloadTooLarge(f"message exceeds {rt.settings.max_message_bytes} bytes", field="attachments")
+        out.append(Attachment(content=content, filename=spec.filename, content_type=spec.content_type, cid=spec.cid))
+    return tuple(out)
+
+
+def _headers(value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise BadInput("headers must be an object of header name to value", field="headers")
+    out = []
+    for name, raw in value.items():
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+            raise BadInput(f"header {name!r} must have a string value", field="headers")
+        out.append((str(name), str(raw)))
+    return tuple(out)
+
+
+def _draft(rt: Runtime, account: Account, spec: SubmitSpec) -> Draft:
+    recipients = len(spec.to) + len(spec.cc) + len(spec.bcc)
+    if recipients == 0:
+        raise BadInput("a message needs at least one recipient in to, cc or bcc", field="to")
+    if recipients > rt.settings.max_recipients:
+        raise BadInput(f"at most {rt.settings.max_recipients} recipients per message", field="to")
+    return Draft(
+        from_=spec.from_ or Address(address=account.email, name=account.name or None),
+        to=tuple(spec.to),
+        cc=tuple(spec.cc),
+        bcc=tuple(spec.bcc),
+        reply_to=tuple(spec.reply_to),
+        subject=spec.subject,
+        text=spec.text,
+        html=spec.html,
+        attachments=_decode_attachments(rt, spec.attachments),
+        headers=_headers(spec.headers),
+        message_id=spec.message_id,
+    )
+
+
+def _result(row: OutboxMessage, *, duplicate: bool = False) -> SubmitResult:
+    return SubmitResult(
+        response=QUEUED_RESPONSE,
+        message_id=row.message_id,
+        send_at=utc(row.send_at) if row.send_at else None,
+        queue_id=row.id,
+        duplicate=duplicate,
+    )
+
+
+async def _earlier_answer(rt: Runtime, session: Any, account_id: str, key: str) -> OutboxMessage | None:
+    row: OutboxMessage | None = (
+        await session.execute(
+            select(OutboxMessage).where(OutboxMessage.account_id == account_id, OutboxMessage.idempotency_key == key)
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    if utc(row.created_at) < rt.clock.now() - timedelta(seconds=rt.settings.idempotency_window_seconds):
+        return None
+    return row
+
+
+async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> SubmitResult:
+    """Validate, compose and durably queue one message."""
+    now = rt.clock.now()
+    async with rt.db.read() as session:
+        account = await session.get(Account, account_id)
+        if account is None:
+            raise NotFound(f"no account {account_id!r}", field="account")
+        key = v.no_control_chars(spec.idempotency_key, "idempotencyKey", max_length=256) if spec.idempotency_key else None
+        if key and (earlier := await _earlier_answer(rt, session, account_id, key)):
+            return _result(earlier, duplicate=True)
+    if account.state != AccountState.CONNECTED:
+        raise AccountNotReady(f"account {account_id!r} is {account.state}, not CONNECTED", field="account")
+
+    attempts = spec.delivery_attempts if spec.delivery_attempts is not None else rt.settings.delivery_attempts
+    if not 1 <= attempts <= 100:
+        raise BadInput("deliveryAttempts must be between 1 and 100", field="deliveryAttempts")
+    send_at = utc(spec.send_at) if spec.send_at else None
+    if send_at and send_at < now - timedelta(seconds=rt.settings.send_at_tolerance_seconds):
+        raise BadInput("sendAt is in the past", field="sendAt")
+
+    draft = _draft(rt, account, spec)
+    domain = account.email.rpartition("@")[2]
+    try:
+        composed = compose(draft, now=now, domain=domain)
+    except ComposeError as exc:
+        raise BadInput(str(exc), field=exc.field) from exc
+    if len(composed.raw) > rt.settings.max_message_bytes:
+        raise PayloadTooLarge(
+            f"the composed message is {len(composed.raw)} bytes, over the limit of {rt.settings.max_message_bytes}"
+        )
+
+    row = OutboxMessage(
+        id=time_ordered_id(),
+        account_id=account_id,
+        message_id=composed.message_id,
+        raw=composed.raw,
+        envelope_from=composed.envelope_from,
+        envelope_to=list(composed.envelope_to),
+        status=MessageStatus.QUEUED,
+        attempts=attempts,
+        copy_to_sent=(spec.copy if spec.copy is not None else True) and not account.imap_disabled,
+        send_at=send_at,
+        next_attempt_at=max(now, send_at) if send_at else now,
+        idempotency_key=key,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        async with rt.db.write() as session:
+            if key:
+                earlier = await _earlier_answer(rt, session, account_id, key)
+                if earlier is not None:
+                    return _result(earlier, duplicate=True)
+                # An expired key may be used again: release it from the old row.
+                await session.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.account_id == account_id, OutboxMessage.idempotency_key == key)
+                    .values(idempotency_key=None)
+                )
+            session.add(row)
+    except IntegrityError:
+        # A concurrent submission with the same key won (PostgreSQL); answer with its result.
+        async with rt.db.read() as session:
+            earlier = await _earlier_answer(rt, session, account_id, key or "")
+        if earlier is None:
+            raise
+        return _result(earlier, duplicate=True)
+    if row.next_attempt_at <= now:
+        rt.wake.delivery()
+    return _result(row)
+
+
+async def list_outbox(
+    rt: Runtime, account_id: str | None = None, *, statuses: Sequence[str] | None = None, limit: int = 1000
+) -> Sequence[OutboxMessage]:
+    """Active messages (queued, sending, scheduled) and finished ones of the last 24 hours, newest first."""
+    since = rt.clock.now() - timedelta(hours=24)
+    query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(max(1, min(limit, 10_000)))  # type: ignore[attr-defined]
+    if account_id is not None:
+        query = query.where(OutboxMessage.account_id == account_id)
+    if statuses:
+        query = query.where(OutboxMessage.status.in_(statuses))  # type: ignore[attr-defined]
+    else:
+        query = query.where(
+            or_(
+                OutboxMessage.status.in_([MessageStatus.QUEUED, MessageStatus.SENDING]),  # type: ignore[attr-defined]
+                OutboxMessage.updated_at >= since,
+            )
+        )
+    async with rt.db.read() as session:
+        return (await session.execute(query)).scalars().all()
+
+
+async def get_message(rt: Runtime, queue_id: str) -> OutboxMessage:
+    async with rt.db.read() as session:
+        row = await session.get(OutboxMessage, queue_id)
+    if row is None:
+        raise NotFound(f"no queued message {queue_id!r}", field="queueId")
+    return row
+
+
+async def cancel_message(rt: Runtime, queue_id: str) -> bool:
+    """Take a message out of the queue. False when it is already being sent or has finished."""
+    async with rt.db.write() as session:
+        row = await session.get(OutboxMessage, queue_id)
+        if row is None:
+            raise NotFound(f"no queued message {queue_id!r}", field="queueId")
+        if row.status != MessageStatus.QUEUED:
+            return False
+        row.status = MessageStatus.CANCELLED
+        row.updated_at = rt.clock.now()
+        row.raw = b""
+    return True

@@ -1,0 +1,92 @@
+"""Access tokens: only a SHA-256 of each token is stored; the token itself is shown once, at creation."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+
+from gql_mail.models import AccessToken
+from gql_mail.runtime import Runtime
+from gql_mail.services.errors import BadInput, NotFound
+
+TOKEN_PREFIX = "gqlm_"
+# "api" may do everything; "read" may only query and subscribe.
+SCOPES = ("api", "read")
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: str
+    scope: str
+
+    @property
+    def can_write(self) -> bool:
+        return self.scope == "api"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def create_token(rt: Runtime, scope: str = "api", description: str | None = None) -> tuple[AccessToken, str]:
+    """Returns the stored row and the token, which exists nowhere else once this returns."""
+    if scope not in SCOPES:
+        raise BadInput(f"scope must be one of {', '.join(SCOPES)}", field="scope")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = AccessToken(
+        id=uuid.uuid4().hex[:16],
+        token_hash=hash_token(token),
+        scope=scope,
+        description=description,
+        created_at=rt.clock.now(),
+    )
+    async with rt.db.write() as session:
+        session.add(row)
+    return row, token
+
+
+async def list_tokens(rt: Runtime) -> Sequence[AccessToken]:
+    async with rt.db.read() as session:
+        return (await session.execute(select(AccessToken).order_by(AccessToken.created_at))).scalars().all()  # type: ignore[arg-type]
+
+
+async def revoke_token(rt: Runtime, token_id: str) -> None:
+    async with rt.db.write() as session:
+        result = await session.execute(
+            update(AccessToken)
+            .where(AccessToken.id == token_id, AccessToken.revoked_at.is_(None))  # type: ignore[union-attr]
+            .values(revoked_at=rt.clock.now())
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            raise NotFound(f"no active token {token_id}")
+
+
+async def authenticate(rt: Runtime, token: str | None) -> Principal | None:
+    """The principal of a valid, unrevoked token; None otherwise. Looked up on every call, so a revocation
+    takes effect at once."""
+    if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    digest = hash_token(token)
+    async with rt.db.read() as session:
+        row = (await session.execute(select(AccessToken).where(AccessToken.token_hash == digest))).scalar_one_or_none()
+    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.token_hash, digest):
+        return None
+    return Principal(token_id=row.id, scope=row.scope)
+
+
+async def is_active(rt: Runtime, token_id: str) -> bool:
+    async with rt.db.read() as session:
+        row = await session.get(AccessToken, token_id)
+    return row is not None and row.revoked_at is None
+
+
+def bearer(header_value: str | None) -> str | None:
+    if not header_value:
+        return None
+    scheme, _, value = header_value.strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None

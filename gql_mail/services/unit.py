@@ -1,0 +1,75 @@
+"""A write unit of work that also carries the events it causes.
+
+Events are written as webhook_delivery rows inside the same transaction as the change they report, so a
+crash can never keep the change and lose its webhooks (or the reverse). Live subscribers hear of them
+only after the commit, so they never see an event for a change that was rolled back.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gql_mail.events import Event
+from gql_mail.models import Webhook, WebhookDelivery
+from gql_mail.runtime import Runtime
+
+
+@dataclass
+class UnitOfWork:
+    session: AsyncSession
+    events: list[Event] = field(default_factory=list)
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+
+async def stage_webhook_deliveries(rt: Runtime, session: AsyncSession, events: Sequence[Event]) -> int:
+    """Write one webhook_delivery row per (event, matching enabled webhook)."""
+    if not events:
+        return 0
+    hooks = (await session.execute(select(Webhook).where(Webhook.enabled.is_(True)))).scalars().all()  # type: ignore[attr-defined]
+    if not hooks:
+        return 0
+    now = rt.clock.now()
+    rows = []
+    for event in events:
+        body: bytes | None = None
+        for hook in hooks:
+            if hook.account_id is not None and hook.account_id != event.account:
+                continue
+            if hook.events and "*" not in hook.events and event.event not in hook.events:
+                continue
+            body = body or event.webhook_body(rt.settings.service_url)
+            rows.append(
+                {
+                    "id": uuid.uuid4().hex,
+                    "webhook_id": hook.id,
+                    "event": event.event,
+                    "order_key": event.order_key or (event.account or ""),
+                    "body": body,
+                    "status": "pending",
+                    "attempts_made": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                }
+            )
+    if rows:
+        await session.execute(insert(WebhookDelivery), rows)
+    return len(rows)
+
+
+@asynccontextmanager
+async def unit_of_work(rt: Runtime) -> AsyncIterator[UnitOfWork]:
+    async with rt.db.write() as session:
+        uow = UnitOfWork(session)
+        yield uow
+        staged = await stage_webhook_deliveries(rt, session, uow.events)
+    for event in uow.events:
+        rt.bus.publish(event)
+    if staged:
+        rt.wake.webhooks()

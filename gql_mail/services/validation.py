@@ -1,0 +1,49 @@
+"""Field checks shared by the services; each raises BadInput naming the field, before anything is stored."""
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from gql_mail.services.errors import BadInput
+
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def no_control_chars(value: str, field: str, *, max_length: int = 998) -> str:
+    """Values that end up in headers or logs: CR/LF here would be header injection."""
+    if _CONTROL.search(value):
+        raise BadInput(f"{field} must not contain control characters (CR, LF, ...)", field=field)
+    if len(value) > max_length:
+        raise BadInput(f"{field} is longer than {max_length} characters", field=field)
+    return value
+
+
+def required_text(value: str | None, field: str, *, max_length: int = 998) -> str:
+    if value is None or not value.strip():
+        raise BadInput(f"{field} is required", field=field)
+    return no_control_chars(value, field, max_length=max_length)
+
+
+def hostname(value: str | None, field: str) -> str:
+    host = required_text(value, field, max_length=253).strip().rstrip(".")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return host.strip("[]")
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise BadInput(f"{field} is not a valid host name", field=field) from exc
+    if not all(_HOST_LABEL.match(label) for label in ascii_host.split(".")):
+        raise BadInput(f"{field} is not a valid host name", field=field)
+    return host
+
+
+def port(value: int | None, field: str) -> int:
+    if value is None:
+        raise BadInput(f"{field} is required", field=field)
+    if not 1 <= value <= 65535:
+        raise BadInput(f"{field} must be between 1 and 65535", field=field)
+    return value

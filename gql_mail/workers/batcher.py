@@ -1,0 +1,63 @@
+"""Collects items from many tasks and hands them to one writer in batches.
+
+An idle server writes each item at once; under load, items that arrive while a write is running go
+together in the next one, so the number of commits grows much slower than the number of items.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class Batcher(Generic[T]):
+    def __init__(self, write: Callable[[Sequence[T]], Awaitable[None]], *, max_batch: int = 500) -> None:
+        self._write = write
+        self._max_batch = max_batch
+        self._pending: list[tuple[T, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="batcher")
+
+    async def add(self, item: T) -> None:
+        """Returns once the item is written (raises if its batch failed)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        self._wake.set()
+        await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+                try:
+                    await self._write([item for item, _ in batch])
+                except Exception as exc:  # the callers decide what a failed write means
+                    log.exception("batched write of %d items failed", len(batch))
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                else:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_result(None)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            # Let what is already queued be written before stopping.
+            while self._pending:
+                await asyncio.sleep(0.01)
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None

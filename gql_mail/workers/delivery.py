@@ -1,0 +1,197 @@
+"""The delivery worker: claims due messages and hands them to SMTP over reused connections.
+
+Per account, a lane holds claimed messages and runs up to `max_concurrent_per_account` connections that
+each send message after message; a global semaphore caps connections overall. The drain loop keeps
+claiming while there is room, so a pre-filled queue streams through without pauses, and a submission's
+wake-up starts a drain at once. Outcomes are recorded in batches (see `Batcher`).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+from gql_mail.mail.errors import MailError
+from gql_mail.mail.imap import append_to_sent
+from gql_mail.mail.smtp import SmtpConnection, SmtpSettings
+from gql_mail.models import Account, AccountState
+from gql_mail.queue import ClaimedMessage, claim_messages, release_messages
+from gql_mail.runtime import Runtime
+from gql_mail.services.accounts import imap_settings, record_account_state, smtp_settings
+from gql_mail.services.delivery import Outcome, record_copy, record_outcomes
+from gql_mail.workers.batcher import Batcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Lane:
+    account_id: str
+    pending: deque[ClaimedMessage] = field(default_factory=deque)
+    connections: int = 0
+
+
+class DeliveryWorker:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        s = rt.settings
+        self._lanes: dict[str, Lane] = {}
+        self._connections = asyncio.Semaphore(s.max_concurrent_deliveries)
+        self._max_in_flight = max(s.delivery_batch_size, s.max_concurrent_deliveries * 8)
+        self._in_flight = 0
+        self._slot_free = asyncio.Event()
+        self._wanted = asyncio.Event()
+        self._recorder: Batcher[Outcome] = Batcher(self._record)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._draining = False
+
+    def start(self) -> None:
+        self._recorder.start()
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._recorder.stop()
+
+    def wake(self) -> None:
+        self._wanted.set()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    async def drain(self) -> None:
+        """Claim and dispatch until nothing is due (the scheduler's `poll_due_messages` job)."""
+        self._draining = True
+        try:
+            while True:
+                self._wanted.clear()
+                room = self._max_in_flight - self._in_flight
+                if room <= 0:
+                    self._slot_free.clear()
+                    await self._slot_free.wait()
+                    continue
+                limit = min(room, self.rt.settings.delivery_batch_size)
+                claimed = await claim_messages(self.rt, limit)
+                for message in claimed:
+                    self._dispatch(message)
+                if len(claimed) < limit and not self._wanted.is_set():
+                    return
+        finally:
+            self._draining = False
+
+    def _spawn(self, coro: object, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _dispatch(self, message: ClaimedMessage) -> None:
+        self._in_flight += 1
+        lane = self._lanes.get(message.account_id)
+        if lane is None:
+            lane = self._lanes[message.account_id] = Lane(message.account_id)
+        lane.pending.append(message)
+        if lane.connections < self.rt.settings.max_concurrent_per_account and lane.connections < len(lane.pending):
+            lane.connections += 1
+            self._spawn(self._run_connection(lane), f"smtp:{lane.account_id}")
+
+    def _done(self, count: int = 1) -> None:
+        self._in_flight -= count
+        self._slot_free.set()
+
+    async def _account_settings(self, account_id: str) -> tuple[SmtpSettings, Account] | None:
+        async with self.rt.db.read() as session:
+            account = await session.get(Account, account_id)
+        if account is None or account.state != AccountState.CONNECTED:
+            return None
+        return smtp_settings(self.rt, account), account
+
+    async def _run_connection(self, lane: Lane) -> None:
+        try:
+            async with self._connections:
+                loaded = await self._account_settings(lane.account_id)
+                if loaded is None:
+                    await self._release(lane)
+                    return
+                settings, account = loaded
+                await self._send_all(lane, settings, account)
+        except Exception:
+            log.exception("delivery lane for %s crashed; its messages come back when their lease expires", lane.account_id)
+            self._done(len(lane.pending))
+            lane.pending.clear()
+        finally:
+            lane.connections -= 1
+            if lane.connections == 0:
+                if lane.pending:
+                    # Messages dispatched while this connection was closing: serve them.
+                    lane.connections += 1
+                    self._spawn(self._run_connection(lane), f"smtp:{lane.account_id}")
+                else:
+                    self._lanes.pop(lane.account_id, None)
+
+    async def _release(self, lane: Lane) -> None:
+        ids = [m.id for m in lane.pending]
+        lane.pending.clear()
+        await release_messages(self.rt, ids)
+        self._done(len(ids))
+
+    async def _send_all(self, lane: Lane, settings: SmtpSettings, account: Account) -> None:
+        connection: SmtpConnection | None = None
+        try:
+            while lane.pending:
+                message = lane.pending.popleft()
+                if connection is None or not connection.usable:
+                    if connection is not None:
+                        await connection.__aexit__(None, None, None)
+                        connection = None
+                    try:
+                        connection = await SmtpConnection(settings).__aenter__()
+                    except MailError as exc:
+                        await self._connect_failed(lane, message, exc)
+                        return
+                try:
+                    result = await connection.send(message.envelope_from, message.envelope_to, message.raw)
+                except MailError as exc:
+                    self._spawn(self._finish(Outcome(message, error=exc), account), f"record:{message.id}")
+                else:
+                    self._spawn(self._finish(Outcome(message, result=result), account), f"record:{message.id}")
+        finally:
+            if connection is not None:
+                await connection.__aexit__(None, None, None)
+
+    async def _connect_failed(self, lane: Lane, first: ClaimedMessage, error: MailError) -> None:
+        """No connection: every message waiting in this lane has had a failed attempt. An authentication
+        failure also means the account is broken: the message that met it fails, the rest wait untried."""
+        if error.auth_failure:
+            await self._finish(Outcome(first, error=error), None)
+            await record_account_state(self.rt, lane.account_id, error)
+            await self._release(lane)
+            return
+        failed = [first, *lane.pending]
+        lane.pending.clear()
+        await asyncio.gather(*(self._finish(Outcome(m, error=error), None) for m in failed))
+
+    async def _finish(self, outcome: Outcome, account: Account | None) -> None:
+        try:
+            await self._recorder.add(outcome)
+        finally:
+            self._done()
+        if outcome.result is not None and outcome.message.copy_to_sent and account is not None:
+            await self._copy_to_sent(outcome.message, account)
+
+    async def _copy_to_sent(self, message: ClaimedMessage, account: Account) -> None:
+        settings = imap_settings(self.rt, account)
+        if settings is None:
+            return
+        try:
+            folder = await append_to_sent(settings, message.raw, account.sent_mail_path)
+        except MailError as exc:
+            log.warning("copy of %s to the Sent folder failed: %s", message.id, exc)
+            await record_copy(self.rt, message, None, exc)
+        else:
+            await record_copy(self.rt, message, folder, None)
+
+    async def _record(self, outcomes: list[Outcome]) -> None:  # type: ignore[override]
+        await record_outcomes(self.rt, outcomes)

@@ -1,0 +1,29 @@
+"""Tables come only from migrations; the models must describe exactly what the migrations build."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlmodel import SQLModel
+
+import gql_mail.models  # noqa: F401
+from gql_mail.migrations import upgrade
+
+
+def _diff(connection: Connection) -> list[object]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, SQLModel.metadata))
+
+
+async def test_models_match_migrations(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    await upgrade(url)
+    await upgrade(url)  # idempotent
+    engine = create_async_engine(url)
+    async with engine.connect() as connection:
+        diff = await connection.run_sync(_diff)
+    await engine.dispose()
+    assert diff == []
