@@ -24,6 +24,7 @@ from gql_mail.clock import ManualClock
 from gql_mail.config import Settings
 from gql_mail.runtime import Runtime
 from gql_mail.services.tokens import create_token
+from tests.servers.webhook_receiver import ReceivedRequest, WebhookReceiver
 
 
 def free_port() -> int:
@@ -50,6 +51,17 @@ class Server:
     token: str
     http: httpx.AsyncClient
     settings: Settings
+    app: Any = None
+
+    @property
+    def workers(self) -> Any:
+        return self.app.state.workers
+
+    async def drain(self) -> None:
+        """Run one full delivery pass now and wait for every outcome to be recorded."""
+        delivery = self.workers.delivery
+        await delivery.drain()
+        await delivery.idle()
 
     @property
     def ws_url(self) -> str:
@@ -72,8 +84,9 @@ class Server:
         assert response.status_code == 200, response.text
         return body["data"]
 
-    async def wake_and_settle(self) -> None:
-        """Nudge the workers (after moving the clock) so due work starts now rather than at the next poll."""
+    def advance(self, seconds: float) -> None:
+        """Move the manual clock and nudge the workers, so what became due starts now."""
+        self.clock.advance(seconds)
         self.runtime.wake.delivery()
         self.runtime.wake.webhooks()
 
@@ -172,6 +185,26 @@ async def subscribe(
             sub._reader.cancel()
 
 
+async def wait_webhook(receiver: WebhookReceiver, predicate: Any, timeout: float = 10.0) -> ReceivedRequest:
+    """The first request the receiver got for which predicate(request) is true."""
+    async with asyncio.timeout(timeout):
+        while True:
+            seen = receiver.received
+            for request in seen:
+                if predicate(request):
+                    return request
+            await receiver.wait_for(len(seen) + 1, timeout=timeout)
+
+
+def webhook_event(event: str, queue_id: str | None = None) -> Any:
+    def match(request: ReceivedRequest) -> bool:
+        if request.header("X-GqlMail-Event") != event:
+            return False
+        return queue_id is None or request.json()["data"].get("queueId") == queue_id
+
+    return match
+
+
 @asynccontextmanager
 async def run_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[Server]:
     port = free_port()
@@ -203,7 +236,7 @@ async def run_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[Server]:
     _, token = await create_token(runtime, "api", "tests")
     async with httpx.AsyncClient(timeout=20) as http:
         try:
-            yield Server(f"http://127.0.0.1:{port}", runtime, clock, token, http, settings)
+            yield Server(f"http://127.0.0.1:{port}", runtime, clock, token, http, settings, app)
         finally:
             uv.should_exit = True
             await asyncio.wait_for(task, 20)

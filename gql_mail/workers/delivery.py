@@ -62,6 +62,11 @@ class DeliveryWorker:
     def draining(self) -> bool:
         return self._draining
 
+    async def idle(self) -> None:
+        """Wait until every claimed message has its outcome recorded and its Sent copy made (tests)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
     async def drain(self) -> None:
         """Claim and dispatch until nothing is due (the scheduler's `poll_due_messages` job)."""
         self._draining = True

@@ -48,7 +48,7 @@ LONG_SUBJECT = (
     "Ελληνικά και русский текст  двойной  пробел Ärger über Öl Ünïcödé ✓ 你好世界 👍🏽 fin.  "
 )
 LONG_SUBJECT = (LONG_SUBJECT * 2)[:200]
-LONG_NAME = ("Åsa Ñandú-Müller 王小明 (🦄 Ünïcödé) " * 4)[:120]
+LONG_NAME = ("Åsa Ñandú-Müller, 王小明 (🦄 Ünïcödé) " * 4)[:119] + "终"
 COMMA_NAME = 'Doe, Jöhn "Jo" (Ünïcödé), Jr.'
 ASCII_TRICKY_NAME = 'Doe, John "the boss" (CEO) \\ <admin@x> ; : @'
 
@@ -123,6 +123,11 @@ def _attachments(message: EmailMessage) -> list[tuple[str | None, str, str | Non
                 (part.get_filename(), part.get_content_type(), cid and str(cid).strip("<>"), payload)
             )
     return found
+
+
+def _display(name: str) -> str:
+    """A display name as every reader shows it: trimmed, space/tab runs as one space."""
+    return re.sub(r"[ \t]+", " ", name.strip())
 
 
 def _header_names(raw: bytes) -> list[str]:
@@ -454,7 +459,6 @@ def test_non_ascii_headers_are_encoded_words() -> None:
     composed = _compose(_draft(from_=Address("a@example.com", "Jöhn"), subject="Grüße"))
     assert re.search(rb"\r\nFrom: =\?utf-8\?[bq]\?[^? ]+\?= <a@example.com>\r\n", b"\r\n" + composed.raw)
     assert re.search(rb"\r\nSubject: =\?utf-8\?[bq]\?[^? ]+\?=\r\n", composed.raw)
-    assert b"=?utf-8?q?D=C3=A9j=C3=A0_vu?=" in _compose(_draft(subject="Déjà vu")).raw
 
 
 @pytest.mark.parametrize(
@@ -465,14 +469,14 @@ def test_non_ascii_headers_are_encoded_words() -> None:
         ('Say "hi"', b'"Say \\"hi\\"" <r@example.net>'),
         ("back\\slash", b'"back\\\\slash" <r@example.net>'),
         ("(paren)", b'"(paren)" <r@example.net>'),
-        ("two  spaces", b'"two  spaces" <r@example.net>'),
-        ("=?utf-8?q?x?=", b"=?utf-8?q?=3D=3Futf-8=3Fq=3Fx=3F=3D?= <r@example.net>"),
+        ("two  spaces\t", b"two spaces <r@example.net>"),
+        ("=?utf-8?q?x?=", b"=?utf-8?b?PT91dGYtOD9xP3g/PQ==?= <r@example.net>"),
     ],
 )
 def test_ascii_display_names_are_quoted_when_needed(name: str, wire: bytes) -> None:
     composed = _compose(_draft(to=(Address("r@example.net", name),)))
     assert b"To: " + wire + b"\r\n" in composed.raw
-    assert _names(_parse(composed.raw), "To") == [(name, "r@example.net")]
+    assert _names(_parse(composed.raw), "To") == [(_display(name), "r@example.net")]
 
 
 def test_empty_display_name_is_no_display_name() -> None:
@@ -597,11 +601,11 @@ def test_lone_surrogates_are_refused_with_their_field() -> None:
         assert error.value.field == field
 
 
-def test_tab_in_header_text_is_carried_encoded() -> None:
-    composed = _compose(_draft(subject="a\tb", to=(Address("t@example.com", "x\ty"),)))
+def test_whitespace_is_exact_in_subjects_and_normalised_in_display_names() -> None:
+    composed = _compose(_draft(subject=" a\tb  c ", to=(Address("t@example.com", " x\t y  z "),)))
     message = _parse(composed.raw)
-    assert message["Subject"] == "a\tb"
-    assert _names(message, "To") == [("x\ty", "t@example.com")]
+    assert message["Subject"] == " a\tb  c "
+    assert _names(message, "To") == [("x y z", "t@example.com")]
 
 
 # --- addresses ---------------------------------------------------------------------------------------
@@ -714,7 +718,7 @@ def test_rich_message_round_trips_through_python() -> None:
         ("", "bare@example.net"),
     ]
     assert _names(message, "Cc") == [("山田 太郎", "cc@example.org"), ("🦄🦄 🦄", "emoji@example.org")]
-    assert _names(message, "Reply-To") == [(" Leading and trailing spaces ", "reply@example.com")]
+    assert _names(message, "Reply-To") == [("Leading and trailing spaces", "reply@example.com")]
     assert _body(message, "plain") == _canonical(RICH.text or "")
     assert _body(message, "html") == _canonical(RICH.html or "")
     assert _attachments(message) == [
@@ -742,7 +746,7 @@ def test_rich_message_round_trips_through_mailparser(node_parse: NodeParse) -> N
         ("", "bare@example.net"),
     ]
     assert _node_addresses(parsed, "cc") == [("山田 太郎", "cc@example.org"), ("🦄🦄 🦄", "emoji@example.org")]
-    assert _node_addresses(parsed, "replyTo") == [(" Leading and trailing spaces ", "reply@example.com")]
+    assert _node_addresses(parsed, "replyTo") == [("Leading and trailing spaces", "reply@example.com")]
     assert parsed["bcc"] == []
     assert parsed["text"] == _canonical(RICH.text or "")
     assert parsed["html"] == _canonical(RICH.html or "")
@@ -801,8 +805,8 @@ def test_random_unicode_round_trips_through_python(
         return
     message = _parse(composed.raw)
     assert message["Subject"] == subject
-    assert _names(message, "From") == [(name, "s@example.com")]
-    assert _names(message, "To") == [(other, "t@example.com"), (name, "u@example.com")]
+    assert _names(message, "From") == [(_display(name), "s@example.com")]
+    assert _names(message, "To") == [(_display(other), "t@example.com"), (_display(name), "u@example.com")]
     assert message["X-Random"] == other
     assert _body(message, "plain") == _canonical(text)
     assert _body(message, "html") == _canonical(html)
@@ -825,9 +829,9 @@ def test_random_unicode_round_trips_through_mailparser(
         html="<p>x</p>",
     )
     parsed = node_parse(_compose(draft).raw)
-    assert parsed["subject"] == subject
-    assert _node_addresses(parsed, "from") == [(name[:100], "s@example.com")]
-    assert _node_addresses(parsed, "to") == [(other[:100], "t@example.com")]
+    assert (parsed["subject"] or "") == subject  # mailparser reports an empty Subject as absent
+    assert _node_addresses(parsed, "from") == [(_display(name[:100]), "s@example.com")]
+    assert _node_addresses(parsed, "to") == [(_display(other[:100]), "t@example.com")]
     assert parsed["text"] == _canonical(text)
     ((attachment),) = parsed["attachments"]
     assert attachment["filename"] == (other.strip() or None)
