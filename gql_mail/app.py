@@ -110,7 +110,7 @@ def create_app(
     view = GqlMailView(
         rt,
         ide_html=graphiql_html("/graphiql-static"),
-        schema=build_schema(settings.max_query_depth),
+        schema=build_schema(settings.max_query_depth, settings.max_aliases, settings.max_tokens),
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
     )
     endpoint = GraphQLEndpoint(view)

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     send_at_tolerance_seconds: float = Field(60.0, ge=0)
     max_query_depth: int = Field(12, ge=2)
     max_subscriptions_per_connection: int = Field(20, ge=1)
+    max_ws_connections_per_token: int = Field(1000, ge=1)
+    max_aliases: int = Field(50, ge=1)
+    max_tokens: int = Field(5000, ge=100)
+    # How often an open subscription re-checks that its token was not revoked in another process
+    # (revocations in this process end subscriptions at once).
+    token_recheck_seconds: float = Field(5.0, gt=0)
 
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)

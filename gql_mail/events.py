@@ -70,13 +70,21 @@ class Event:
         )
 
 
+class TokenRevoked(Exception):
+    """The token behind a subscription was revoked; the subscription ends at once."""
+
+
+_REVOKED = object()
+
+
 @dataclass(eq=False)
 class Subscription:
     """One live subscriber: a bounded queue; a subscriber too slow to keep up is dropped, never waited for."""
 
     account: str | None
     events: frozenset[str] | None
-    queue: asyncio.Queue[Event | None] = field(default_factory=lambda: asyncio.Queue(maxsize=10_000))
+    token_id: str | None = None
+    queue: asyncio.Queue[Any] = field(default_factory=lambda: asyncio.Queue(maxsize=10_000))
     overflowed: bool = False
 
     def wants(self, event: Event) -> bool:
@@ -112,18 +120,45 @@ class EventBus:
             listener(event)
 
     async def subscribe(
-        self, account: str | None = None, events: Collection[str] | None = None
-    ) -> AsyncIterator[Event]:
-        sub = Subscription(account, frozenset(events) if events is not None else None)
+        self,
+        account: str | None = None,
+        events: Collection[str] | None = None,
+        *,
+        token_id: str | None = None,
+        heartbeat: float | None = None,
+    ) -> AsyncIterator[Event | None]:
+        """Events as they are published; None every `heartbeat` seconds of silence, so the consumer can
+        re-check things (its token) without an event. Raises TokenRevoked after `revoke(token_id)`."""
+        sub = Subscription(account, frozenset(events) if events is not None else None, token_id)
         self._subscriptions.add(sub)
         try:
             while True:
-                event = await sub.queue.get()
-                if event is None:
+                if not sub.queue.empty():
+                    item = sub.queue.get_nowait()  # the common case under load: no timer, no task
+                else:
+                    try:
+                        item = await asyncio.wait_for(sub.queue.get(), heartbeat)
+                    except TimeoutError:
+                        yield None
+                        continue
+                if item is None:
                     return
-                yield event
+                if item is _REVOKED:
+                    raise TokenRevoked(token_id)
+                yield item
         finally:
             self._subscriptions.discard(sub)
+
+    def revoke(self, token_id: str) -> None:
+        """End every subscription opened with this token."""
+        for sub in list(self._subscriptions):
+            if sub.token_id == token_id:
+                self._subscriptions.discard(sub)
+                try:
+                    sub.queue.put_nowait(_REVOKED)
+                except asyncio.QueueFull:
+                    sub.queue.get_nowait()
+                    sub.queue.put_nowait(_REVOKED)
 
     def close(self) -> None:
         """End every subscription (server shutdown)."""

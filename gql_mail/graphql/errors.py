@@ -38,8 +38,8 @@ def coded(error: GraphQLError) -> GraphQLError:
         if original.field:
             extensions["field"] = original.field
         message = original.message
-    elif extensions.get("code") in SAFE_CODES:
-        message = error.message
+    elif extensions.get("code"):
+        return error
     elif original is None or (isinstance(original, GraphQLError) and error.path is None):
         # Syntax, validation and variable-coercion errors: the client's document or variables are wrong.
         extensions["code"] = "BAD_USER_INPUT"

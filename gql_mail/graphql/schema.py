@@ -5,7 +5,13 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import ParserCache, QueryDepthLimiter, ValidationCache
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 from strawberry.types import ExecutionContext
 
 from gql_mail.graphql.errors import CodedErrors
@@ -20,13 +26,16 @@ class GqlMailSchema(strawberry.Schema):
         return None
 
 
-def build_schema(max_depth: int = 12) -> strawberry.Schema:
+def build_schema(max_depth: int = 12, max_aliases: int = 50, max_tokens: int = 5000) -> strawberry.Schema:
+    """Depth, alias and token limits bound what one document may cost (every list is also capped)."""
     # Factories: strawberry builds fresh extension instances per request; the caches are shared anyway.
     extensions: list[Any] = [
         CodedErrors,
         lambda: ParserCache(maxsize=1000),
         lambda: ValidationCache(maxsize=1000),
         lambda: QueryDepthLimiter(max_depth=max_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+        lambda: MaxTokensLimiter(max_token_count=max_tokens),
     ]
     return GqlMailSchema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
 

@@ -7,20 +7,26 @@ connection is closed with 4403 (graphql-transport-ws) or 4401 (legacy graphql-ws
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
-from strawberry.subscriptions.protocols.graphql_ws.types import ConnectionInitMessage
+from strawberry.subscriptions.protocols.graphql_ws.types import ConnectionInitMessage, StartMessage
 
 from gql_mail.graphql.context import Context
+from gql_mail.graphql.errors import coded
 from gql_mail.runtime import Runtime
-from gql_mail.services.tokens import Principal, authenticate, bearer
+from gql_mail.services.tokens import Principal, authenticate, bearer, is_active
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,33 @@ def _ws_token(params: Any) -> str | None:
     return _ws_token(headers) if isinstance(headers, dict) else None
 
 
+def _limit_error(limit: int | None) -> dict[str, Any]:
+    return {
+        "message": f"at most {limit} subscriptions per connection; open another connection",
+        "extensions": {"code": "BAD_USER_INPUT"},
+    }
+
+
+async def _still_authorised(context: Context) -> bool:
+    """Each new operation on an open websocket re-checks its token, so a revocation takes effect at once."""
+    principal = context.principal
+    return principal is None or await is_active(context.runtime, principal.token_id)
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """Strawberry's handler, with a coded error when a connection asks for too many subscriptions."""
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        if not await _still_authorised(self.context):
+            await self.websocket.close(code=4403, reason="token revoked")
+            return
+        limit = self.max_subscriptions_per_connection
+        if self.connection_acknowledged and limit is not None and len(self.operations) >= limit:
+            await self.send_message({"id": message["id"], "type": "error", "payload": [_limit_error(limit)]})
+            return
+        await super().handle_subscribe(message)
+
+
 class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
     """graphql-ws closes a refused connection with 1011 by default; the contract says 4401."""
 
@@ -46,18 +79,36 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             return
         await super().handle_connection_init(message)
 
+    async def handle_start(self, message: StartMessage) -> None:
+        if not await _still_authorised(self.context):
+            await self.websocket.close(code=4401, reason="token revoked")
+            return
+        limit = self.max_subscriptions_per_connection
+        if limit is not None and message["id"] not in self.tasks and len(self.tasks) >= limit:
+            await self.send_message({"type": "error", "id": message["id"], "payload": _limit_error(limit)})  # type: ignore[typeddict-item]
+            return
+        await super().handle_start(message)
+
 
 class GqlMailView(GraphQL[Context, None]):
     graphql_ws_handler_class = LegacyWSHandler
+    graphql_transport_ws_handler_class = TransportWSHandler
 
     def __init__(self, runtime: Runtime, ide_html: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.runtime = runtime
         self._ide_html = ide_html
+        self.ws_connections: Counter[str] = Counter()
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         principal = request.scope.get("state", {}).get("principal")
         return Context(runtime=self.runtime, principal=principal, request=request, response=response)
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        # Parse errors (e.g. the token limit) are answered before any extension sees them: code them here.
+        if result.errors:
+            result.errors = [coded(e) for e in result.errors]
+        return await super().process_result(request, result)
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         return HTMLResponse(self._ide_html or self.graphql_ide_html)
@@ -69,8 +120,23 @@ class GqlMailView(GraphQL[Context, None]):
         principal = await self.ws_principal(context.connection_params)
         if principal is None:
             raise ConnectionRejectionError({"message": "Unauthorized"})
+        limit = self.runtime.settings.max_ws_connections_per_token
+        if self.ws_connections[principal.token_id] >= limit:
+            raise ConnectionRejectionError(
+                {"message": f"at most {limit} websocket connections per token", "code": "FORBIDDEN"}
+            )
+        self.ws_connections[principal.token_id] += 1
+        # The endpoint gives the slot back when the socket closes.
+        context.request.scope.setdefault("state", {})["ws_token_id"] = principal.token_id
         context.principal = principal
         return None
+
+    def release_ws(self, scope: Scope) -> None:
+        token_id = scope.get("state", {}).pop("ws_token_id", None)
+        if token_id is not None:
+            self.ws_connections[token_id] -= 1
+            if self.ws_connections[token_id] <= 0:
+                del self.ws_connections[token_id]
 
 
 def _unauthenticated() -> JSONResponse:
@@ -88,6 +154,33 @@ def _too_large(limit: int) -> JSONResponse:
     )
 
 
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None once it passes `limit` (chunked bodies have no Content-Length to check)."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return bytes(body)
+        body += message.get("body", b"")
+        if len(body) > limit:
+            return None
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 class GraphQLEndpoint:
     """The ASGI app at /graphql: the IDE for browsers, a token check for everything else."""
 
@@ -96,7 +189,10 @@ class GraphQLEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.view(scope, receive, send)
+            try:
+                await self.view(scope, receive, send)
+            finally:
+                self.view.release_ws(scope)
             return
         request = Request(scope, receive)
         wants_ide = (
@@ -108,6 +204,11 @@ class GraphQLEndpoint:
             if length is not None and length.isdigit() and int(length) > limit:
                 await _too_large(limit)(scope, receive, send)
                 return
+            body = await _read_body(receive, limit)
+            if body is None:
+                await _too_large(limit)(scope, receive, send)
+                return
+            receive = _replay(body, receive)
             principal = await authenticate(self.view.runtime, bearer(request.headers.get("authorization")))
             if principal is None:
                 await _unauthenticated()(scope, receive, send)

@@ -6,7 +6,8 @@
     ├── Conflict            CONFLICT
     ├── AccountNotReady     ACCOUNT_NOT_READY
     ├── PayloadTooLarge     PAYLOAD_TOO_LARGE
-    └── Forbidden           FORBIDDEN
+    ├── Forbidden           FORBIDDEN
+    └── Unauthenticated     UNAUTHENTICATED
 
 Anything else raised below the API is unexpected and gets masked as INTERNAL_SERVER_ERROR.
 """
@@ -44,3 +45,7 @@ class PayloadTooLarge(ServiceError):
 
 class Forbidden(ServiceError):
     code = "FORBIDDEN"
+
+
+class Unauthenticated(ServiceError):
+    code = "UNAUTHENTICATED"

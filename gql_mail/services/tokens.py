@@ -64,6 +64,7 @@ async def revoke_token(rt: Runtime, token_id: str) -> None:
         )
         if result.rowcount == 0:  # type: ignore[attr-defined]
             raise NotFound(f"no active token {token_id}")
+    rt.bus.revoke(token_id)
 
 
 async def authenticate(rt: Runtime, token: str | None) -> Principal | None:
