@@ -168,9 +168,15 @@ class DeliveryWorker:
 
     async def _connect_failed(self, lane: Lane, first: ClaimedMessage, error: MailError) -> None:
         """No connection: every message waiting in this lane has had a failed attempt. An authentication
-        failure also means the account is broken: the message that met it fails, the rest wait untried."""
+        failure means the account is broken, not the message: the message that met it has a failed attempt
+        (reported, retried later, never failed for it), the account leaves CONNECTED so the queue waits
+        untried until it is fixed. Each of the lane's concurrent connections meets the failure, so failing
+        the message would burn up to `max_concurrent_per_account` messages (found by tests/faults)."""
         if error.auth_failure:
-            await self._finish(Outcome(first, error=error), None)
+            retry_later = MailError(
+                error.message, code=error.code, smtp_code=error.smtp_code, auth_failure=True, response=error.response
+            )
+            await self._finish(Outcome(first, error=retry_later), None)
             await record_account_state(self.rt, lane.account_id, error)
             await self._release(lane)
             return
