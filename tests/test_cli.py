@@ -1,0 +1,122 @@
+"""The real CLI, as a user runs it: `python -m gql_mail …` in a subprocess."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from gql_mail.crypto import SecretBox
+from gql_mail.db import Database
+from gql_mail.models import Account
+from tests.harness import free_port
+
+
+def cli(tmp_path: Path, *args: str, secret: str = "old-secret-0123456789") -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "GQL_MAIL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+        "GQL_MAIL_SECRET": secret,
+        "GQL_MAIL_DATA_DIR": str(tmp_path / "data"),
+        "GQL_MAIL_LOG_LEVEL": "warning",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "gql_mail", *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+    )
+
+
+def test_token_lifecycle(tmp_path: Path) -> None:
+    created = cli(tmp_path, "token", "create", "--description", "ci")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert token.startswith("gqlm_") and "\n" not in token
+    listed = cli(tmp_path, "token", "list")
+    assert "ci" in listed.stdout and token not in listed.stdout and "active" in listed.stdout
+    token_id = listed.stdout.split("\t")[0]
+    assert cli(tmp_path, "token", "revoke", token_id).returncode == 0
+    assert "revoked" in cli(tmp_path, "token", "list").stdout
+    assert cli(tmp_path, "token", "revoke", "nope").returncode == 2
+
+
+def test_schema_command_prints_sdl(tmp_path: Path) -> None:
+    result = cli(tmp_path, "schema")
+    assert result.returncode == 0 and "submitMessage" in result.stdout
+
+
+def test_serve_answers_health_and_graphql(tmp_path: Path) -> None:
+    token = cli(tmp_path, "token", "create").stdout.strip()
+    port = free_port()
+    env = {
+        **os.environ,
+        "GQL_MAIL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+        "GQL_MAIL_SECRET": "old-secret-0123456789",
+        "GQL_MAIL_DATA_DIR": str(tmp_path / "data"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gql_mail", "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        with httpx.Client(timeout=2) as client:
+            for _ in range(200):
+                try:
+                    health = client.get(f"http://127.0.0.1:{port}/health")
+                    break
+                except httpx.TransportError:
+                    if proc.poll() is not None:
+                        raise AssertionError(proc.stderr.read().decode() if proc.stderr else "") from None
+                    time.sleep(0.05)  # waiting for the process to bind its port, not for a result
+            assert health.json() == {"status": "ok"}
+            answer = client.post(
+                f"http://127.0.0.1:{port}/graphql",
+                json={"query": "{ accounts { account } }"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert answer.json() == {"data": {"accounts": []}}
+            assert client.get(f"http://127.0.0.1:{port}/graphql", headers={"Accept": "text/html"}).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_rotate_secret_reencrypts(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    assert cli(tmp_path, "migrate").returncode == 0
+    old = SecretBox("old-secret-0123456789")
+
+    async def seed() -> None:
+        now = datetime.now(UTC)
+        db = Database(url)
+        async with db.write() as session:
+            session.add(
+                Account(
+                    id="a", name="A", email="a@example.com", smtp_host="h", smtp_port=25, smtp_user="u",
+                    smtp_pass_enc=old.encrypt("pw-1"), created_at=now, updated_at=now,
+                )
+            )
+        await db.dispose()
+
+    async def read() -> str | None:
+        db = Database(url)
+        async with db.read() as session:
+            row = await session.get(Account, "a")
+        await db.dispose()
+        return row.smtp_pass_enc if row else None
+
+    asyncio.run(seed())
+    result = cli(tmp_path, "rotate-secret", "--new-secret", "new-secret-9876543210")
+    assert result.returncode == 0, result.stderr
+    assert "re-encrypted 1" in result.stderr
+    stored = asyncio.run(read())
+    assert stored is not None
+    assert SecretBox("new-secret-9876543210").decrypt(stored) == "pw-1"
+    # Running it again changes nothing.
+    assert "re-encrypted 0" in cli(tmp_path, "rotate-secret", "--new-secret", "new-secret-9876543210").stderr
