@@ -320,3 +320,17 @@ async def test_payload_too_large(tmp_path: Any, smtp_server: SmtpServer) -> None
             await submit(small, "big", simple(attachments=[{"filename": "big.bin", "content": content}]))
         assert err.value.codes == ["PAYLOAD_TOO_LARGE"]
         assert (await small.gql(OUTBOX))["outbox"] == []
+
+
+async def test_one_connection_carries_many_messages(server: Server, smtp_server: SmtpServer) -> None:
+    await register_connected(server, account_input("reuse", smtp_server))
+    verify_connections = smtp_server.connection_count
+    send_at = (server.clock.now() + timedelta(seconds=10)).isoformat()
+    for i in range(12):
+        await submit(server, "reuse", simple(f"r{i}@example.org", sendAt=send_at))
+    server.advance(10)
+    messages = await smtp_server.wait_for_messages(12)
+    connections = {m.connection_id for m in messages}
+    # All twelve were due at once: they share at most the per-account connection cap, not one each.
+    assert len(connections) <= server.settings.max_concurrent_per_account
+    assert smtp_server.connection_count - verify_connections <= server.settings.max_concurrent_per_account
