@@ -4,6 +4,7 @@ Each test says what fault it injects and what it checks (`@pytest.mark.fault(...
 (duplicates at a kill, messages per second under load) go through the `figures` fixture. All of it travels
 on the test report's `user_properties`, which `tests/faults/report.py` turns into the table.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -16,7 +17,9 @@ from tests.servers.smtp import SmtpServer
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "fault(name, checked): a fault-suite test and its row in docs/reliability.md")
+    config.addinivalue_line(
+        "markers", "fault(name, checked): a fault-suite test and its row in docs/reliability.md"
+    )
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

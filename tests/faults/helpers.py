@@ -1,4 +1,5 @@
 """Small GraphQL and assertion helpers shared by the fault tests."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,7 +28,9 @@ def simple(to: str = "to@example.org", **extra: Any) -> dict[str, Any]:
 
 
 async def submit(server: Server, account: str, message: dict[str, Any]) -> dict[str, Any]:
-    result: dict[str, Any] = (await server.gql(SUBMIT, {"account": account, "input": message}))["submitMessage"]
+    result: dict[str, Any] = (await server.gql(SUBMIT, {"account": account, "input": message}))[
+        "submitMessage"
+    ]
     return result
 
 

@@ -4,6 +4,7 @@
 The database is a file in the test's directory, so a second process started on it after a kill finds
 what the first left behind. Readiness is a bounded poll of `/health` (start-up, not a test result).
 """
+
 from __future__ import annotations
 
 import os
@@ -59,7 +60,8 @@ class ServerProcess:
 
     def logs(self) -> str:
         return "".join(
-            (self.directory / f"server-{n}.log").read_text(errors="replace") for n in range(1, self.starts + 1)
+            (self.directory / f"server-{n}.log").read_text(errors="replace")
+            for n in range(1, self.starts + 1)
         )
 
     def start(self) -> ServerProcess:

@@ -6,6 +6,7 @@
 Extra arguments go to pytest. The table has one row per test: the fault injected, what was checked (from
 the test's `fault` marker), and the result (pass/fail, the figures it measured, how long it took).
 """
+
 from __future__ import annotations
 
 import os

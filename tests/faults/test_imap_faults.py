@@ -2,6 +2,7 @@
 
 The copy happens after the message is recorded `sent`, so no IMAP failure may cause a second send; the
 password tests check that an account which cannot log in holds its queue instead of burning attempts."""
+
 from __future__ import annotations
 
 import time
@@ -38,7 +39,9 @@ def imap_proxy(imap_server: ImapServer) -> Iterator[FaultProxy]:
         yield proxy
 
 
-def with_imap(account: str, smtp: SmtpServer, imap: ImapServer, proxy: FaultProxy | None = None, **imap_overrides: Any) -> dict[str, Any]:
+def with_imap(
+    account: str, smtp: SmtpServer, imap: ImapServer, proxy: FaultProxy | None = None, **imap_overrides: Any
+) -> dict[str, Any]:
     data = account_input(account, smtp, imap)
     if proxy is not None:
         imap_overrides.update(host=proxy.host, port=proxy.port)
@@ -46,7 +49,9 @@ def with_imap(account: str, smtp: SmtpServer, imap: ImapServer, proxy: FaultProx
     return data
 
 
-async def sent_once_copy_failed(server: Server, smtp: SmtpServer, account: str) -> tuple[dict[str, Any], dict[str, Any]]:
+async def sent_once_copy_failed(
+    server: Server, smtp: SmtpServer, account: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Submit; expect messageSent then messageCopyError; then prove nothing is sent again."""
     async with subscribe(server, account=account) as sub:
         answer = await submit(server, account, simple())
@@ -69,7 +74,9 @@ async def sent_once_copy_failed(server: Server, smtp: SmtpServer, account: str) 
     "copyError on the message, never sent again",
 )
 async def test_append_refused(server: Server, smtp_server: SmtpServer, imap_server: ImapServer) -> None:
-    await register_connected(server, with_imap("noappend", smtp_server, imap_server, sentMailPath="No Such Folder"))
+    await register_connected(
+        server, with_imap("noappend", smtp_server, imap_server, sentMailPath="No Such Folder")
+    )
     copy_error, state = await sent_once_copy_failed(server, smtp_server, "noappend")
     assert "No Such Folder" in copy_error["data"]["error"]
     assert "No Such Folder" in state["copyError"]
@@ -79,7 +86,9 @@ async def test_append_refused(server: Server, smtp_server: SmtpServer, imap_serv
     "IMAP: server disappears before the copy",
     "IMAP connection refused: message `sent` once, messageCopyError ECONNECTION, nothing sent twice",
 )
-async def test_imap_gone(server: Server, smtp_server: SmtpServer, imap_server: ImapServer, imap_proxy: FaultProxy) -> None:
+async def test_imap_gone(
+    server: Server, smtp_server: SmtpServer, imap_server: ImapServer, imap_proxy: FaultProxy
+) -> None:
     await register_connected(server, with_imap("imapgone", smtp_server, imap_server, imap_proxy))
     imap_proxy.down()
     copy_error, _ = await sent_once_copy_failed(server, smtp_server, "imapgone")
@@ -119,7 +128,9 @@ async def test_password_change_check_first(server: Server, smtp_server: SmtpServ
     await register_connected(server, account_input("rotated", smtp_server))
     send_at = (server.clock.now() + timedelta(minutes=10)).isoformat()
     async with subscribe(server, account="rotated") as sub:
-        answers = [await submit(server, "rotated", simple(f"r{i}@example.org", sendAt=send_at)) for i in range(3)]
+        answers = [
+            await submit(server, "rotated", simple(f"r{i}@example.org", sendAt=send_at)) for i in range(3)
+        ]
         smtp_server.set_password("rotated-at-the-provider")
         await server.workers.accounts.check_all()  # the scheduler's check_accounts job
         auth = await sub.wait_for(of("authenticationError"))
@@ -155,12 +166,17 @@ async def test_password_change_check_first(server: Server, smtp_server: SmtpServ
     "messageDeliveryError EAUTH each with a next attempt (never messageFailed), every queued message then waits "
     "with no further attempt through a day of due time, and all are sent once each after reconnectAccount",
 )
-async def test_password_change_met_by_delivery(server: Server, smtp_server: SmtpServer, figures: Figures) -> None:
+async def test_password_change_met_by_delivery(
+    server: Server, smtp_server: SmtpServer, figures: Figures
+) -> None:
     await register_connected(server, account_input("rotated2", smtp_server))
     send_at = (server.clock.now() + timedelta(minutes=10)).isoformat()
     count = 8
     async with subscribe(server, account="rotated2") as sub:
-        answers = [await submit(server, "rotated2", simple(f"s{i}@example.org", sendAt=send_at)) for i in range(count)]
+        answers = [
+            await submit(server, "rotated2", simple(f"s{i}@example.org", sendAt=send_at))
+            for i in range(count)
+        ]
         smtp_server.set_password("rotated-again")
         server.advance(600)
         await sub.wait_for(of("authenticationError"))
@@ -172,7 +188,9 @@ async def test_password_change_met_by_delivery(server: Server, smtp_server: Smtp
         assert errors, "the attempt that met the 535 is reported"
         for error in errors:
             assert error["data"]["errorCode"] == "EAUTH" and error["data"]["smtpResponseCode"] == 535
-            assert error["data"]["job"]["attemptsMade"] == 1 and error["data"]["job"]["nextAttempt"] is not None
+            assert (
+                error["data"]["job"]["attemptsMade"] == 1 and error["data"]["job"]["nextAttempt"] is not None
+            )
         assert len({e["data"]["queueId"] for e in errors}) == len(errors)
         assert not [e for e in sub.events if e["event"] == "messageFailed"]
         for answer in answers:
@@ -190,5 +208,7 @@ async def test_password_change_met_by_delivery(server: Server, smtp_server: Smtp
     received = await smtp_server.wait_for_messages(count)
     for answer in answers:
         assert copies(received, answer["messageId"]) == 1
-    figures["messages with an attempt used by the 535"] = f"{len(errors)} of {count} (one per concurrent connection)"
+    figures["messages with an attempt used by the 535"] = (
+        f"{len(errors)} of {count} (one per concurrent connection)"
+    )
     figures["messages failed"] = 0

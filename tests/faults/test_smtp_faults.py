@@ -1,6 +1,7 @@
 """SMTP faults, each injected for real: through a TCP fault proxy in front of a real aiosmtpd server, or
 by scripting that server. Every test checks what a user sees: the events on a live subscription, the
 message as the GraphQL API reports it, and what the SMTP sink recorded."""
+
 from __future__ import annotations
 
 import time
@@ -89,7 +90,9 @@ async def test_dropped_in_data(server: Server, smtp_server: SmtpServer) -> None:
     f"with smtp_timeout_seconds={SMTP_TIMEOUT:g}, the attempt ends in ETIMEDOUT within the bound (no hung "
     "worker); retried and sent once the server answers",
 )
-async def test_silent_server(server: Server, smtp_server: SmtpServer, smtp_proxy: FaultProxy, figures: Figures) -> None:
+async def test_silent_server(
+    server: Server, smtp_server: SmtpServer, smtp_proxy: FaultProxy, figures: Figures
+) -> None:
     await register_connected(server, via("silent", smtp_server, smtp_proxy))
     smtp_proxy.set_mode("blackhole")
     async with subscribe(server, account="silent") as sub:
@@ -150,11 +153,14 @@ async def test_starttls_untrusted_certificate(
 async def test_implicit_tls_handshake_fails(
     server: Server, smtp_server: SmtpServer, self_signed_cert: SelfSignedCert
 ) -> None:
-    with SmtpServer(implicit_tls_context=self_signed_cert.server_context()) as tls_server, FaultProxy(
-        tls_server.host, tls_server.port
-    ) as proxy:
+    with (
+        SmtpServer(implicit_tls_context=self_signed_cert.server_context()) as tls_server,
+        FaultProxy(tls_server.host, tls_server.port) as proxy,
+    ):
         data = account_input("tls", tls_server)
-        data["smtp"] = smtp_block(tls_server, host=proxy.host, port=proxy.port, secure=True, tls={"rejectUnauthorized": False})
+        data["smtp"] = smtp_block(
+            tls_server, host=proxy.host, port=proxy.port, secure=True, tls={"rejectUnauthorized": False}
+        )
         await register_connected(server, data)
         proxy.retarget(smtp_server.host, smtp_server.port)  # plain SMTP where TLS is expected
         async with subscribe(server, account="tls") as sub:
@@ -175,11 +181,16 @@ async def test_implicit_tls_handshake_fails(
 async def test_partial_452(server: Server, smtp_server: SmtpServer) -> None:
     await register_connected(server, account_input("partial", smtp_server))
     smtp_server.reject_recipients(
-        {"full@example.org": (452, "4.2.2 Mailbox full"), "busy@example.org": (452, "4.3.1 Insufficient storage")}
+        {
+            "full@example.org": (452, "4.2.2 Mailbox full"),
+            "busy@example.org": (452, "4.3.1 Insufficient storage"),
+        }
     )
     to = [{"address": "ok1@example.org"}, {"address": "full@example.org"}, {"address": "ok2@example.org"}]
     async with subscribe(server, account="partial") as sub:
-        answer = await submit(server, "partial", {"to": to, "cc": [{"address": "busy@example.org"}], "text": "x"})
+        answer = await submit(
+            server, "partial", {"to": to, "cc": [{"address": "busy@example.org"}], "text": "x"}
+        )
         sent = await sub.wait_for(of("messageSent", answer["queueId"]))
         expected_rejected = {
             "full@example.org": {"code": 452, "message": "4.2.2 Mailbox full"},

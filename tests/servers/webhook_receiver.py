@@ -4,7 +4,7 @@ Built on a raw asyncio listener (h11 does the HTTP/1.1 parsing) rather than uvic
 can go "down" for real: ``down()`` closes the listening socket *and* every open keep-alive
 connection, so the next delivery attempt gets "connection refused"; ``up()`` listens again on the
 same port, the way a receiver comes back after a deploy. Everything else is a knob: answer the next
-n requests with 500, answer slowly, change the default status.
+n requests with 500, answer slowly, hang up without answering (``close_next``), change the default status.
 
 Requests are recorded before they are answered (with the status they got), and
 ``await wait_for(n)`` sleeps on an event the server thread sets.
@@ -27,6 +27,7 @@ from tests.servers.smtp import RecordLog
 
 T = TypeVar("T")
 _CONTROL_TIMEOUT = 5.0
+CLOSE = 0  # the recorded status of a request answered by closing the connection (``close_next``)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class ReceivedRequest:
     body: bytes
     received_at: float  # time.monotonic() when the body was complete
     status: int  # what the receiver answered
+    delay: float = 0.0  # how long it waited before answering (``delay_responses``)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -112,6 +114,12 @@ class WebhookReceiver:
         """Answer the next ``n`` requests with ``status``."""
         with self._lock:
             self._failures.extend([status] * n)
+
+    def close_next(self, n: int = 1) -> None:
+        """For the next ``n`` requests, read the whole request, then close the connection without an answer
+        (recorded with status 0)."""
+        with self._lock:
+            self._failures.extend([CLOSE] * n)
 
     def set_status(self, status: int) -> None:
         """The answer once the scripted failures are used up (200 by default)."""
@@ -228,8 +236,12 @@ class WebhookReceiver:
                 body=body,
                 received_at=time.monotonic(),
                 status=status,
+                delay=delay,
             )
         )
+        if status == CLOSE:
+            writer.transport.abort()
+            raise ConnectionResetError("closed without an answer, as scripted")
         if delay:
             await asyncio.sleep(delay)  # the receiver simulating slowness, not a test waiting
         payload = json.dumps({"status": status}).encode()
