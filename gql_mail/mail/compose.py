@@ -3,27 +3,30 @@
 Pure and synchronous: no I/O, and the only randomness (the Message-ID) comes from `make_id`, so the same
 draft, clock and id always give the same bytes (MIME boundaries are derived from the Message-ID).
 
-The MIME tree, body encodings (quoted-printable/base64 chosen by the library, lines <= 76) and MIME
-parameters (RFC 2231 filenames) are built by the standard library's `email` package.  The address
-headers, Subject, Message-ID and extra headers are encoded here and handed to the message pre-folded,
-because the library's own folder cannot be trusted with them:
+The MIME tree, body encodings (quoted-printable/base64 as the library chooses, lines <= 76) and MIME
+parameters (RFC 2231 filenames) are built by the standard library's `email` package.  The From, To,
+Cc, Reply-To, Subject, Message-ID and extra headers are encoded here, with `email.charset`, and given
+to the message pre-folded (`set_raw` under a policy with `refold_source="none"` writes them as they
+are), because the library's own folding does not round-trip (CPython 3.11, found by the tests):
 
-* The header parser in CPython <= 3.13 (gh-128110) joins two adjacent encoded-words inside a display
-  name with a space, where RFC 2047 6.2 says the whitespace between them is dropped.  The library's
-  folder splits a long non-ASCII name into several encoded-words, so the name comes back with spaces
-  in the middle of words, e.g. "Ünï cödé".  No split can satisfy both readings, so a display name is
-  always ONE encoded-word, however long (the one place we exceed RFC 2047's 75-character advice; we
-  keep it within the hard 998-octet line limit and refuse longer names).
-* The library re-parses and re-folds structured headers with every flatten, which is where its
-  RFC 2047 whitespace bugs live; a value we fold ourselves, stored with `set_raw` under a policy
-  with `refold_source="none"`, is written exactly as given.
-* Unstructured text (Subject, extra headers) is either plain printable ASCII folded at its spaces, or
-  entirely encoded-words of at most 75 characters: whitespace between encoded-words in unstructured
-  text is dropped by every parser, so every character, including leading, trailing and repeated
-  spaces, sits inside an encoded-word and survives.
+* Subject: a space that falls where the folder starts a new encoded-word is written as the folding
+  whitespace between two encoded-words, which RFC 2047 6.2 tells readers to delete ("季度会议 📅"
+  reads back as "季度会议📅" in CPython and mailparser alike); leading whitespace is left outside the
+  first encoded-word, where every reader strips it.  Here unstructured text is either printable
+  ASCII folded at its single spaces, or encoded-words of at most 75 characters and nothing else, so
+  every character, whitespace included, sits inside an encoded-word.
+* Display names: CPython's header parser puts a space between two adjacent encoded-words in a
+  phrase (gh-128110), and the folder splits a long non-ASCII name across several, so the name reads
+  back as "Ünï cödé".  Since an RFC reader would then drop the space that CPython keeps, no split
+  reads the same in both: a non-ASCII display name is ONE encoded-word however long (past RFC 2047's
+  75 characters, within the 998-octet line; longer names are refused).
 
-Bodies are canonical text: line breaks become CRLF and the body ends with one, as RFC 2046 requires
-of text/* (so "a\\nb" reads back as "a\\r\\nb\\r\\n").  Attachment bytes are untouched (base64).
+Normalised on the way, because readers disagree otherwise: display names are trimmed and runs of
+spaces/tabs become one space (RFC 5322 3.2.2 gives them no other meaning; CPython collapses them even
+inside encoded-words, mailparser trims quoted-strings); attachment filenames are trimmed (both
+readers strip them); addresses are trimmed, domains lower-cased and IDNs punycoded.  Bodies are
+canonical text, as RFC 2046 requires of text/*: line breaks become CRLF and the body ends with one.
+Attachment bytes are untouched (base64).
 """
 
 from __future__ import annotations
@@ -33,12 +36,12 @@ import ipaddress
 import mimetypes
 import re
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email import base64mime, quoprimime
 from email.charset import Charset
-from email.headerregistry import ContentTypeHeader, HeaderRegistry
+from email.headerregistry import BaseHeader, ContentTypeHeader
 from email.message import EmailMessage, MIMEPart
 from email.policy import SMTP
 from email.utils import format_datetime
@@ -67,12 +70,16 @@ class ComposeError(ValueError):
 
 @dataclass(frozen=True)
 class Address:
+    """A mailbox as submitted; `name` is the display name, if any."""
+
     address: str
     name: str | None = None
 
 
 @dataclass(frozen=True)
 class Attachment:
+    """A file to attach, or with `cid` an inline part the html refers to as "cid:<cid>"."""
+
     content: bytes  # already base64-decoded by the caller
     filename: str | None = None
     content_type: str | None = None  # guessed from filename (mimetypes) when None, else octet-stream
@@ -81,6 +88,8 @@ class Attachment:
 
 @dataclass(frozen=True)
 class Draft:
+    """A message as submitted, before any checking."""
+
     from_: Address
     to: tuple[Address, ...] = ()
     cc: tuple[Address, ...] = ()
@@ -96,6 +105,8 @@ class Draft:
 
 @dataclass(frozen=True)
 class Composed:
+    """What is stored and later sent: the bytes, and the SMTP envelope that goes with them."""
+
     raw: bytes  # the full message, CRLF line endings, no Bcc header
     message_id: str  # with angle brackets, e.g. "<uuid@example.com>"
     envelope_from: str  # bare address
@@ -104,7 +115,7 @@ class Composed:
 
 # CRLF, 7-bit bodies (quoted-printable/base64: no 8BITMIME needed), 7-bit headers (utf8=False), and
 # headers we stored pre-folded with set_raw are written as they are.
-POLICY = SMTP.clone(cte_type="7bit", utf8=False, refold_source="none")
+_POLICY = SMTP.clone(cte_type="7bit", utf8=False, refold_source="none")
 
 _UTF8 = Charset("utf-8")
 _FOLD_AT = 78  # RFC 5322 2.1.1: SHOULD
@@ -124,9 +135,12 @@ _LINE_BREAK = re.compile(r"[\r\n]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # C0 controls but TAB (CR/LF reported separately)
 _BODY_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-_MSG_ID = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*@(?:[{_ATEXT}]+(?:\.[{_ATEXT}]+)*|\[[\x21-\x5a\x5e-\x7e]*\])")
+_MSG_ID = re.compile(  # RFC 5322 3.6.4 msg-id without the brackets (no obsolete forms)
+    rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*@(?:[{_ATEXT}]+(?:\.[{_ATEXT}]+)*|\[[\x21-\x5a\x5e-\x7e]*\])"
+)
 _CID = re.compile(rf"[{_ATEXT}.@]+")
 _MAX_ID = 250
+_MAX_PARAMETER = 255
 
 # Reserved for the fields of Draft (and MIME's own headers): an extra header may not duplicate them.
 _RESERVED_HEADERS = frozenset(
@@ -135,7 +149,6 @@ _RESERVED_HEADERS = frozenset(
 
 # The built-in table only: the system's /etc/mime.types would make the output depend on the host.
 _MIME_TYPES = mimetypes.MimeTypes()
-_HEADER_REGISTRY = HeaderRegistry()
 
 
 def validate_address(value: str, field: str) -> str:
@@ -182,7 +195,7 @@ def compose(
         raise ComposeError("the message has no recipients (to, cc and bcc are all empty)", "to")
     message_id = _message_id(draft, envelope_from, domain, make_id)
 
-    msg = EmailMessage(policy=POLICY)
+    msg = EmailMessage(policy=_POLICY)
     msg.set_raw("From", _address_header("From", [(envelope_from, _name(draft.from_, "from"))], "from"))
     for header, key in (("To", "to"), ("Cc", "cc"), ("Reply-To", "replyTo")):
         if lists[key]:
@@ -195,7 +208,7 @@ def compose(
     for name, value in _extra_headers(draft.headers):
         msg.set_raw(name, value)
     msg.set_raw("MIME-Version", "1.0")
-    _build_body(msg, draft, _boundaries(message_id, draft))
+    _fill(msg, _body_tree(draft), _boundaries(message_id, draft))
 
     recipients = [address for key in ("to", "cc", "bcc") for address, _ in lists[key]]
     return Composed(
@@ -349,31 +362,31 @@ def _fold(header: str, groups: Sequence[Sequence[str]], field: str) -> str:
     string) and unfolding gives back the exact text.  A group (one mailbox) moves to a new line whole
     when that lets it fit; a line is never left holding only whitespace.
     """
-    lines = [""]
+    lines: list[str] = []
     width = len(header) + 2
-    started = False
     for group in groups:
         group_width = len(" ".join(group))
         for index, word in enumerate(group):
-            if not started:
-                lines[-1], width, started = word, width + len(word), True
-                continue
-            if index == 0:
-                fold = width + 1 + group_width > _FOLD_AT and (
-                    1 + group_width <= _FOLD_AT or width + 1 + len(word) > _FOLD_AT
-                )
+            if not lines:
+                lines.append(word)
+                width += len(word)
             else:
-                fold = width + 1 + len(word) > _FOLD_AT
-            if fold and lines[-1].strip():
-                lines.append(" " + word)
-                width = 1 + len(word)
-            else:
-                lines[-1] += " " + word
-                width += 1 + len(word)
+                fits = width + 1 + (group_width if index == 0 else len(word)) <= _FOLD_AT
+                if index == 0 and not fits and 1 + group_width > _FOLD_AT:
+                    # Too wide for any line: fold it word by word from where it starts.
+                    fits = width + 1 + len(word) <= _FOLD_AT
+                if not fits and lines[-1].strip():
+                    lines.append(" " + word)
+                    width = 1 + len(word)
+                else:
+                    lines[-1] += " " + word
+                    width += 1 + len(word)
             if width > _MAX_LINE:
-                raise ComposeError(
-                    f"the {header} header has a word too long for a {_MAX_LINE}-octet line", field
-                )
+                break
+        if width > _MAX_LINE:
+            raise ComposeError(
+                f"the {header[:40]} header has a word too long for a {_MAX_LINE}-octet line", field
+            )
     return "\r\n".join(lines)
 
 
@@ -382,9 +395,9 @@ def _extra_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     for name, value in headers:
         _check_header_text(name, "headers", "header name")
         if not _FIELD_NAME.fullmatch(name):
-            raise ComposeError(f"{name!r} is not a valid header name", "headers")
+            raise ComposeError(f"{name[:40]!r} is not a valid header name", "headers")
         if name.lower() in _RESERVED_HEADERS or name.lower().startswith("content-"):
-            raise ComposeError(f"the {name} header is set from the message fields and cannot be given", "headers")
+            raise ComposeError(f"the {name} header comes from the message fields, not headers", "headers")
         _check_header_text(value, "headers", f"{name} header")
         folded.append((name, _unstructured(name, value, "headers")))
     return folded
@@ -415,57 +428,104 @@ def _message_id(
 # --- body ------------------------------------------------------------------------------------------------
 
 
-def _boundaries(message_id: str, draft: Draft) -> Iterable[str]:
-    """Deterministic MIME boundaries, distinct and of equal length (so none is a prefix of another).
-
-    "=_" can never appear in quoted-printable or base64 text, and a body the library keeps as 7bit is
-    checked, so a boundary cannot occur inside a part.
-    """
-    verbatim = [s for s in (draft.text, draft.html) if s]
-    counter = 0
-    while True:
-        digest = hashlib.sha256(f"{message_id}/{counter}".encode()).hexdigest()[:32]
-        counter += 1
-        boundary = f"=_{digest}"
-        if not any(boundary in s for s in verbatim):
-            yield boundary
+@dataclass(frozen=True)
+class _Text:
+    content: str
+    subtype: str  # "plain" or "html"
 
 
-def _build_body(msg: EmailMessage, draft: Draft, boundaries: Iterable[str]) -> None:
-    """Fill `msg` with the MIME tree:
+@dataclass(frozen=True)
+class _Part:
+    """An attachment, checked and with its type settled."""
+
+    content: bytes
+    maintype: str
+    subtype: str
+    params: dict[str, str]
+    filename: str | None
+    cid: str | None
+
+
+@dataclass(frozen=True)
+class _Multipart:
+    subtype: str  # "mixed", "alternative" or "related"
+    children: tuple[_Text | _Part | _Multipart, ...]
+
+
+def _body_tree(draft: Draft) -> _Text | _Part | _Multipart:
+    """The MIME tree, every input checked before any of it is built:
 
     mixed( alternative( text, related( html, inline... ) ), attachment... )
 
-    where every level with a single child collapses into that child.  Inline parts without an html
-    body to reference them travel in the mixed level.
+    where a level with a single child is that child.  Inline parts with no html to reference them
+    travel in the mixed level, keeping their Content-ID.
     """
-    boundary = iter(boundaries)
-    inline = [(i, a) for i, a in enumerate(draft.attachments) if a.cid is not None]
-    regular = [(i, a) for i, a in enumerate(draft.attachments) if a.cid is None]
-    _check_unique_cids(inline)
-    if draft.html is None:
-        regular = sorted(inline + regular)
-        inline = []
+    parts = [_prepare_attachment(attachment, index) for index, attachment in enumerate(draft.attachments)]
+    cids = [part.cid for part in parts if part.cid is not None]
+    if len(set(cids)) != len(cids):
+        duplicate = next(cid for cid in cids if cids.count(cid) > 1)
+        raise ComposeError(f"the cid {duplicate!r} is used by two attachments", "attachments")
+    inline = tuple(part for part in parts if part.cid is not None and draft.html is not None)
+    regular = tuple(part for part in parts if part not in inline)
 
-    html: _Node | None = None
-    if draft.html is not None:
-        html = _TextNode(_body_text(draft.html, "html"), "html")
-        if inline:
-            html = _MultiNode("related", [html, *(_AttachmentNode(a, i) for i, a in inline)])
-    text: _Node | None = None
+    core: list[_Text | _Part | _Multipart] = []
     if draft.text is not None:
-        text = _TextNode(_body_text(draft.text, "text"), "plain")
-    core = [node for node in (text, html) if node is not None]
-    content: list[_Node] = []
-    if len(core) == 2:
-        content.append(_MultiNode("alternative", core))
-    else:
-        content += core
-    content += [_AttachmentNode(a, i) for i, a in regular]
+        core.append(_Text(_body_text(draft.text, "text"), "plain"))
+    if draft.html is not None:
+        html = _Text(_body_text(draft.html, "html"), "html")
+        core.append(_Multipart("related", (html, *inline)) if inline else html)
+    content: list[_Text | _Part | _Multipart] = (
+        [_Multipart("alternative", tuple(core))] if len(core) == 2 else core
+    )
+    content.extend(regular)
     if not content:
-        content.append(_TextNode("", "plain"))
-    root = content[0] if len(content) == 1 else _MultiNode("mixed", content)
-    root.fill(msg, boundary)
+        return _Text("", "plain")
+    return content[0] if len(content) == 1 else _Multipart("mixed", tuple(content))
+
+
+def _fill(part: MIMEPart, node: _Text | _Part | _Multipart, boundaries: Iterator[str]) -> None:
+    """Build `node` into `part` with the library's content manager."""
+    if isinstance(node, _Text):
+        # The library sends short ASCII lines as 7bit, as they are; control characters must not be.
+        cte = "quoted-printable" if _BODY_CONTROL.search(node.content) else None
+        part.set_content(node.content, subtype=node.subtype, charset="utf-8", cte=cte)
+    elif isinstance(node, _Multipart):
+        make = {"mixed": part.make_mixed, "alternative": part.make_alternative, "related": part.make_related}
+        make[node.subtype](boundary=next(boundaries))
+        for child in node.children:
+            sub = MIMEPart(policy=_POLICY)
+            _fill(sub, child, boundaries)
+            part.attach(sub)
+    else:
+        params = dict(node.params)
+        if node.filename is not None:
+            params.setdefault("name", node.filename)  # for readers that look only at Content-Type
+        part.set_content(
+            node.content,
+            node.maintype,
+            node.subtype,
+            disposition="inline" if node.cid is not None else "attachment",
+            filename=node.filename,
+            params=params,
+        )
+        if node.cid is not None:
+            # Stored raw: the library would fold a long Content-ID into an encoded-word.
+            part.set_raw("Content-ID", f"<{node.cid}>")
+
+
+def _boundaries(message_id: str, draft: Draft) -> Iterator[str]:
+    """Deterministic MIME boundaries, distinct and of equal length (so none is a prefix of another).
+
+    "=_" never occurs in quoted-printable or base64 text; a body the library keeps as 7bit is
+    searched, so no boundary can occur inside a part.
+    """
+    verbatim = [text for text in (draft.text, draft.html) if text]
+    counter = 0
+    while True:
+        boundary = "=_" + hashlib.sha256(f"{message_id}/{counter}".encode()).hexdigest()[:32]
+        counter += 1
+        if not any(boundary in text for text in verbatim):
+            yield boundary
 
 
 def _body_text(value: str, field: str) -> str:
@@ -473,102 +533,53 @@ def _body_text(value: str, field: str) -> str:
     return value
 
 
-def _check_unique_cids(inline: Sequence[tuple[int, Attachment]]) -> None:
-    seen: set[str] = set()
-    for index, attachment in inline:
-        cid = _cid(attachment, index)
-        if cid in seen:
-            raise ComposeError(f"attachments[{index}]: cid {cid!r} is used twice", "attachments")
-        seen.add(cid)
+def _prepare_attachment(attachment: Attachment, index: int) -> _Part:
+    where = f"attachments[{index}]"
+    filename = _filename(attachment.filename, where)
+    maintype, subtype, params = _content_type(attachment.content_type, filename, where)
+    return _Part(attachment.content, maintype, subtype, params, filename, _cid(attachment.cid, where))
 
 
-class _Node:
-    def fill(self, part: MIMEPart, boundaries: Iterable[str]) -> None:
-        raise NotImplementedError
-
-
-class _TextNode(_Node):
-    def __init__(self, text: str, subtype: str) -> None:
-        self.text, self.subtype = text, subtype
-
-    def fill(self, part: MIMEPart, boundaries: Iterable[str]) -> None:
-        # The library keeps short ASCII lines as 7bit; control characters must not travel bare.
-        cte = "quoted-printable" if _BODY_CONTROL.search(self.text) else None
-        part.set_content(self.text, subtype=self.subtype, charset="utf-8", cte=cte)
-
-
-class _MultiNode(_Node):
-    def __init__(self, subtype: str, children: Sequence[_Node]) -> None:
-        self.subtype, self.children = subtype, children
-
-    def fill(self, part: MIMEPart, boundaries: Iterable[str]) -> None:
-        boundary = next(iter(boundaries))
-        make = {"mixed": part.make_mixed, "alternative": part.make_alternative, "related": part.make_related}
-        make[self.subtype](boundary=boundary)
-        for child in self.children:
-            sub = MIMEPart(policy=POLICY)
-            child.fill(sub, boundaries)
-            part.attach(sub)
-
-
-class _AttachmentNode(_Node):
-    def __init__(self, attachment: Attachment, index: int) -> None:
-        self.attachment, self.index = attachment, index
-
-    def fill(self, part: MIMEPart, boundaries: Iterable[str]) -> None:
-        attachment, where = self.attachment, f"attachments[{self.index}]"
-        filename = _filename(attachment, where)
-        maintype, subtype, params = _content_type(attachment, filename, where)
-        if filename is not None and "name" not in params:
-            params["name"] = filename  # for readers that only look at Content-Type (older Outlook)
-        cid = _cid(attachment, self.index)
-        part.set_content(
-            attachment.content,
-            maintype,
-            subtype,
-            disposition="inline" if cid is not None else "attachment",
-            filename=filename,
-            params=params,
-        )
-        if cid is not None:
-            # Stored raw: the library folds a long Content-ID as an encoded-word, which breaks it.
-            part.set_raw("Content-ID", f"<{cid}>")
-
-
-def _filename(attachment: Attachment, where: str) -> str | None:
-    if attachment.filename is None:
+def _filename(filename: str | None, where: str) -> str | None:
+    if filename is None:
         return None
-    _check_header_text(attachment.filename, "attachments", f"{where} filename")
-    # Readers (CPython's get_filename among them) strip surrounding whitespace; do it here so what
-    # is stored is what is read.
-    return attachment.filename.strip() or None
+    _check_header_text(filename, "attachments", f"{where} filename")
+    if len(filename) > _MAX_PARAMETER:
+        # Filesystems stop at 255; the library's RFC 2231 folding is quadratic in the length.
+        raise ComposeError(f"{where}: the filename is over {_MAX_PARAMETER} characters", "attachments")
+    # Readers (CPython's get_filename, mailparser) strip surrounding whitespace: store what they read.
+    return filename.strip() or None
 
 
-def _cid(attachment: Attachment, index: int) -> str | None:
-    if attachment.cid is None:
+def _cid(cid: str | None, where: str) -> str | None:
+    if cid is None:
         return None
-    _check_header_text(attachment.cid, "attachments", f"attachments[{index}] cid")
-    cid = attachment.cid.strip()
-    if cid.startswith("<") and cid.endswith(">"):
-        cid = cid[1:-1]
-    if not _CID.fullmatch(cid) or len(cid) > _MAX_ID:
-        raise ComposeError(f"attachments[{index}]: {attachment.cid!r} is not a valid cid", "attachments")
-    return cid
+    _check_header_text(cid, "attachments", f"{where} cid")
+    bare = cid.strip()
+    if bare.startswith("<") and bare.endswith(">"):
+        bare = bare[1:-1]
+    if not _CID.fullmatch(bare) or len(bare) > _MAX_ID:
+        raise ComposeError(f"{where}: {cid!r} is not a valid cid", "attachments")
+    return bare
 
 
-def _content_type(attachment: Attachment, filename: str | None, where: str) -> tuple[str, str, dict[str, str]]:
-    if attachment.content_type is None:
+def _content_type(
+    content_type: str | None, filename: str | None, where: str
+) -> tuple[str, str, dict[str, str]]:
+    if content_type is None:
         guessed, encoding = _MIME_TYPES.guess_type(filename or "", strict=False)
         # "x.tar.gz" guesses application/x-tar + gzip: the tar type describes what is inside.
         if guessed is None or encoding is not None or guessed.startswith(("multipart/", "message/")):
             guessed = "application/octet-stream"
         maintype, _, subtype = guessed.partition("/")
         return maintype, subtype, {}
-    _check_header_text(attachment.content_type, "attachments", f"{where} content type")
-    header = _HEADER_REGISTRY("content-type", attachment.content_type)
-    assert isinstance(header, ContentTypeHeader)
-    if header.defects or "/" not in attachment.content_type:
-        raise ComposeError(f"{where}: {attachment.content_type!r} is not a valid content type", "attachments")
+    _check_header_text(content_type, "attachments", f"{where} content type")
+    if len(content_type) > _MAX_PARAMETER:
+        raise ComposeError(f"{where}: the content type is over {_MAX_PARAMETER} characters", "attachments")
+    header = _POLICY.header_factory("content-type", content_type)
+    valid = isinstance(header, ContentTypeHeader) and isinstance(header, BaseHeader) and not header.defects
+    if not valid or "/" not in content_type:
+        raise ComposeError(f"{where}: {content_type!r} is not a valid content type", "attachments")
     if header.maintype in ("multipart", "message"):
         # RFC 2046 allows only 7bit/8bit/binary for these; an attachment is always base64.
         raise ComposeError(

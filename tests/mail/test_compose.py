@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 from gql_mail.mail.compose import (
     Address,
     Attachment,
-    ComposeError,
     Composed,
+    ComposeError,
     Draft,
     compose,
     validate_address,
@@ -42,7 +42,7 @@ JS_DIR = Path(__file__).parent / "js"
 
 NodeParse = Callable[[bytes], dict[str, Any]]
 
-# The fidelity cases the brief names: longer than a line, mixing scripts, emoji, accents, spaces.
+# DESIGN.md "Message fidelity": non-ASCII text longer than a line, mixing scripts, emoji, accents, spaces.
 LONG_SUBJECT = (
     "  Réunion trimestrielle — 季度会议 📅🎉 ça commence à 9h, n'oubliez pas 的 résumé 😀 "
     "Ελληνικά και русский текст  двойной  пробел Ärger über Öl Ünïcödé ✓ 你好世界 👍🏽 fin.  "
@@ -86,8 +86,7 @@ def _parse(raw: bytes) -> EmailMessage:
 def _tree(part: EmailMessage) -> Any:
     """The MIME structure as nested (content-type, [children]) / content-type."""
     if part.is_multipart():
-        children = part.get_payload()
-        assert isinstance(children, list)
+        children = [child for child in part.iter_parts() if isinstance(child, EmailMessage)]
         return (part.get_content_type(), [_tree(child) for child in children])
     return part.get_content_type()
 
@@ -119,9 +118,9 @@ def _attachments(message: EmailMessage) -> list[tuple[str | None, str, str | Non
             cid = part["Content-ID"]
             payload = part.get_payload(decode=True)
             assert isinstance(payload, bytes)
-            found.append(
-                (part.get_filename(), part.get_content_type(), cid and str(cid).strip("<>"), payload)
-            )
+            # Not get_filename(): it unquotes a second time and strips, so '"a"' reads back as 'a'.
+            filename = part["Content-Disposition"].params.get("filename")
+            found.append((filename, part.get_content_type(), cid and str(cid).strip("<>"), payload))
     return found
 
 
@@ -160,6 +159,7 @@ def node_parse() -> Iterator[NodeParse]:
     yield parse
     stdin.close()
     process.wait(timeout=10)
+    stdout.close()
 
 
 def _node_addresses(parsed: dict[str, Any], key: str) -> list[tuple[str, str]]:
@@ -316,7 +316,7 @@ def test_container_content_types_are_refused(content_type: str) -> None:
 
 def test_duplicate_cids_are_refused() -> None:
     attachments = (Attachment(b"1", cid="same"), Attachment(b"2", cid="<same>"))
-    with pytest.raises(ComposeError, match="twice") as error:
+    with pytest.raises(ComposeError, match="two attachments") as error:
         _compose(_draft(html="x", attachments=attachments))
     assert error.value.field == "attachments"
 
@@ -329,7 +329,9 @@ def test_invalid_cids_are_refused(cid: str) -> None:
 
 
 def test_filenames_are_trimmed_as_readers_would() -> None:
-    message = _parse(_compose(_draft(attachments=(Attachment(b"1", "  a b.txt  "), Attachment(b"2", " ")))).raw)
+    message = _parse(
+        _compose(_draft(attachments=(Attachment(b"1", "  a b.txt  "), Attachment(b"2", " ")))).raw
+    )
     assert [filename for filename, _, _, _ in _attachments(message)] == ["a b.txt", None]
 
 
@@ -430,8 +432,9 @@ def test_message_id_from_make_id_and_domain() -> None:
 
 def test_message_id_defaults_to_a_uuid4() -> None:
     composed = compose(_draft(), now=NOW)
-    assert re.fullmatch(r"<[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}@example\.com>",
-                        composed.message_id)
+    assert re.fullmatch(
+        r"<[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}@example\.com>", composed.message_id
+    )
     assert f"Message-ID: {composed.message_id}\r\n".encode() in composed.raw
 
 
@@ -442,7 +445,9 @@ def test_message_id_given_with_or_without_brackets(given: str) -> None:
     assert _parse(composed.raw)["Message-ID"] == "<given@example.org>"
 
 
-@pytest.mark.parametrize("given", ["no-at-sign", "a b@c.d", "<a@b", "a@b@c", "<>", "x" * 250 + "@a.b", "é@a.b"])
+@pytest.mark.parametrize(
+    "given", ["no-at-sign", "a b@c.d", "<a@b", "a@b@c", "<>", "x" * 250 + "@a.b", "é@a.b"]
+)
 def test_invalid_message_id_is_refused(given: str) -> None:
     with pytest.raises(ComposeError) as error:
         _compose(_draft(message_id=given))
@@ -487,9 +492,11 @@ def test_empty_display_name_is_no_display_name() -> None:
 def test_many_recipients_fold_between_mailboxes() -> None:
     to = tuple(Address(f"user{i}@example.com", f"User Number {i}") for i in range(20))
     composed = _compose(_draft(to=to))
-    header = composed.raw.split(b"\r\nCc:")[0].split(b"To: ", 1)[1].split(b"\r\nSubject")[0]
-    lines = header.split(b"\r\nDate")[0].split(b"\r\n")
-    assert all(line.rstrip().endswith((b">,", b">")) for line in lines)
+    match = re.search(rb"\r\nTo: (.*?)\r\n(?! )", composed.raw, re.DOTALL)
+    assert match is not None
+    lines = match.group(1).split(b"\r\n")
+    assert len(lines) > 5
+    assert all(line.endswith((b">,", b">")) and len(line) <= 78 for line in lines)
     assert _names(_parse(composed.raw), "To") == [(a.name or "", a.address) for a in to]
 
 
@@ -506,6 +513,58 @@ def test_subject_with_an_overlong_word_is_encoded_to_fit() -> None:
     assert _parse(composed.raw)["Subject"] == subject
 
 
+def test_long_non_ascii_display_name_is_one_encoded_word() -> None:
+    """The CPython workaround: split encoded-words in a name read back with spaces inserted."""
+    composed = _compose(_draft(from_=Address("s@example.com", LONG_NAME)))
+    from_line = composed.raw.split(b"\r\n")[0]
+    assert from_line.startswith(b"From: =?utf-8?") and from_line.count(b"=?") == 1
+    assert len(from_line) <= 998
+
+
+def test_subject_encoded_words_are_short_and_lines_folded() -> None:
+    composed = _compose(_draft(subject=LONG_SUBJECT))
+    header = composed.raw.split(b"\r\n\r\n")[0]
+    subject = header.split(b"Subject: ", 1)[1].split(b"\r\nDate:")[0]
+    words = re.findall(rb"=\?[^?]+\?[bq]\?[^?]*\?=", subject)
+    assert len(words) > 3 and all(len(word) <= 75 for word in words)
+    assert all(len(line) <= 78 for line in (b"Subject: " + subject).split(b"\r\n"))
+
+
+@pytest.mark.parametrize("text", ["=?utf-8?q?not_encoded?=", "a =?x?q?y?= b", "=?"])
+def test_encoded_word_lookalikes_are_kept_literally(text: str) -> None:
+    draft = _draft(subject=text, headers=(("X-Literal", text),), to=(Address("t@example.com", text),))
+    message = _parse(_compose(draft).raw)
+    assert message["Subject"] == text
+    assert message["X-Literal"] == text
+    assert _names(message, "To") == [(text, "t@example.com")]
+
+
+def test_ascii_display_name_without_spaces_too_long_for_a_line_is_refused() -> None:
+    with pytest.raises(ComposeError, match="998") as error:
+        _compose(_draft(to=(Address("t@example.com", "x" * 1000),)))
+    assert error.value.field == "to"
+
+
+def test_overlong_custom_header_name_is_refused() -> None:
+    with pytest.raises(ComposeError) as error:
+        _compose(_draft(headers=(("X-" + "h" * 1000, "v"),)))
+    assert error.value.field == "headers"
+
+
+def test_overlong_filename_or_content_type_is_refused() -> None:
+    for attachment in (
+        Attachment(b"", "f" * 256),
+        Attachment(b"", content_type="text/plain; x=" + "y" * 250),
+    ):
+        with pytest.raises(ComposeError, match="over 255") as error:
+            _compose(_draft(attachments=(attachment,)))
+        assert error.value.field == "attachments"
+    # 255 is fine, and reads back whole.
+    name = "é" * 251 + ".pdf"
+    message = _parse(_compose(_draft(attachments=(Attachment(b"x", name),))).raw)
+    assert _attachments(message)[0][0] == name
+
+
 def test_display_name_too_long_for_one_line_is_refused() -> None:
     with pytest.raises(ComposeError, match="too long") as error:
         _compose(_draft(cc=(Address("c@example.com", "名" * 300),)))
@@ -520,6 +579,7 @@ def test_custom_headers_keep_order_duplicates_and_text() -> None:
         ("X-Long", " ".join(["token"] * 40)),
         ("X-Spaces", "  padded  "),
         ("X-Empty", ""),
+        ("X-Long-Word", "https://example.com/" + "p" * 1200),
     )
     message = _parse(_compose(_draft(headers=headers)).raw)
     assert message.get_all("X-Tag") == ["one", "two"]
@@ -529,8 +589,20 @@ def test_custom_headers_keep_order_duplicates_and_text() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["From", "to", "CC", "bcc", "Reply-To", "subject", "Date", "Message-Id", "MIME-Version",
-     "Content-Type", "content-transfer-encoding", "Content-Disposition"],
+    [
+        "From",
+        "to",
+        "CC",
+        "bcc",
+        "Reply-To",
+        "subject",
+        "Date",
+        "Message-Id",
+        "MIME-Version",
+        "Content-Type",
+        "content-transfer-encoding",
+        "Content-Disposition",
+    ],
 )
 def test_custom_headers_cannot_override_structural_ones(name: str) -> None:
     with pytest.raises(ComposeError) as error:
@@ -574,7 +646,11 @@ def test_line_breaks_in_header_input_are_refused(
     field_and_draft: tuple[str, Callable[[str], Draft]], breaker: str
 ) -> None:
     field, make = field_and_draft
-    for bad in (f"evil{breaker}Bcc: victim@example.org", f"x@example.com{breaker}", f"{breaker}X-Injected: 1"):
+    for bad in (
+        f"evil{breaker}Bcc: victim@example.org",
+        f"x@example.com{breaker}",
+        f"{breaker}X-Injected: 1",
+    ):
         with pytest.raises(ComposeError) as error:
             _compose(make(bad))
         assert error.value.field == field
@@ -745,7 +821,10 @@ def test_rich_message_round_trips_through_mailparser(node_parse: NodeParse) -> N
         (ASCII_TRICKY_NAME, "ceo@bücher.de"),
         ("", "bare@example.net"),
     ]
-    assert _node_addresses(parsed, "cc") == [("山田 太郎", "cc@example.org"), ("🦄🦄 🦄", "emoji@example.org")]
+    assert _node_addresses(parsed, "cc") == [
+        ("山田 太郎", "cc@example.org"),
+        ("🦄🦄 🦄", "emoji@example.org"),
+    ]
     assert _node_addresses(parsed, "replyTo") == [("Leading and trailing spaces", "reply@example.com")]
     assert parsed["bcc"] == []
     assert parsed["text"] == _canonical(RICH.text or "")
@@ -772,69 +851,60 @@ def test_parse_js_reads_one_message_from_stdin(node_parse: NodeParse) -> None:
 
 # Header text: anything but the refused controls (CR, LF, other C0, DEL) and lone surrogates.
 _HEADER_CHARS = st.characters(
-    blacklist_categories=("Cs",),
-    blacklist_characters="".join(chr(c) for c in range(32) if c != 9) + "\x7f",
+    exclude_categories=["Cs"],
+    exclude_characters="".join(chr(c) for c in range(32) if c != 9) + "\x7f",
 )
-_header_text = st.text(_HEADER_CHARS, max_size=250) | st.text(
+# Up to 150 characters: several encoded-words for a subject, and still a name that fits one.
+_header_text = st.text(_HEADER_CHARS, max_size=150) | st.text(
     st.sampled_from(" ,\"'()<>@;:\\.=?_-aé漢😀\t"), max_size=40
 )
-_body_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=1500)
-_FUZZ = settings(
-    max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
-)
+_body_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=400)
+_FUZZ = settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @_FUZZ
-@given(subject=_header_text, name=_header_text, other=_header_text, text=_body_text, html=_body_text)
-def test_random_unicode_round_trips_through_python(
-    subject: str, name: str, other: str, text: str, html: str
-) -> None:
-    try:
-        draft = _draft(
-            from_=Address("s@example.com", name),
-            to=(Address("t@example.com", other), Address("u@example.com", name)),
-            subject=subject,
-            text=text,
-            html=html,
-            headers=(("X-Random", other),),
-            attachments=(Attachment(text.encode(), filename=other or None),),
-        )
-        composed = _compose(draft)
-    except ComposeError as error:  # only a name too long to be one encoded-word on a line
-        assert "too long" in str(error)
-        return
-    message = _parse(composed.raw)
+@given(subject=_header_text, name=_header_text, other=_header_text, text=_body_text)
+def test_random_unicode_round_trips_through_python(subject: str, name: str, other: str, text: str) -> None:
+    draft = _draft(
+        from_=Address("s@example.com", name),
+        to=(Address("t@example.com", other), Address("u@example.com", name)),
+        subject=subject,
+        text=text,
+        headers=(("X-Random", other),),
+        # Short: the library's RFC 2231 folding is quadratic in the filename's length.
+        attachments=(Attachment(text.encode(), filename=other[:40] or None),),
+    )
+    message = _parse(_compose(draft).raw)
     assert message["Subject"] == subject
     assert _names(message, "From") == [(_display(name), "s@example.com")]
     assert _names(message, "To") == [(_display(other), "t@example.com"), (_display(name), "u@example.com")]
     assert message["X-Random"] == other
     assert _body(message, "plain") == _canonical(text)
-    assert _body(message, "html") == _canonical(html)
     ((filename, _, _, content),) = _attachments(message)
-    assert filename == (other.strip() or None)
+    assert filename == (other[:40].strip() or None)
     assert content == text.encode()
 
 
-@_FUZZ
+@settings(_FUZZ, max_examples=50)  # node's parse is the cost here
 @given(subject=_header_text, name=_header_text, other=_header_text, text=_body_text)
 def test_random_unicode_round_trips_through_mailparser(
     node_parse: NodeParse, subject: str, name: str, other: str, text: str
 ) -> None:
     draft = _draft(
-        from_=Address("s@example.com", name[:100]),
-        to=(Address("t@example.com", other[:100]),),
+        from_=Address("s@example.com", name),
+        to=(Address("t@example.com", other),),
         subject=subject,
         text=text,
-        attachments=(Attachment(text.encode(), filename=other or None, cid="c@x"),),
+        attachments=(Attachment(text.encode(), filename=other[:40] or None, cid="c@x"),),
         html="<p>x</p>",
     )
     parsed = node_parse(_compose(draft).raw)
     assert (parsed["subject"] or "") == subject  # mailparser reports an empty Subject as absent
-    assert _node_addresses(parsed, "from") == [(_display(name[:100]), "s@example.com")]
-    assert _node_addresses(parsed, "to") == [(_display(other[:100]), "t@example.com")]
+    assert _node_addresses(parsed, "from") == [(_display(name), "s@example.com")]
+    assert _node_addresses(parsed, "to") == [(_display(other), "t@example.com")]
     assert parsed["text"] == _canonical(text)
     ((attachment),) = parsed["attachments"]
-    assert attachment["filename"] == (other.strip() or None)
+    assert attachment["filename"] == (other[:40].strip() or None)
     assert attachment["cid"] == "c@x"
     assert base64.b64decode(attachment["content"]) == text.encode()
 
