@@ -1,0 +1,562 @@
+"""What every benchmark needs: the sink and the server as real processes on 127.0.0.1, an access token, a
+send-only account pointing at the sink, direct queue pre-filling, a small keep-alive HTTP client, a
+graphql-transport-ws subscriber, and the one-line JSON result.
+
+Processes: `SinkProcess` runs bench/sink.py; `ServerProcess` runs `python -m gql_mail serve` with a fresh
+SQLite file in a temporary directory (log level warning, so uvicorn's access log is not part of the cost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+
+SECRET = "bench-secret-" + "x" * 24
+ACCOUNT = "bench"
+SUBMIT = """mutation Submit($account: ID!, $input: SubmitMessageInput!) {
+  submitMessage(account: $account, input: $input) { messageId queueId }
+}"""
+EVENTS = """subscription Ev($account: ID, $events: [String!]) {
+  events(account: $account, events: $events) { event account date data }
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_loop(coro: Any) -> Any:
+    """Run a benchmark's coroutine on uvloop, as the server does (uvicorn picks uvloop when installed)."""
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:  # pragma: no cover
+        return asyncio.run(coro)
+
+
+def emit(result: dict[str, Any]) -> dict[str, Any]:
+    """The benchmark's summary: one line of JSON on stdout."""
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- the sink ---------------------------------------------------------------------------------------------
+
+
+class SinkProcess:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.control_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SinkProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "sink.py"), str(self.port), str(self.control_port)],
+            stdout=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line.strip() != b"ready":
+            raise RuntimeError(f"sink did not start: {line!r}")
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+
+    def __enter__(self) -> SinkProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def _ask(self, command: str) -> Any:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.control_port, limit=2**26)
+        try:
+            writer.write(command.encode() + b"\n")
+            return json.loads(await reader.readline())
+        finally:
+            writer.close()
+
+    async def count(self) -> int:
+        return int((await self._ask("count"))["count"])
+
+    async def reset(self) -> None:
+        await self._ask("reset")
+
+    async def records(self) -> list[tuple[str, float]]:
+        return [(m, t) for m, t in await self._ask("records")]
+
+    async def wait_count(self, n: int, timeout: float) -> float:  # noqa: ASYNC109
+        """Wait until the sink has accepted n messages; returns time.time() of the n-th acceptance."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            answer = await self._ask("count")
+            if answer["count"] >= n:
+                return float(answer["last"])
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"sink got {await self.count()} of {n} messages in {timeout}s")
+
+    @asynccontextmanager
+    async def watch(self) -> AsyncIterator[SinkWatch]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.control_port)
+        writer.write(b"watch\n")
+        assert (await reader.readline()).strip() == b"watching"
+        w = SinkWatch()
+        task = asyncio.create_task(w._read(reader))
+        try:
+            yield w
+        finally:
+            task.cancel()
+            writer.close()
+
+
+@dataclass
+class SinkWatch:
+    """Message-ID → acceptance time, as the sink streams them."""
+
+    seen: dict[str, float] = field(default_factory=dict)
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        while line := await reader.readline():
+            message_id, _, at = line.decode().rstrip("\n").partition("\t")
+            self.seen[message_id] = float(at)
+            self._arrived.set()
+
+    async def wait_for(self, message_id: str, timeout: float = 10.0) -> float:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            while message_id not in self.seen:
+                self._arrived.clear()
+                await self._arrived.wait()
+        return self.seen[message_id]
+
+
+# -- the server -------------------------------------------------------------------------------------------
+
+
+class ServerProcess:
+    """`python -m gql_mail serve` on a fresh SQLite database in its own temporary directory."""
+
+    def __init__(self, workdir: Path | None = None, **env: str) -> None:
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="gql-mail-bench-")
+        self.dir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
+        self.db_path = self.dir / "bench.db"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "GQL_MAIL_DATABASE_URL": f"sqlite+aiosqlite:///{self.db_path}",
+            "GQL_MAIL_SECRET": SECRET,
+            "GQL_MAIL_DATA_DIR": str(self.dir / "data"),
+            "GQL_MAIL_LOG_LEVEL": "warning",
+            "GQL_MAIL_SERVICE_URL": self.url,
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.token = ""
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "gql_mail", *args],
+            env=self.env,
+            cwd=self.dir,
+            capture_output=True,
+            check=True,
+        )
+        return done.stdout.decode().strip()
+
+    def prepare(self) -> ServerProcess:
+        """Migrate the database and create a token (before the first start)."""
+        self.cli("migrate")
+        self.token = self.cli("token", "create", "--description", "bench")
+        return self
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        if not self.token:
+            self.prepare()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gql_mail", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env,
+            cwd=self.dir,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    if b" 200 " in s.recv(1024):
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("server did not answer /health")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def rss_kib(self) -> tuple[int, int]:
+        """(current RSS, peak RSS) of the server process in KiB, from /proc."""
+        fields = {}
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+        return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def client(self) -> GraphQLClient:
+        return GraphQLClient("127.0.0.1", self.port, self.token)
+
+
+# -- a small HTTP/1.1 keep-alive client (the load generator must cost far less than the server) ----------
+
+
+class HttpConnection:
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> HttpConnection:
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        return self
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        """Send one pre-built request; (status, body). Needs a Content-Length answer (Starlette sends one)."""
+        assert self._reader is not None and self._writer is not None
+        self._writer.write(raw)
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        start = head.lower().find(b"\r\ncontent-length:")
+        if start < 0:
+            raise RuntimeError(f"no Content-Length in {head!r}")
+        end = head.find(b"\r\n", start + 2)
+        length = int(head[start + 17 : end])
+        body = await self._reader.readexactly(length)
+        return status, body
+
+
+def post_request(port: int, token: str, query: str, variables: dict[str, Any] | None = None) -> bytes:
+    body = orjson.dumps({"query": query, "variables": variables or {}})
+    return (
+        b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n" % (port, token.encode(), len(body))
+    ) + body
+
+
+class GraphQLClient:
+    def __init__(self, host: str, port: int, token: str) -> None:
+        self.host, self.port, self.token = host, port, token
+        self._conn: HttpConnection | None = None
+
+    async def gql(self, query: str, variables: dict[str, Any] | None = None) -> Any:
+        if self._conn is None:
+            self._conn = await HttpConnection(self.host, self.port).open()
+        status, body = await self._conn.request(post_request(self.port, self.token, query, variables))
+        answer = orjson.loads(body)
+        if status != 200 or answer.get("errors"):
+            raise RuntimeError(f"HTTP {status}: {body[:500]!r}")
+        return answer["data"]
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def submit_variables(n: int = 0, send_at: datetime | None = None) -> dict[str, Any]:
+    """A small message (about 1 KB composed)."""
+    body: dict[str, Any] = {
+        "to": [{"name": "Bench Recipient", "address": "rcpt@sink.bench"}],
+        "subject": f"Benchmark message {n}",
+        "text": "Hello from the gql-mail benchmark.\n" * 10,
+    }
+    if send_at is not None:
+        body["sendAt"] = send_at.isoformat()
+    return {"account": ACCOUNT, "input": body}
+
+
+async def register_account(client: GraphQLClient, sink: SinkProcess, account: str = ACCOUNT) -> None:
+    """A send-only account pointing at the sink; waits until it is CONNECTED."""
+    await client.gql(
+        "mutation R($input: RegisterAccountInput!) { registerAccount(input: $input) { account state } }",
+        {
+            "input": {
+                "account": account,
+                "name": "Bench Sender",
+                "email": "sender@bench.example",
+                "imap": {"disabled": True},
+                "smtp": {
+                    "host": "127.0.0.1",
+                    "port": sink.port,
+                    "secure": False,
+                    "auth": {"user": "u", "pass": "p"},
+                },
+            }
+        },
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        state = (await client.gql("query A($a: ID!) { account(account: $a) { state } }", {"a": account}))[
+            "account"
+        ]
+        if state["state"] == "CONNECTED":
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"account {account} is not CONNECTED")
+
+
+# -- the queue, filled directly ---------------------------------------------------------------------------
+
+
+def composed_message() -> tuple[bytes, str, str, list[str]]:
+    """One message composed by gql-mail itself: (raw, message_id, envelope_from, envelope_to)."""
+    from gql_mail.mail.compose import Address, Draft, compose
+
+    draft = Draft(
+        from_=Address("sender@bench.example", "Bench Sender"),
+        to=(Address("rcpt@sink.bench", "Bench Recipient"),),
+        subject="Benchmark message",
+        text="Hello from the gql-mail benchmark.\n" * 10,
+    )
+    c = compose(draft, now=datetime.now(UTC), domain="bench.example")
+    return c.raw, c.message_id, c.envelope_from, list(c.envelope_to)
+
+
+def prefill(
+    db_path: Path, count: int, *, due_in: timedelta = timedelta(0), account: str = ACCOUNT
+) -> list[str]:
+    """Insert `count` queued messages straight into outbox_message (one transaction), each a copy of one
+    composed message with its own Message-ID; due `due_in` from now. Returns their Message-IDs."""
+    from sqlalchemy import create_engine, insert
+
+    from gql_mail.ids import time_ordered_id
+    from gql_mail.models import OutboxMessage
+
+    raw, template_id, env_from, env_to = composed_message()
+    now = datetime.now(UTC)
+    due = now + due_in
+    rows = []
+    ids = []
+    for _ in range(count):
+        # Same length as the template's id part, so every copy has the same size.
+        message_id = f"<{uuid.uuid4()}@bench.example>"
+        ids.append(message_id)
+        rows.append(
+            {
+                "id": time_ordered_id(),
+                "account_id": account,
+                "message_id": message_id,
+                "raw": raw.replace(template_id.encode(), message_id.encode()),
+                "envelope_from": env_from,
+                "envelope_to": env_to,
+                "status": "queued",
+                "attempts_made": 0,
+                "attempts": 10,
+                "copy_to_sent": False,
+                "next_attempt_at": due,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    engine = create_engine(f"sqlite:///{db_path}", connect_args={"timeout": 30})
+    with engine.begin() as conn:
+        for i in range(0, len(rows), 5000):
+            conn.execute(insert(OutboxMessage.__table__), rows[i : i + 5000])  # type: ignore[attr-defined]
+    engine.dispose()
+    return ids
+
+
+def count_status(db_path: Path, status: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30) as conn:
+        return int(
+            conn.execute("SELECT count(*) FROM outbox_message WHERE status = ?", (status,)).fetchone()[0]
+        )
+
+
+# -- subscriptions ----------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def subscription(
+    port: int, token: str, on_event: Callable[[dict[str, Any], float], None], events: list[str] | None = None
+) -> AsyncIterator[None]:
+    """One graphql-transport-ws subscription to `events`; on_event(event, time.time() at receipt)."""
+    import websockets
+
+    async with websockets.connect(
+        f"ws://127.0.0.1:{port}/graphql",
+        subprotocols=["graphql-transport-ws"],
+        max_queue=None,  # type: ignore[list-item]
+    ) as ws:
+        await ws.send(
+            json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
+        )
+        ack = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        assert ack["type"] == "connection_ack", ack
+        await ws.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "payload": {"query": EVENTS, "variables": {"events": events}},
+                }
+            )
+        )
+
+        async def read() -> None:
+            async for raw in ws:
+                received = time.time()
+                message = orjson.loads(raw)
+                if message.get("type") == "next":
+                    on_event(message["payload"]["data"]["events"], received)
+                elif message.get("type") in ("error", "complete"):
+                    raise RuntimeError(f"subscription ended: {message}")
+
+        task = asyncio.create_task(read())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+
+def event_time(event: dict[str, Any]) -> float:
+    """The event's `date` (ms precision) as a Unix time."""
+    return datetime.fromisoformat(event["date"].replace("Z", "+00:00")).timestamp()
+
+
+async def wait_until(
+    predicate: Callable[[], bool],
+    timeout: float,  # noqa: ASYNC109
+    what: str,
+    step: float = 0.01,
+) -> float:
+    """Poll predicate; time.time() when it first held."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(step)
+    return time.time()
+
+
+@asynccontextmanager
+async def bench_server(sink: SinkProcess, **env: str) -> AsyncIterator[ServerProcess]:
+    """A started server with the sink's account registered and CONNECTED."""
+    server = ServerProcess(**env).start()
+    spy = profile(server.pid, "server")
+    client = server.client()
+    try:
+        await register_account(client, sink)
+        yield server
+    finally:
+        client.close()
+        server.close()
+        if spy is not None:
+            spy.wait(30)
+
+
+def profile(pid: int, name: str) -> subprocess.Popen[bytes] | None:
+    """With BENCH_PROFILE=DIR, py-spy samples the process until it exits, into DIR/<name>-<pid>.txt
+    (collapsed stacks; summarise with `python bench/profile_report.py FILE`)."""
+    directory = os.environ.get("BENCH_PROFILE")
+    if not directory:
+        return None
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    out = Path(directory) / f"{name}-{pid}.txt"
+    spy = Path(sys.executable).parent / "py-spy"
+    return subprocess.Popen(
+        [
+            str(spy),
+            "record",
+            "-p",
+            str(pid),
+            "-o",
+            str(out),
+            "-f",
+            "raw",
+            "-r",
+            "250",
+            "--gil",
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
