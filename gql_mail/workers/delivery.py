@@ -16,7 +16,7 @@ from gql_mail.mail.errors import MailError
 from gql_mail.mail.imap import append_to_sent
 from gql_mail.mail.smtp import SmtpConnection, SmtpSettings
 from gql_mail.models import Account, AccountState
-from gql_mail.queue import ClaimedMessage, claim_messages, release_messages
+from gql_mail.queue import ClaimedMessage, claim_messages, release_messages, renew_message_leases
 from gql_mail.runtime import Runtime
 from gql_mail.services.accounts import imap_settings, record_account_state, smtp_settings
 from gql_mail.services.delivery import Outcome, record_copy, record_outcomes
@@ -39,17 +39,27 @@ class DeliveryWorker:
         self._lanes: dict[str, Lane] = {}
         self._connections = asyncio.Semaphore(s.max_concurrent_deliveries)
         self._max_in_flight = max(s.delivery_batch_size, s.max_concurrent_deliveries * 8)
+        # A full pipeline claims again only once this much room is free: claiming each freed slot on its
+        # own made most claims one or two rows long, and a claim's cost is per statement, not per row.
+        self._claim_at_least = max(1, min(s.delivery_batch_size, self._max_in_flight) // 2)
         self._in_flight = 0
         self._slot_free = asyncio.Event()
         self._wanted = asyncio.Event()
         self._recorder: Batcher[Outcome] = Batcher(self._record)
         self._tasks: set[asyncio.Task[None]] = set()
         self._draining = False
+        # Claimed and not yet recorded: their leases are renewed while they wait in a lane (_renew_leases).
+        self._held: set[str] = set()
+        self._renewer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._recorder.start()
+        self._renewer = asyncio.create_task(self._renew_leases(), name="renew-leases")
 
     async def stop(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -74,7 +84,7 @@ class DeliveryWorker:
             while True:
                 self._wanted.clear()
                 room = self._max_in_flight - self._in_flight
-                if room <= 0:
+                if room < self._claim_at_least:
                     self._slot_free.clear()
                     await self._slot_free.wait()
                     continue
@@ -94,6 +104,7 @@ class DeliveryWorker:
 
     def _dispatch(self, message: ClaimedMessage) -> None:
         self._in_flight += 1
+        self._held.add(message.id)
         lane = self._lanes.get(message.account_id)
         if lane is None:
             lane = self._lanes[message.account_id] = Lane(message.account_id)
@@ -105,6 +116,19 @@ class DeliveryWorker:
     def _done(self, count: int = 1) -> None:
         self._in_flight -= count
         self._slot_free.set()
+
+    async def _renew_leases(self) -> None:
+        """Keep the lease of every message this worker holds fresh. A claimed message can wait in its lane
+        longer than a lease (a slow server, many messages for one account); without renewal
+        `reclaim_expired_leases` hands it back to the queue while it waits, and this same process sends it
+        twice (found by tests/faults/test_kill.py). Only a dead worker's leases may expire."""
+        while True:
+            await asyncio.sleep(self.rt.settings.lease_seconds / 3)
+            if self._held:
+                try:
+                    await renew_message_leases(self.rt, list(self._held))
+                except Exception:
+                    log.exception("renewing the leases of %d messages failed", len(self._held))
 
     async def _account_settings(self, account_id: str) -> tuple[SmtpSettings, Account] | None:
         async with self.rt.db.read() as session:
@@ -124,6 +148,7 @@ class DeliveryWorker:
                 await self._send_all(lane, settings, account)
         except Exception:
             log.exception("delivery lane for %s crashed; its messages come back when their lease expires", lane.account_id)
+            self._held.difference_update(m.id for m in lane.pending)
             self._done(len(lane.pending))
             lane.pending.clear()
         finally:
@@ -139,6 +164,7 @@ class DeliveryWorker:
     async def _release(self, lane: Lane) -> None:
         ids = [m.id for m in lane.pending]
         lane.pending.clear()
+        self._held.difference_update(ids)
         await release_messages(self.rt, ids)
         self._done(len(ids))
 
@@ -188,6 +214,7 @@ class DeliveryWorker:
         try:
             await self._recorder.add(outcome)
         finally:
+            self._held.discard(outcome.message.id)
             self._done()
         if outcome.result is not None and outcome.message.copy_to_sent and account is not None:
             await self._copy_to_sent(outcome.message, account)
