@@ -110,6 +110,18 @@ async def release_messages(rt: Runtime, ids: list[str]) -> None:
         )
 
 
+async def renew_message_leases(rt: Runtime, ids: list[str]) -> None:
+    """Extend the leases of messages a live worker still holds (claimed, not yet recorded)."""
+    now = rt.clock.now()
+    async with rt.db.write() as session:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(ids), OutboxMessage.status == MessageStatus.SENDING)  # type: ignore[attr-defined]
+            .values(lease_until=_lease(rt, now))
+            .execution_options(synchronize_session=False)
+        )
+
+
 async def reclaim_expired_leases(rt: Runtime) -> int:
     """Rows whose worker died mid-flight go back to the queue (at-least-once delivery)."""
     now = rt.clock.now()
