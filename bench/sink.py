@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import re
+import signal
 import socket
 import sys
 import time
@@ -99,9 +100,11 @@ async def main(smtp_port: int, control_port: int) -> None:
 
     smtp = await loop.create_server(factory, sock=_listening_socket(smtp_port))
     ctl = await asyncio.start_server(sink.control, sock=_listening_socket(control_port))
+    stop = loop.create_future()
+    loop.add_signal_handler(signal.SIGTERM, stop.set_result, None)
     print("ready", flush=True)
     async with smtp, ctl:
-        await asyncio.Future()
+        await stop
 
 
 if __name__ == "__main__":
