@@ -4,6 +4,7 @@ The promise: every accepted message ends `sent`, exactly as the SMTP sink record
 reaches the webhook. At-least-once delivery allows duplicates, but only among the rows that were claimed
 (`sending`) when the process died; the tests read that set from the database the dead process left
 behind, and report how many duplicates there were."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 import pytest
 
 from tests.conftest import account_input
@@ -27,18 +27,29 @@ REGISTER = "mutation R($input: RegisterAccountInput!) { registerAccount(input: $
 OUTBOX = 'query { outbox(account: "%s", limit: 10000) { queueId status } }'
 
 
-async def setup_account(proc: ServerProcess, http: httpx.AsyncClient, receiver: WebhookReceiver, smtp: SmtpServer, account: str, events: list[str] | None = None) -> None:
+async def setup_account(
+    proc: ServerProcess,
+    http: httpx.AsyncClient,
+    receiver: WebhookReceiver,
+    smtp: SmtpServer,
+    account: str,
+    events: list[str] | None = None,
+) -> None:
     await proc.gql(http, HOOK, {"input": {"url": receiver.url, **({"events": events} if events else {})}})
     await proc.gql(http, REGISTER, {"input": account_input(account, smtp)})
     await wait_webhook(receiver, webhook_event("accountConnected"), timeout=15)
 
 
-async def submit_many(proc: ServerProcess, http: httpx.AsyncClient, account: str, count: int, **extra: Any) -> list[dict[str, Any]]:
+async def submit_many(
+    proc: ServerProcess, http: httpx.AsyncClient, account: str, count: int, **extra: Any
+) -> list[dict[str, Any]]:
     limit = asyncio.Semaphore(16)
 
     async def one(i: int) -> dict[str, Any]:
         async with limit:
-            data = await proc.gql(http, SUBMIT, {"account": account, "input": simple(f"k{i}@example.org", **extra)})
+            data = await proc.gql(
+                http, SUBMIT, {"account": account, "input": simple(f"k{i}@example.org", **extra)}
+            )
             return dict(data["submitMessage"])
 
     return list(await asyncio.gather(*(one(i) for i in range(count))))
@@ -82,7 +93,9 @@ async def test_kill_during_delivery(
     proc = ServerProcess(tmp_path).start()
     try:
         async with httpx.AsyncClient(timeout=30) as http:
-            await setup_account(proc, http, webhook_receiver, smtp_server, "killed", ["accountConnected", "messageSent"])
+            await setup_account(
+                proc, http, webhook_receiver, smtp_server, "killed", ["accountConnected", "messageSent"]
+            )
             # Slow while the messages are submitted (so most are still queued), then a steady slow sink.
             smtp_server.delay_data(1.0)
             answers = await submit_many(proc, http, "killed", COUNT)
@@ -90,8 +103,12 @@ async def test_kill_during_delivery(
             await smtp_server.wait_for_messages(len(smtp_server.messages) + COUNT // 3, timeout=30)
             proc.kill()
             at_kill = len(smtp_server.messages)
-            in_flight = {r[0] for r in proc.rows("SELECT message_id FROM outbox_message WHERE status = 'sending'")}
-            hooks_in_flight = {r[0] for r in proc.rows("SELECT id FROM webhook_delivery WHERE status = 'sending'")}
+            in_flight = {
+                r[0] for r in proc.rows("SELECT message_id FROM outbox_message WHERE status = 'sending'")
+            }
+            hooks_in_flight = {
+                r[0] for r in proc.rows("SELECT id FROM webhook_delivery WHERE status = 'sending'")
+            }
             assert at_kill < COUNT, "the kill came too late to test anything"
 
             smtp_server.delay_data(0)
@@ -103,7 +120,9 @@ async def test_kill_during_delivery(
     assert Counter(m["status"] for m in outbox) == {"sent": COUNT}
 
     received = Counter(message_id_of(m) for m in smtp_server.messages)
-    assert set(received) == {a["messageId"] for a in answers}, "every message reached the sink, nothing else did"
+    assert set(received) == {a["messageId"] for a in answers}, (
+        "every message reached the sink, nothing else did"
+    )
     duplicates = {mid for mid, n in received.items() if n > 1}
     assert duplicates <= in_flight, f"duplicates outside the in-flight set: {duplicates - in_flight}"
     assert max(received.values()) <= 2
@@ -140,7 +159,9 @@ async def test_kill_during_webhooks(
             await webhook_receiver.wait_for(50, timeout=30)
             proc.kill()
             at_kill = len(webhook_receiver.received)
-            hooks_in_flight = {r[0] for r in proc.rows("SELECT id FROM webhook_delivery WHERE status = 'sending'")}
+            hooks_in_flight = {
+                r[0] for r in proc.rows("SELECT id FROM webhook_delivery WHERE status = 'sending'")
+            }
             pending = proc.rows("SELECT count(*) FROM webhook_delivery WHERE status = 'pending'")[0][0]
             assert pending, "the kill came too late to test anything"
 

@@ -2,6 +2,7 @@
 figure) against a real gql-mail process on the SQLite default. Zero errors of any kind ("database is locked"
 included, in answers or in the server's log), and every accepted message accounted for: `sent`, recorded by
 the SMTP sink exactly once."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,7 +28,9 @@ SECONDS = float(os.environ.get("GQL_MAIL_LOAD_SECONDS", "8"))
 REGISTER = "mutation R($input: RegisterAccountInput!) { registerAccount(input: $input) { state } }"
 HOOK = "mutation H($input: WebhookInput!) { createWebhook(input: $input) { id } }"
 ACTIVE = '{ outbox(account: "load", status: ["queued", "sending"], limit: 10000) { queueId } }'
-FINISHED = '{ outbox(account: "load", status: ["sent", "failed", "cancelled"], limit: 10000) { status messageId } }'
+FINISHED = (
+    '{ outbox(account: "load", status: ["sent", "failed", "cancelled"], limit: 10000) { status messageId } }'
+)
 
 
 @pytest.mark.fault(
@@ -36,14 +39,18 @@ FINISHED = '{ outbox(account: "load", status: ["sent", "failed", "cancelled"], l
     "'database is locked' in answers or log); afterwards every accepted message is `sent` and the sink "
     "has each exactly once",
 )
-async def test_load(tmp_path: Path, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver, figures: Figures) -> None:
+async def test_load(
+    tmp_path: Path, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver, figures: Figures
+) -> None:
     proc = ServerProcess(tmp_path, GQL_MAIL_LEASE_SECONDS="30").start()
     accepted: list[str] = []
     errors: Counter[str] = Counter()
     latencies: list[float] = []
     try:
         async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=CLIENTS)) as http:
-            await proc.gql(http, HOOK, {"input": {"url": webhook_receiver.url, "events": ["accountConnected"]}})
+            await proc.gql(
+                http, HOOK, {"input": {"url": webhook_receiver.url, "events": ["accountConnected"]}}
+            )
             await proc.gql(http, REGISTER, {"input": account_input("load", smtp_server)})
             await wait_webhook(webhook_receiver, webhook_event("accountConnected"), timeout=15)
             deadline = time.monotonic() + SECONDS
