@@ -192,17 +192,15 @@ async def test_partial_rejection_sends_to_the_rest(server: Server, smtp_server: 
     assert (await smtp_server.wait_for_messages(1))[0].rcpt_tos == ("good@example.org",)
 
 
-async def test_wrong_password_at_send_time_holds_the_message(server: Server, smtp_server: SmtpServer) -> None:
+async def test_wrong_password_at_send_time_fails_the_message(server: Server, smtp_server: SmtpServer) -> None:
     await register_connected(server, account_input("pw", smtp_server))
     smtp_server.set_password("changed-at-the-provider")
     async with subscribe(server, account="pw") as sub:
         answer = await submit(server, "pw", simple())
-        error = await sub.wait_for(of("messageDeliveryError"))
+        failed = await sub.wait_for(of("messageFailed"))
         await sub.wait_for(of("authenticationError"))
-    # The account is broken, not the message: the attempt is reported and the message waits for the fix.
-    assert error["data"]["queueId"] == answer["queueId"]
-    assert "535" in error["data"]["error"] and error["data"]["job"]["nextAttempt"] is not None
-    assert not [e for e in sub.events if e["event"] == "messageFailed"]
+    assert failed["data"]["queueId"] == answer["queueId"]
+    assert "535" in failed["data"]["error"] and failed["data"]["smtpResponseCode"] == 535
     account = await server.gql('{ account(account: "pw") { state } }')
     assert account["account"]["state"] == "AUTHENTICATION_ERROR"
 

@@ -30,6 +30,8 @@ class Lane:
     account_id: str
     pending: deque[ClaimedMessage] = field(default_factory=deque)
     connections: int = 0
+    # Set by the first connection that meets an authentication failure (see `_connect_failed`).
+    auth_failed: bool = False
 
 
 class DeliveryWorker:
@@ -193,17 +195,20 @@ class DeliveryWorker:
                 await connection.__aexit__(None, None, None)
 
     async def _connect_failed(self, lane: Lane, first: ClaimedMessage, error: MailError) -> None:
-        """No connection: every message waiting in this lane has had a failed attempt. An authentication
-        failure means the account is broken, not the message: the message that met it has a failed attempt
-        (reported, retried later, never failed for it), the account leaves CONNECTED so the queue waits
-        untried until it is fixed. Each of the lane's concurrent connections meets the failure, so failing
-        the message would burn up to `max_concurrent_per_account` messages (found by tests/faults)."""
+        """No connection. A transient error: every message waiting in this lane has had a failed attempt.
+
+        An authentication failure (535) means the account is broken: the one message that met it first
+        fails with the server's reply (messageFailed, as EmailEngine reports it), the account leaves
+        CONNECTED, and everything else is given back untried to wait until the account is fixed. The
+        lane's other connections meet the same 535 at the same moment; the flag keeps them from failing
+        their messages too (found by tests/faults: up to `max_concurrent_per_account` were burned)."""
         if error.auth_failure:
-            retry_later = MailError(
-                error.message, code=error.code, smtp_code=error.smtp_code, auth_failure=True, response=error.response
-            )
-            await self._finish(Outcome(first, error=retry_later), None)
-            await record_account_state(self.rt, lane.account_id, error)
+            if lane.auth_failed:
+                lane.pending.appendleft(first)
+            else:
+                lane.auth_failed = True
+                await self._finish(Outcome(first, error=error), None)
+                await record_account_state(self.rt, lane.account_id, error)
             await self._release(lane)
             return
         failed = [first, *lane.pending]
