@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from gql_mail.models import Webhook, WebhookDelivery
 from gql_mail.queue import ClaimedDelivery, claim_webhook_deliveries
 from gql_mail.runtime import Runtime
+from gql_mail.workers.batcher import Batcher
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,10 @@ class WebhookDispatcher:
         self._batch = batch
         self._wanted = asyncio.Event()
         self._client: httpx.AsyncClient | None = None
+        self._recorder: Batcher[tuple[ClaimedDelivery, str | None]] = Batcher(self._record)
 
     def start(self) -> None:
+        self._recorder.start()
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(self.rt.settings.webhook_timeout_seconds),
             limits=httpx.Limits(max_connections=self._concurrency * 2),
@@ -43,6 +46,7 @@ class WebhookDispatcher:
         )
 
     async def stop(self) -> None:
+        await self._recorder.stop()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -68,14 +72,15 @@ class WebhookDispatcher:
                 for h in (await session.execute(select(Webhook).where(Webhook.id.in_(webhook_ids)))).scalars()  # type: ignore[attr-defined]
             }
         limit = asyncio.Semaphore(self._concurrency)
-        results: list[tuple[ClaimedDelivery, str | None]] = []
 
         async def one(delivery: ClaimedDelivery) -> None:
             async with limit:
-                results.append((delivery, await self._post(delivery, hooks.get(delivery.webhook_id))))
+                error = await self._post(delivery, hooks.get(delivery.webhook_id))
+            # Recorded as soon as it is known (batched with its neighbours), not after the whole claim:
+            # a crash then re-POSTs only what was really in flight.
+            await self._recorder.add((delivery, error))
 
         await asyncio.gather(*(one(d) for d in claimed))
-        await self._record(results)
 
     async def _post(self, delivery: ClaimedDelivery, hook: Webhook | None) -> str | None:
         """None on success, else the reason it failed."""
@@ -97,7 +102,7 @@ class WebhookDispatcher:
             return None
         return f"HTTP {response.status_code}"
 
-    async def _record(self, results: list[tuple[ClaimedDelivery, str | None]]) -> None:
+    async def _record(self, results: Sequence[tuple[ClaimedDelivery, str | None]]) -> None:
         now = self.rt.clock.now()
         async with self.rt.db.write() as session:
             for delivery, error in results:
