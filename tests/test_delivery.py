@@ -332,3 +332,28 @@ async def test_one_connection_carries_many_messages(server: Server, smtp_server:
     # All twelve were due at once: they share at most the per-account connection cap, not one each.
     assert len(connections) <= server.settings.max_concurrent_per_account
     assert smtp_server.connection_count - verify_connections <= server.settings.max_concurrent_per_account
+
+
+async def test_deleting_an_account_mid_delivery_breaks_nothing(server: Server, smtp_server: SmtpServer) -> None:
+    """Outcomes of a deleted account's in-flight messages are dropped, not allowed to fail a whole batch."""
+    from gql_mail.mail.smtp import SendResult
+    from gql_mail.queue import claim_messages
+    from gql_mail.services.delivery import Outcome, record_outcomes
+
+    await register_connected(server, account_input("doomed", smtp_server))
+    await register_connected(server, account_input("bystander", smtp_server))
+    server.workers.scheduler.pause()
+    try:
+        doomed = await submit(server, "doomed", simple())
+        other = await submit(server, "bystander", simple())
+        claimed = await claim_messages(server.runtime, 10)
+        assert {c.id for c in claimed} == {doomed["queueId"], other["queueId"]}
+        await server.gql('mutation { deleteAccount(account: "doomed") }')
+        ok = SendResult(response="250 2.0.0 Ok", accepted=("to@example.org",), rejected={})
+        await record_outcomes(server.runtime, [Outcome(c, result=ok) for c in claimed])
+    finally:
+        server.workers.scheduler.resume()
+    status = await server.gql('query($q: ID!) { message(queueId: $q) { status attemptsMade } }', {"q": other["queueId"]})
+    assert status["message"] == {"status": "sent", "attemptsMade": 1}
+    with pytest.raises(GraphQLErrors):
+        await server.gql('query($q: ID!) { message(queueId: $q) { status } }', {"q": doomed["queueId"]})

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, insert, select, update
 
 from gql_mail.events import MESSAGE_COPY_ERROR, MESSAGE_DELIVERY_ERROR, MESSAGE_FAILED, MESSAGE_SENT, Event, iso
 from gql_mail.mail.errors import MailError
@@ -43,8 +43,22 @@ async def record_outcomes(rt: Runtime, outcomes: Sequence[Outcome]) -> None:
     # Updates grouped by the columns they set: each group is one executemany.
     updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     async with unit_of_work(rt) as uow:
+        # Only rows still ours: a message whose account was deleted (or that was reclaimed) meanwhile has
+        # nothing to record, and its attempt row would break the whole batch's foreign keys.
+        table = OutboxMessage.__table__  # type: ignore[attr-defined]
+        ours = set(
+            (
+                await uow.session.execute(
+                    select(table.c.id).where(
+                        table.c.id.in_([o.message.id for o in outcomes]), table.c.status == MessageStatus.SENDING
+                    )
+                )
+            ).scalars()
+        )
         for outcome in outcomes:
             m = outcome.message
+            if m.id not in ours:
+                continue
             attempt = m.attempts_made + 1
             values: dict[str, Any] = {"attempts_made": attempt, "lease_until": None, "updated_at": now}
             row: dict[str, Any] = {"outbox_id": m.id, "attempt": attempt, "at": now}
@@ -134,7 +148,6 @@ async def record_outcomes(rt: Runtime, outcomes: Sequence[Outcome]) -> None:
             values["outbox_id"] = m.id
             updates.setdefault(tuple(sorted(values)), []).append(values)
             attempt_rows.append(row)
-        table = OutboxMessage.__table__  # Core: an executemany, not the ORM's bulk update by primary key
         for params in updates.values():
             await uow.session.execute(
                 update(table).where(
@@ -142,7 +155,8 @@ async def record_outcomes(rt: Runtime, outcomes: Sequence[Outcome]) -> None:
                 ),
                 params,
             )
-        await uow.session.execute(insert(DeliveryAttempt), attempt_rows)
+        if attempt_rows:
+            await uow.session.execute(insert(DeliveryAttempt), attempt_rows)
 
 
 async def record_copy(rt: Runtime, message: ClaimedMessage, folder: str | None, error: MailError | None) -> None:

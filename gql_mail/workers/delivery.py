@@ -218,6 +218,10 @@ class DeliveryWorker:
     async def _finish(self, outcome: Outcome, account: Account | None) -> None:
         try:
             await self._recorder.add(outcome)
+        except Exception:
+            # Not recorded: the lease is no longer renewed, so the message is tried again once it expires.
+            log.exception("recording the outcome of %s failed", outcome.message.id)
+            return
         finally:
             self._held.discard(outcome.message.id)
             self._done()

@@ -35,6 +35,13 @@ class Scheduler:
         if job is not None:
             job.modify(next_run_time=datetime.now(UTC))
 
+    def pause(self) -> None:
+        """Hold every job (tests that drive a worker by hand)."""
+        self._scheduler.pause()
+
+    def resume(self) -> None:
+        self._scheduler.resume()
+
     def start(self) -> None:
         self._scheduler.start()
 
