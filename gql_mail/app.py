@@ -21,6 +21,7 @@ from gql_mail.graphiql import graphiql_html, graphiql_static_app
 from gql_mail.graphql.schema import build_schema
 from gql_mail.graphql.view import GqlMailView, GraphQLEndpoint
 from gql_mail.migrations import upgrade
+from gql_mail.pg_events import EventRelay, relay_for
 from gql_mail.runtime import Runtime, Wakers
 from gql_mail.workers.account_check import AccountChecker
 from gql_mail.workers.delivery import DeliveryWorker
@@ -48,10 +49,12 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None, rng: random
 
 
 class Workers:
-    """Everything that runs in the background, wired to the runtime's wake-up hooks."""
+    """Everything that runs in the background, wired to the runtime's wake-up hooks (and, on PostgreSQL,
+    through the relay to the other processes' workers)."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, relay: EventRelay | None = None) -> None:
         self.rt = rt
+        self.relay = relay
         self.scheduler = Scheduler()
         self.delivery = DeliveryWorker(rt)
         self.webhooks = WebhookDispatcher(rt)
@@ -72,9 +75,10 @@ class Workers:
 
     def start(self) -> None:
         s = self.rt.settings
-        self.rt.wake = Wakers(
+        wake = Wakers(
             delivery=self._wake_delivery, webhooks=self._wake_webhooks, account_check=self.accounts.request
         )
+        self.rt.wake = self.relay.attach(wake) if self.relay is not None else wake
         self.delivery.start()
         self.webhooks.start()
         self.scheduler.every("poll_due_messages", s.poll_interval_seconds, self.delivery.drain)
@@ -86,6 +90,8 @@ class Workers:
     async def stop(self) -> None:
         self.scheduler.shutdown()
         self.rt.wake = Wakers()
+        if self.relay is not None:
+            self.relay.detach()
         await self.accounts.stop()
         await self.delivery.stop()
         await self.webhooks.stop()
@@ -118,13 +124,19 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await upgrade(settings.database_url)
-        workers = Workers(rt)
+        relay = relay_for(rt)
+        if relay is not None:
+            await relay.start()
+        app.state.relay = relay
+        workers = Workers(rt, relay)
         app.state.workers = workers
         workers.start()
         try:
             yield
         finally:
             await workers.stop()
+            if relay is not None:
+                await relay.stop()
             rt.bus.close()
             await rt.db.dispose()
 

@@ -106,7 +106,15 @@ class EventBus:
         self._listeners.append(listener)
 
     def publish(self, event: Event) -> None:
-        """Hand an event to every live subscriber of this process; never blocks."""
+        """Hand an event to every live subscriber of this process and to the listeners (a relay to
+        other processes); never blocks."""
+        self.publish_local(event)
+        for listener in self._listeners:
+            listener(event)
+
+    def publish_local(self, event: Event) -> None:
+        """Hand an event to this process's subscribers only: for events relayed from another process,
+        which must not be relayed back."""
         for sub in list(self._subscriptions):
             if not sub.wants(event):
                 continue
@@ -116,8 +124,6 @@ class EventBus:
                 log.warning("dropping a subscriber that fell 10,000 events behind")
                 sub.overflowed = True
                 self._subscriptions.discard(sub)
-        for listener in self._listeners:
-            listener(event)
 
     async def subscribe(
         self,

@@ -175,3 +175,14 @@ class AccessToken(SQLModel, table=True):
     created_at: datetime = _ts(nullable=False)
     revoked_at: datetime | None = _ts()
     last_used_at: datetime | None = _ts()
+
+
+class EventPayload(SQLModel, table=True):
+    """An event too large for a PostgreSQL NOTIFY (8,000 bytes at most): the relay stores it here and
+    notifies its id; other processes read it by id. Rows are short-lived (see `pg_events`)."""
+
+    __tablename__ = "event_payload"
+
+    id: int | None = Field(default=None, primary_key=True)
+    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = _ts(nullable=False, index=True)

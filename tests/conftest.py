@@ -8,11 +8,19 @@ from typing import Any
 
 import pytest
 
+from tests.databases import drop_created
 from tests.harness import Server, run_server
 from tests.servers.imap import ImapServer
 from tests.servers.smtp import SmtpServer
 
 pytest_plugins = ["tests.servers.fixtures"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _drop_test_databases() -> AsyncIterator[None]:
+    """With GQL_MAIL_TEST_DATABASE=postgresql, drop the per-test databases when the session ends."""
+    yield
+    await drop_created()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""A real gql-mail server for tests: uvicorn on 127.0.0.1, a fresh SQLite file, a manual clock.
+"""A real gql-mail server for tests: uvicorn on 127.0.0.1, a fresh database, a manual clock.
 
 `Api` talks to it over real HTTP; `Subscriber` over a real websocket (graphql-transport-ws or the legacy
 graphql-ws). Waiting is on events with timeouts, never on sleeps.
@@ -24,6 +24,7 @@ from gql_mail.clock import ManualClock
 from gql_mail.config import Settings
 from gql_mail.runtime import Runtime
 from gql_mail.services.tokens import create_token
+from tests.databases import fresh_database
 from tests.servers.webhook_receiver import ReceivedRequest, WebhookReceiver
 
 
@@ -60,6 +61,10 @@ class Server:
     async def drain(self) -> None:
         """Run one full delivery pass now and wait for every outcome to be recorded."""
         delivery = self.workers.delivery
+        # A scheduled pass woken by the submission may be mid-claim: on PostgreSQL our claim would skip
+        # its locked rows (SKIP LOCKED) and find nothing to wait for, so let it dispatch first.
+        while delivery.draining:
+            await asyncio.sleep(0.005)
         await delivery.drain()
         await delivery.idle()
 
@@ -207,9 +212,19 @@ def webhook_event(event: str, queue_id: str | None = None) -> Any:
 
 @asynccontextmanager
 async def run_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[Server]:
+    """A fresh database (SQLite file, or PostgreSQL when GQL_MAIL_TEST_DATABASE=postgresql) and a server."""
+    if "database_url" in overrides:
+        async with _run_server(tmp_path, **overrides) as server:
+            yield server
+        return
+    async with fresh_database(tmp_path) as url, _run_server(tmp_path, database_url=url, **overrides) as s:
+        yield s
+
+
+@asynccontextmanager
+async def _run_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[Server]:
     port = free_port()
     values: dict[str, Any] = {
-        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'gql_mail.db'}",
         "secret": "test-secret-" + "x" * 20,
         "data_dir": tmp_path / "data",
         "service_url": f"http://127.0.0.1:{port}",

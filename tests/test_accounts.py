@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ACCOUNT, REGISTER, account_input, imap_block, register_connected, smtp_block
+from tests.databases import database_contents
 from tests.harness import GraphQLErrors, Server, subscribe
 from tests.servers.imap import ImapServer
 from tests.servers.smtp import SmtpServer
@@ -150,6 +151,6 @@ async def test_passwords_never_returned_nor_stored_in_plain_text(
               smtp { host port secure user } imap { host port secure user sentMailPath } } }"""
     )
     assert "smtp-Secret-4711" not in everything.text and "demopass" not in everything.text
-    raw = b"".join(p.read_bytes() for p in tmp_path.glob("gql_mail.db*"))
-    assert raw, "the database file exists"
+    raw = await database_contents(server.settings.database_url, tmp_path)
+    assert raw, "the database holds the account"
     assert b"smtp-Secret-4711" not in raw and b"demopass" not in raw
