@@ -117,9 +117,7 @@ async def run(messages: int = 5000, connections: int = CONNECTIONS, rounds: int 
             async with subscription(server.port, server.token, on_event, events=["messageSent"]):
                 await asyncio.sleep(0.2)
                 for i in range(rounds):
-                    log(
-                        f"delivery round {i + 1}/{rounds}: reference, {messages} msgs, {connections} conns"
-                    )
+                    log(f"delivery round {i + 1}/{rounds}: reference, {messages} msgs, {connections} conns")
                     refs.append(await reference(sink, messages, connections))
                     log(f"delivery round {i + 1}/{rounds}: gql-mail, {messages} pre-filled messages")
                     ours.append(await gql_mail_round(sink, server, sent_events, messages))

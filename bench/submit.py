@@ -91,9 +91,7 @@ async def run(seconds: float = 20.0, clients: int = 32) -> dict[str, Any]:
             submit = await load(
                 server, post_request(server.port, server.token, SUBMIT, submit_variables()), clients, seconds
             )
-            log(
             log(f"submit: submitMessage {submit['rate']:.0f} req/s; scheduled ones, {seconds / 2:.0f}s")
-            )
             later = submit_variables(send_at=datetime.now(UTC) + timedelta(days=7))
             scheduled = await load(
                 server, post_request(server.port, server.token, SUBMIT, later), clients, seconds / 2
