@@ -22,12 +22,12 @@ from gql_mail.graphql.schema import build_schema
 from gql_mail.graphql.view import GqlMailView, GraphQLEndpoint
 from gql_mail.migrations import upgrade
 from gql_mail.pg_events import EventRelay, relay_for
+from gql_mail.queue import reclaim_expired_leases
 from gql_mail.runtime import Runtime, Wakers
 from gql_mail.workers.account_check import AccountChecker
 from gql_mail.workers.delivery import DeliveryWorker
 from gql_mail.workers.scheduler import Scheduler
 from gql_mail.workers.webhook_dispatch import WebhookDispatcher
-from gql_mail.queue import reclaim_expired_leases
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, LargeBinary, String, Table, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+
+def table(model: type[SQLModel]) -> Table:
+    """A model's Core table: its `.c` columns compare to typed SQL expressions (the class attributes are
+    typed as Python values), which the hand-written queue queries need."""
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]
 
 
 def _ts(nullable: bool = True, index: bool = False) -> Any:

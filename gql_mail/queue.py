@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import exists, select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy import CursorResult, Result, exists, select, update
 
-from gql_mail.models import Account, AccountState, MessageStatus, OutboxMessage, WebhookDelivery
+from gql_mail.models import Account, AccountState, MessageStatus, OutboxMessage, WebhookDelivery, table
+
+OUTBOX = table(OutboxMessage)
+ACCOUNT = table(Account)
+DELIVERY = table(WebhookDelivery)
 from gql_mail.runtime import Runtime
 
 
@@ -40,6 +44,10 @@ class ClaimedDelivery:
     attempts_made: int
 
 
+def _rowcount(result: Result[Any]) -> int:
+    return int(cast(CursorResult[Any], result).rowcount or 0)
+
+
 def _lease(rt: Runtime, now: datetime) -> datetime:
     return now + timedelta(seconds=rt.settings.lease_seconds)
 
@@ -48,32 +56,32 @@ async def claim_messages(rt: Runtime, limit: int) -> list[ClaimedMessage]:
     """Due, queued messages of CONNECTED accounts, oldest due first, now leased to this worker."""
     now = rt.clock.now()
     due = (
-        select(OutboxMessage.id)
-        .join(Account, Account.id == OutboxMessage.account_id)
+        select(OUTBOX.c.id)
+        .join(ACCOUNT, ACCOUNT.c.id == OUTBOX.c.account_id)
         .where(
-            OutboxMessage.status == MessageStatus.QUEUED,
-            OutboxMessage.next_attempt_at <= now,
-            Account.state == AccountState.CONNECTED,
+            OUTBOX.c.status == MessageStatus.QUEUED,
+            OUTBOX.c.next_attempt_at <= now,
+            ACCOUNT.c.state == AccountState.CONNECTED,
         )
-        .order_by(OutboxMessage.next_attempt_at)
+        .order_by(OUTBOX.c.next_attempt_at)
         .limit(limit)
     )
     if not rt.db.is_sqlite:
-        due = due.with_for_update(skip_locked=True, of=OutboxMessage)  # type: ignore[arg-type]
+        due = due.with_for_update(skip_locked=True, of=OUTBOX)
     stmt = (
-        update(OutboxMessage)
-        .where(OutboxMessage.id.in_(due.scalar_subquery()))  # type: ignore[attr-defined]
+        update(OUTBOX)
+        .where(OUTBOX.c.id.in_(due.scalar_subquery()))
         .values(status=MessageStatus.SENDING, lease_until=_lease(rt, now), updated_at=now)
         .returning(
-            OutboxMessage.id,
-            OutboxMessage.account_id,
-            OutboxMessage.message_id,
-            OutboxMessage.envelope_from,
-            OutboxMessage.envelope_to,
-            OutboxMessage.raw,
-            OutboxMessage.attempts_made,
-            OutboxMessage.attempts,
-            OutboxMessage.copy_to_sent,
+            OUTBOX.c.id,
+            OUTBOX.c.account_id,
+            OUTBOX.c.message_id,
+            OUTBOX.c.envelope_from,
+            OUTBOX.c.envelope_to,
+            OUTBOX.c.raw,
+            OUTBOX.c.attempts_made,
+            OUTBOX.c.attempts,
+            OUTBOX.c.copy_to_sent,
         )
         .execution_options(synchronize_session=False)
     )
@@ -103,8 +111,8 @@ async def release_messages(rt: Runtime, ids: list[str]) -> None:
         return
     async with rt.db.write() as session:
         await session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id.in_(ids), OutboxMessage.status == MessageStatus.SENDING)  # type: ignore[attr-defined]
+            update(OUTBOX)
+            .where(OUTBOX.c.id.in_(ids), OUTBOX.c.status == MessageStatus.SENDING)
             .values(status=MessageStatus.QUEUED, lease_until=None)
             .execution_options(synchronize_session=False)
         )
@@ -115,8 +123,8 @@ async def renew_message_leases(rt: Runtime, ids: list[str]) -> None:
     now = rt.clock.now()
     async with rt.db.write() as session:
         await session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id.in_(ids), OutboxMessage.status == MessageStatus.SENDING)  # type: ignore[attr-defined]
+            update(OUTBOX)
+            .where(OUTBOX.c.id.in_(ids), OUTBOX.c.status == MessageStatus.SENDING)
             .values(lease_until=_lease(rt, now))
             .execution_options(synchronize_session=False)
         )
@@ -127,50 +135,50 @@ async def reclaim_expired_leases(rt: Runtime) -> int:
     now = rt.clock.now()
     async with rt.db.write() as session:
         messages = await session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.status == MessageStatus.SENDING, OutboxMessage.lease_until < now)  # type: ignore[operator]
+            update(OUTBOX)
+            .where(OUTBOX.c.status == MessageStatus.SENDING, OUTBOX.c.lease_until < now)
             .values(status=MessageStatus.QUEUED, lease_until=None)
             .execution_options(synchronize_session=False)
         )
         deliveries = await session.execute(
-            update(WebhookDelivery)
-            .where(WebhookDelivery.status == "sending", WebhookDelivery.lease_until < now)  # type: ignore[operator]
+            update(DELIVERY)
+            .where(DELIVERY.c.status == "sending", DELIVERY.c.lease_until < now)
             .values(status="pending", lease_until=None)
             .execution_options(synchronize_session=False)
         )
-    return int(messages.rowcount or 0) + int(deliveries.rowcount or 0)  # type: ignore[attr-defined]
+    return _rowcount(messages) + _rowcount(deliveries)
 
 
 async def claim_webhook_deliveries(rt: Runtime, limit: int) -> list[ClaimedDelivery]:
     """Due deliveries that are first in line for their (webhook, order key): a receiver sees each
     message's events in order, even when an earlier one needed retries."""
     now = rt.clock.now()
-    earlier = aliased(WebhookDelivery)
+    earlier = DELIVERY.alias("earlier")
     blocked = exists().where(
-        earlier.webhook_id == WebhookDelivery.webhook_id,
-        earlier.order_key == WebhookDelivery.order_key,
-        earlier.seq < WebhookDelivery.seq,  # type: ignore[operator]
-        earlier.status.in_(("pending", "sending")),  # type: ignore[attr-defined]
+        earlier.c.webhook_id == DELIVERY.c.webhook_id,
+        earlier.c.order_key == DELIVERY.c.order_key,
+        earlier.c.seq < DELIVERY.c.seq,
+        earlier.c.status.in_(("pending", "sending")),
     )
     due = (
-        select(WebhookDelivery.seq)
-        .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now, ~blocked)
-        .order_by(WebhookDelivery.seq)  # type: ignore[arg-type]
+        select(DELIVERY.c.seq)
+        .where(DELIVERY.c.status == "pending", DELIVERY.c.next_attempt_at <= now, ~blocked)
+        .order_by(DELIVERY.c.seq)
         .limit(limit)
     )
     if not rt.db.is_sqlite:
-        due = due.with_for_update(skip_locked=True, of=WebhookDelivery)  # type: ignore[arg-type]
+        due = due.with_for_update(skip_locked=True, of=DELIVERY)
     stmt = (
-        update(WebhookDelivery)
-        .where(WebhookDelivery.seq.in_(due.scalar_subquery()))  # type: ignore[union-attr]
+        update(DELIVERY)
+        .where(DELIVERY.c.seq.in_(due.scalar_subquery()))
         .values(status="sending", lease_until=_lease(rt, now))
         .returning(
-            WebhookDelivery.seq,
-            WebhookDelivery.id,
-            WebhookDelivery.webhook_id,
-            WebhookDelivery.event,
-            WebhookDelivery.body,
-            WebhookDelivery.attempts_made,
+            DELIVERY.c.seq,
+            DELIVERY.c.id,
+            DELIVERY.c.webhook_id,
+            DELIVERY.c.event,
+            DELIVERY.c.body,
+            DELIVERY.c.attempts_made,
         )
         .execution_options(synchronize_session=False)
     )

@@ -17,7 +17,7 @@ class RetryPolicy:
     jitter: float = 0.25  # the delay is drawn from [d * (1 - jitter), d]
 
     def delay(self, attempts_made: int, rng: random.Random) -> float:
-        exact = min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts_made - 1))
+        exact = min(self.max_seconds, self.base_seconds * 2.0 ** max(0, attempts_made - 1))
         return exact * (1 - self.jitter * rng.random())
 
     def next_attempt(

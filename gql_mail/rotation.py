@@ -6,6 +6,8 @@ interrupted run can simply be repeated.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 
 from gql_mail.config import Settings
@@ -29,7 +31,8 @@ async def rotate_secret(settings: Settings, *, old_secret: str | None, new_secre
     try:
         async with db.write() as session:
             for model, columns in ENCRYPTED_COLUMNS.items():
-                for row in (await session.execute(select(model))).scalars():
+                rows: list[Any] = list((await session.execute(select(model))).scalars())
+                for row in rows:
                     for column in columns:
                         stored = getattr(row, column)
                         if stored and not box.is_current(stored):

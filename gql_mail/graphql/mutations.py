@@ -10,7 +10,6 @@ from gql_mail.graphql.types import Account, SubmitMessageResult, Webhook
 from gql_mail.services import accounts, outbox, webhooks
 
 
-
 @strawberry.type
 class Mutation:
     @strawberry.mutation(

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -144,7 +144,7 @@ class OutboxMessage:
             sent_at=_dt(row.sent_at),
             response=row.response,
             accepted=row.accepted,
-            rejected=row.rejected,
+            rejected=cast(JSON, row.rejected),
             copied_to=row.copied_to,
             copy_error=row.copy_error,
         )

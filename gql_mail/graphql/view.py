@@ -17,11 +17,11 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
-from strawberry.types import ExecutionResult
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import ConnectionInitMessage, StartMessage
+from strawberry.types import ExecutionResult
 
 from gql_mail.graphql.context import Context
 from gql_mail.graphql.errors import coded
@@ -63,7 +63,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             return
         limit = self.max_subscriptions_per_connection
         if self.connection_acknowledged and limit is not None and len(self.operations) >= limit:
-            await self.send_message({"id": message["id"], "type": "error", "payload": [_limit_error(limit)]})
+            refusal: Any = {"id": message["id"], "type": "error", "payload": [_limit_error(limit)]}
+            await self.send_message(refusal)
             return
         await super().handle_subscribe(message)
 
@@ -85,7 +86,8 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             return
         limit = self.max_subscriptions_per_connection
         if limit is not None and message["id"] not in self.tasks and len(self.tasks) >= limit:
-            await self.send_message({"type": "error", "id": message["id"], "payload": _limit_error(limit)})  # type: ignore[typeddict-item]
+            refusal: Any = {"type": "error", "id": message["id"], "payload": _limit_error(limit)}
+            await self.send_message(refusal)
             return
         await super().handle_start(message)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from gql_mail.events import (
     ACCOUNT_ADDED,
@@ -212,7 +213,7 @@ async def get_account(rt: Runtime, account_id: str) -> Account:
 
 async def list_accounts(rt: Runtime) -> Sequence[Account]:
     async with rt.db.read() as session:
-        return (await session.execute(select(Account).order_by(Account.created_at))).scalars().all()  # type: ignore[arg-type]
+        return (await session.execute(select(Account).order_by(col(Account.created_at)))).scalars().all()
 
 
 def smtp_settings(rt: Runtime, row: Account) -> SmtpSettings:

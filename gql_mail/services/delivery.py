@@ -13,12 +13,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlmodel import col
 
-from gql_mail.events import MESSAGE_COPY_ERROR, MESSAGE_DELIVERY_ERROR, MESSAGE_FAILED, MESSAGE_SENT, Event, iso
+from gql_mail.events import (
+    MESSAGE_COPY_ERROR,
+    MESSAGE_DELIVERY_ERROR,
+    MESSAGE_FAILED,
+    MESSAGE_SENT,
+    Event,
+    iso,
+)
 from gql_mail.mail.errors import MailError
 from gql_mail.mail.smtp import SendResult
 from gql_mail.models import DeliveryAttempt, MessageStatus, OutboxMessage
-from gql_mail.queue import ClaimedMessage
+from gql_mail.queue import OUTBOX, ClaimedMessage
 from gql_mail.runtime import Runtime
 from gql_mail.services.unit import unit_of_work
 
@@ -45,7 +53,7 @@ async def record_outcomes(rt: Runtime, outcomes: Sequence[Outcome]) -> None:
     async with unit_of_work(rt) as uow:
         # Only rows still ours: a message whose account was deleted (or that was reclaimed) meanwhile has
         # nothing to record, and its attempt row would break the whole batch's foreign keys.
-        table = OutboxMessage.__table__  # type: ignore[attr-defined]
+        table = OUTBOX
         ours = set(
             (
                 await uow.session.execute(
@@ -151,7 +159,7 @@ async def record_outcomes(rt: Runtime, outcomes: Sequence[Outcome]) -> None:
         for params in updates.values():
             await uow.session.execute(
                 update(table).where(
-                    table.c.id == bindparam("outbox_id"), table.c.status == MessageStatus.SENDING  # type: ignore[attr-defined]
+                    table.c.id == bindparam("outbox_id"), table.c.status == MessageStatus.SENDING
                 ),
                 params,
             )
@@ -165,7 +173,7 @@ async def record_copy(rt: Runtime, message: ClaimedMessage, folder: str | None, 
     async with unit_of_work(rt) as uow:
         await uow.session.execute(
             update(OutboxMessage)
-            .where(OutboxMessage.id == message.id)  # type: ignore[arg-type]
+            .where(col(OutboxMessage.id) == message.id)
             .values(copied_to=folder, copy_error=str(error) if error else None, raw=b"", updated_at=now)
             .execution_options(synchronize_session=False)
         )

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from gql_mail.clock import utc
 from gql_mail.ids import time_ordered_id
@@ -130,7 +131,9 @@ def _result(row: OutboxMessage, *, duplicate: bool = False) -> SubmitResult:
 async def _earlier_answer(rt: Runtime, session: Any, account_id: str, key: str) -> OutboxMessage | None:
     row: OutboxMessage | None = (
         await session.execute(
-            select(OutboxMessage).where(OutboxMessage.account_id == account_id, OutboxMessage.idempotency_key == key)
+            select(OutboxMessage).where(
+                col(OutboxMessage.account_id) == account_id, col(OutboxMessage.idempotency_key) == key
+            )
         )
     ).scalar_one_or_none()
     if row is None:
@@ -196,7 +199,7 @@ async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> Subm
                 # An expired key may be used again: release it from the old row.
                 await session.execute(
                     update(OutboxMessage)
-                    .where(OutboxMessage.account_id == account_id, OutboxMessage.idempotency_key == key)
+                    .where(col(OutboxMessage.account_id) == account_id, col(OutboxMessage.idempotency_key) == key)
                     .values(idempotency_key=None)
                 )
             session.add(row)
@@ -217,16 +220,16 @@ async def list_outbox(
 ) -> Sequence[OutboxMessage]:
     """Active messages (queued, sending, scheduled) and finished ones of the last 24 hours, newest first."""
     since = rt.clock.now() - timedelta(hours=24)
-    query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(max(1, min(limit, 10_000)))  # type: ignore[attr-defined]
+    query = select(OutboxMessage).order_by(col(OutboxMessage.id).desc()).limit(max(1, min(limit, 10_000)))
     if account_id is not None:
-        query = query.where(OutboxMessage.account_id == account_id)
+        query = query.where(col(OutboxMessage.account_id) == account_id)
     if statuses:
-        query = query.where(OutboxMessage.status.in_(statuses))  # type: ignore[attr-defined]
+        query = query.where(col(OutboxMessage.status).in_(statuses))
     else:
         query = query.where(
             or_(
-                OutboxMessage.status.in_([MessageStatus.QUEUED, MessageStatus.SENDING]),  # type: ignore[attr-defined]
-                OutboxMessage.updated_at >= since,
+                col(OutboxMessage.status).in_([MessageStatus.QUEUED, MessageStatus.SENDING]),
+                col(OutboxMessage.updated_at) >= since,
             )
         )
     async with rt.db.read() as session:

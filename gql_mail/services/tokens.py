@@ -7,8 +7,10 @@ import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
+from sqlmodel import col
 
 from gql_mail.models import AccessToken
 from gql_mail.runtime import Runtime
@@ -52,17 +54,17 @@ async def create_token(rt: Runtime, scope: str = "api", description: str | None 
 
 async def list_tokens(rt: Runtime) -> Sequence[AccessToken]:
     async with rt.db.read() as session:
-        return (await session.execute(select(AccessToken).order_by(AccessToken.created_at))).scalars().all()  # type: ignore[arg-type]
+        return (await session.execute(select(AccessToken).order_by(col(AccessToken.created_at)))).scalars().all()
 
 
 async def revoke_token(rt: Runtime, token_id: str) -> None:
     async with rt.db.write() as session:
         result = await session.execute(
             update(AccessToken)
-            .where(AccessToken.id == token_id, AccessToken.revoked_at.is_(None))  # type: ignore[union-attr]
+            .where(col(AccessToken.id) == token_id, col(AccessToken.revoked_at).is_(None))
             .values(revoked_at=rt.clock.now())
         )
-        if result.rowcount == 0:  # type: ignore[attr-defined]
+        if cast(CursorResult[Any], result).rowcount == 0:
             raise NotFound(f"no active token {token_id}")
     rt.bus.revoke(token_id)
 
@@ -74,7 +76,7 @@ async def authenticate(rt: Runtime, token: str | None) -> Principal | None:
         return None
     digest = hash_token(token)
     async with rt.db.read() as session:
-        row = (await session.execute(select(AccessToken).where(AccessToken.token_hash == digest))).scalar_one_or_none()
+        row = (await session.execute(select(AccessToken).where(col(AccessToken.token_hash) == digest))).scalar_one_or_none()
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.token_hash, digest):
         return None
     return Principal(token_id=row.id, scope=row.scope)

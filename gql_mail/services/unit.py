@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from gql_mail.events import Event
 from gql_mail.models import Webhook, WebhookDelivery
@@ -32,7 +33,7 @@ async def stage_webhook_deliveries(rt: Runtime, session: AsyncSession, events: S
     """Write one webhook_delivery row per (event, matching enabled webhook)."""
     if not events:
         return 0
-    hooks = (await session.execute(select(Webhook).where(Webhook.enabled.is_(True)))).scalars().all()  # type: ignore[attr-defined]
+    hooks = (await session.execute(select(Webhook).where(col(Webhook.enabled).is_(True)))).scalars().all()
     if not hooks:
         return 0
     now = rt.clock.now()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from gql_mail.events import ALL_EVENTS
 from gql_mail.models import Webhook
@@ -59,7 +60,7 @@ async def create_webhook(rt: Runtime, spec: WebhookSpec) -> Webhook:
 
 async def list_webhooks(rt: Runtime) -> Sequence[Webhook]:
     async with rt.db.read() as session:
-        return (await session.execute(select(Webhook).order_by(Webhook.created_at))).scalars().all()  # type: ignore[arg-type]
+        return (await session.execute(select(Webhook).order_by(col(Webhook.created_at)))).scalars().all()
 
 
 async def delete_webhook(rt: Runtime, webhook_id: str) -> bool:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from gql_mail.models import Account
 from gql_mail.runtime import Runtime
@@ -45,7 +46,7 @@ class AccountChecker:
     async def check_all(self) -> None:
         """The scheduler's periodic `check_accounts` job."""
         async with self.rt.db.read() as session:
-            ids = (await session.execute(select(Account.id))).scalars().all()
+            ids = (await session.execute(select(col(Account.id)))).scalars().all()
         for account_id in ids:
             self.request(account_id)
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from gql_mail.mail.errors import MailError
 from gql_mail.mail.imap import append_to_sent
@@ -99,8 +101,8 @@ class DeliveryWorker:
         finally:
             self._draining = False
 
-    def _spawn(self, coro: object, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -240,5 +242,5 @@ class DeliveryWorker:
         else:
             await record_copy(self.rt, message, folder, None)
 
-    async def _record(self, outcomes: list[Outcome]) -> None:  # type: ignore[override]
+    async def _record(self, outcomes: Sequence[Outcome]) -> None:
         await record_outcomes(self.rt, outcomes)

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
 # "maximum number of running instances reached" is expected: a wake-up while a drain runs is absorbed by it.
 logging.getLogger("apscheduler").setLevel(logging.ERROR)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import httpx
 from sqlalchemy import select, update
+from sqlmodel import col
 
 from gql_mail.models import Webhook, WebhookDelivery
 from gql_mail.queue import ClaimedDelivery, claim_webhook_deliveries
@@ -69,7 +70,7 @@ class WebhookDispatcher:
         async with self.rt.db.read() as session:
             hooks = {
                 h.id: h
-                for h in (await session.execute(select(Webhook).where(Webhook.id.in_(webhook_ids)))).scalars()  # type: ignore[attr-defined]
+                for h in (await session.execute(select(Webhook).where(col(Webhook.id).in_(webhook_ids)))).scalars()
             }
         limit = asyncio.Semaphore(self._concurrency)
 
@@ -122,7 +123,7 @@ class WebhookDispatcher:
                         values.update(status="pending", next_attempt_at=retry_at)
                 await session.execute(
                     update(WebhookDelivery)
-                    .where(WebhookDelivery.seq == delivery.seq)  # type: ignore[arg-type]
+                    .where(col(WebhookDelivery.seq) == delivery.seq)
                     .values(**values)
                     .execution_options(synchronize_session=False)
                 )
