@@ -78,7 +78,7 @@ def repeated_deliveries(received: list[ReceivedRequest]) -> set[str]:
     return {i for i, n in ids.items() if n > 1}
 
 
-COUNT = 300
+COUNT = 200
 
 
 @pytest.mark.fault(
@@ -100,7 +100,7 @@ async def test_kill_during_delivery(
             smtp_server.delay_data(1.0)
             answers = await submit_many(proc, http, "killed", COUNT)
             smtp_server.delay_data(0.02)
-            await smtp_server.wait_for_messages(len(smtp_server.messages) + COUNT // 3, timeout=30)
+            await smtp_server.wait_for_messages(len(smtp_server.messages) + COUNT // 3, timeout=120)
             proc.kill()
             at_kill = len(smtp_server.messages)
             in_flight = {
@@ -113,7 +113,7 @@ async def test_kill_during_delivery(
 
             smtp_server.delay_data(0)
             proc.start()
-            await wait_all_sent(webhook_receiver, {a["queueId"] for a in answers}, timeout=60)
+            await wait_all_sent(webhook_receiver, {a["queueId"] for a in answers}, timeout=180)  # a bound, not a timing: a loaded 2-core CI box is slow
             outbox = (await proc.gql(http, OUTBOX % "killed"))["outbox"]
     finally:
         proc.stop()
@@ -166,7 +166,7 @@ async def test_kill_during_webhooks(
             assert pending, "the kill came too late to test anything"
 
             proc.start()
-            await wait_all_sent(webhook_receiver, {a["queueId"] for a in answers}, timeout=60)
+            await wait_all_sent(webhook_receiver, {a["queueId"] for a in answers}, timeout=180)  # a bound, not a timing: a loaded 2-core CI box is slow
     finally:
         proc.stop()
     rows = proc.rows("SELECT id, order_key, status, seq FROM webhook_delivery ORDER BY seq")
