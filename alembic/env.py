@@ -6,10 +6,10 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlmodel import SQLModel
 
 import gql_mail.models  # noqa: F401  (registers the tables)
 from gql_mail.config import Settings
-from sqlmodel import SQLModel
 
 config = context.config
 target_metadata = SQLModel.metadata
