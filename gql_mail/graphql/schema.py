@@ -6,6 +6,7 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
+    AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
@@ -28,13 +29,18 @@ class GqlMailSchema(strawberry.Schema):
 
 def build_schema(max_depth: int = 12, max_aliases: int = 50, max_tokens: int = 5000) -> strawberry.Schema:
     """Depth, alias and token limits bound what one document may cost (every list is also capped)."""
-    # Factories: strawberry builds fresh extension instances per request; the caches are shared anyway.
+    # Strawberry builds fresh extension instances per request (factories); the parse and validation caches
+    # are shared anyway. The limit rules are built once: a new rule class per request would make every
+    # request's rule tuple different, and the validation cache would never hit.
+    limit_rules = (
+        *QueryDepthLimiter(max_depth=max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
+    )
     extensions: list[Any] = [
         CodedErrors,
         lambda: ParserCache(maxsize=1000),
+        lambda: AddValidationRules(list(limit_rules)),
         lambda: ValidationCache(maxsize=1000),
-        lambda: QueryDepthLimiter(max_depth=max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
     ]
     return GqlMailSchema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
