@@ -56,6 +56,8 @@ class Event:
     data: dict[str, Any]
     # Webhook deliveries with the same key reach a receiver in order (a message's events, an account's).
     order_key: str = ""
+    # Serialised forms per subscription shape, so 500 subscribers cost one serialisation (graphql/fanout.py).
+    wire: dict[Any, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     def webhook_body(self, service_url: str) -> bytes:
         """The one place the JSON body is built (EmailEngine's shape)."""

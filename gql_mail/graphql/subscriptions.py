@@ -1,17 +1,20 @@
-"""Live events over the websocket, from the process's EventBus."""
+"""Live events over the websocket, from the process's EventBus.
+
+Most subscribers never reach this resolver: `fanout.py` serves the plain `events` subscription without
+running the schema per subscriber. This is the general path (fragments, directives, anything unusual).
+"""
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncGenerator
 
 import strawberry
 from starlette.websockets import WebSocket
 
-from gql_mail.events import ALL_EVENTS, TokenRevoked
+from gql_mail.events import TokenRevoked
 from gql_mail.graphql.context import Info
+from gql_mail.graphql.event_stream import event_stream
 from gql_mail.graphql.types import Event
-from gql_mail.services.errors import BadInput, Unauthenticated
-from gql_mail.services.tokens import is_active
+from gql_mail.services.errors import Unauthenticated
 
 
 @strawberry.type
@@ -22,31 +25,16 @@ class Subscription:
     async def events(
         self, info: Info, account: strawberry.ID | None = None, events: list[str] | None = None
     ) -> AsyncGenerator[Event, None]:
-        if events is not None and (unknown := sorted(set(events) - ALL_EVENTS)):
-            raise BadInput(f"unknown event(s) {', '.join(unknown)}", field="events")
-        runtime = info.context.runtime
-        principal = info.context.principal
-        token_id = principal.token_id if principal else None
-        recheck = runtime.settings.token_recheck_seconds
-        checked = time.monotonic()
+        context = info.context
         try:
-            async for event in runtime.bus.subscribe(
-                str(account) if account else None, events, token_id=token_id, heartbeat=recheck
-            ):
-                if token_id is not None and time.monotonic() - checked >= recheck:
-                    # Revoked in another process (this process's revocations arrive as TokenRevoked).
-                    if not await is_active(runtime, token_id):
-                        raise TokenRevoked(token_id)
-                    checked = time.monotonic()
-                if event is not None:
-                    yield Event.from_bus(event)
+            async for event in event_stream(context.runtime, context.principal, str(account) if account else None, events):
+                yield Event.from_bus(event)
         except TokenRevoked:
-            await _close(info, 4403, "token revoked")
+            await close_socket(context.request, 4403, "token revoked")
             raise Unauthenticated("the access token was revoked") from None
 
 
-async def _close(info: Info, code: int, reason: str) -> None:
-    socket = info.context.request
+async def close_socket(socket: object, code: int, reason: str) -> None:
     if isinstance(socket, WebSocket):
         try:
             await socket.close(code=code, reason=reason)

@@ -13,18 +13,25 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+)
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import ConnectionInitMessage, StartMessage
 from strawberry.types import ExecutionResult
 
+from gql_mail.events import TokenRevoked
 from gql_mail.graphql.context import Context
 from gql_mail.graphql.errors import coded
+from gql_mail.graphql.event_stream import event_stream
+from gql_mail.graphql.fanout import events_plan
+from gql_mail.graphql.subscriptions import close_socket
 from gql_mail.runtime import Runtime
 from gql_mail.services.tokens import Principal, authenticate, bearer, is_active
 
@@ -67,6 +74,23 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.send_message(refusal)
             return
         await super().handle_subscribe(message)
+
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        plan = events_plan(operation.query, operation.operation_name)
+        arguments = plan.resolve(operation.variables) if plan is not None else None
+        if plan is None or arguments is None:
+            await super().run_operation(operation)
+            return
+        socket = self.context.request
+        try:
+            async for event in event_stream(self.context.runtime, self.context.principal, *arguments):
+                await socket.send_text(plan.frame(operation.id, event))
+        except TokenRevoked:
+            await close_socket(socket, 4403, "token revoked")
+            return
+        except (WebSocketDisconnect, RuntimeError):  # the client went away mid-send
+            return
+        await operation.send_operation_message({"id": operation.id, "type": "complete"})
 
 
 class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):

@@ -1,0 +1,37 @@
+"""The events one subscriber may see, shared by the schema's `events` resolver and the fan-out fast path.
+
+Filters by account and event names, ends the stream when the subscriber's token is revoked: at once for
+revocations in this process (TokenRevoked from the bus), within `token_recheck_seconds` for revocations
+made elsewhere (a re-check on the bus's heartbeat).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Collection
+
+from gql_mail.events import ALL_EVENTS, Event, TokenRevoked
+from gql_mail.runtime import Runtime
+from gql_mail.services.errors import BadInput
+from gql_mail.services.tokens import Principal, is_active
+
+
+def check_event_names(events: Collection[str] | None) -> None:
+    if events is not None and (unknown := sorted(set(events) - ALL_EVENTS)):
+        raise BadInput(f"unknown event(s) {', '.join(unknown)}", field="events")
+
+
+async def event_stream(
+    runtime: Runtime, principal: Principal | None, account: str | None, events: Collection[str] | None
+) -> AsyncIterator[Event]:
+    """Raises TokenRevoked when the subscriber's token stops being valid."""
+    check_event_names(events)
+    token_id = principal.token_id if principal else None
+    recheck = runtime.settings.token_recheck_seconds
+    checked = time.monotonic()
+    async for event in runtime.bus.subscribe(account, events, token_id=token_id, heartbeat=recheck):
+        if token_id is not None and time.monotonic() - checked >= recheck:
+            if not await is_active(runtime, token_id):
+                raise TokenRevoked(token_id)
+            checked = time.monotonic()
+        if event is not None:
+            yield event
