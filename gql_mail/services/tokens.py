@@ -75,17 +75,24 @@ async def authenticate(rt: Runtime, token: str | None) -> Principal | None:
     if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     digest = hash_token(token)
-    async with rt.db.read() as session:
-        row = (await session.execute(select(AccessToken).where(col(AccessToken.token_hash) == digest))).scalar_one_or_none()
-    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.token_hash, digest):
+    # One indexed row on every request: `lookup` reads it without a session (see Database.lookup).
+    row = await rt.db.lookup(
+        "SELECT id, scope, token_hash FROM access_token WHERE token_hash = :digest AND revoked_at IS NULL",
+        {"digest": digest},
+    )
+    if row is None:
         return None
-    return Principal(token_id=row.id, scope=row.scope)
+    token_id, scope, stored = row
+    if not hmac.compare_digest(str(stored), digest):
+        return None
+    return Principal(token_id=str(token_id), scope=str(scope))
 
 
 async def is_active(rt: Runtime, token_id: str) -> bool:
-    async with rt.db.read() as session:
-        row = await session.get(AccessToken, token_id)
-    return row is not None and row.revoked_at is None
+    row = await rt.db.lookup(
+        "SELECT 1 FROM access_token WHERE id = :token_id AND revoked_at IS NULL", {"token_id": token_id}
+    )
+    return row is not None
 
 
 def bearer(header_value: str | None) -> str | None:
