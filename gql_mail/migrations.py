@@ -22,7 +22,16 @@ def alembic_config(database_url: str) -> Config:
     return cfg
 
 
+# Any constant shared by every gql-mail process: the key of the advisory lock below.
+_MIGRATION_LOCK = 0x67716C6D61696C  # "gqlmail"
+
+
 def _upgrade(connection: Connection, cfg: Config) -> None:
+    if connection.dialect.name == "postgresql":
+        # Several nodes starting at once on a new database would race to create the same tables; the
+        # first takes this lock (held until its transaction commits), the others then find the schema
+        # at head and do nothing.
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, "head")
 

@@ -283,6 +283,13 @@ class EventRelay:
         else:
             self._incoming.put_nowait(message)
 
+    def _wanted(self, _connection: Any, _pid: int, channel: str, payload: str) -> None:
+        """The notification callback: events are decoded only if someone here is subscribed (a node
+        nobody watches pays next to nothing for the others' events); wake-ups always count."""
+        if channel == EVENTS_CHANNEL and self.rt.bus.subscriber_count == 0:
+            return
+        self._on_notification(_connection, _pid, channel, payload)
+
     def _wake_local(self, kind: str) -> None:
         if kind == "delivery":
             self._local.delivery()
@@ -297,8 +304,8 @@ class EventRelay:
                 connection = await asyncpg.connect(self._dsn, timeout=10)
                 lost = asyncio.Event()
                 connection.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await connection.add_listener(EVENTS_CHANNEL, self._on_notification)
-                await connection.add_listener(WAKE_CHANNEL, self._on_notification)
+                await connection.add_listener(EVENTS_CHANNEL, self._wanted)
+                await connection.add_listener(WAKE_CHANNEL, self._wanted)
                 self._listening.set()
                 if not first:
                     log.info("event relay: listening again")
