@@ -28,7 +28,7 @@ from gql_mail.mail.smtp import SendResult
 from gql_mail.models import DeliveryAttempt, MessageStatus, OutboxMessage
 from gql_mail.queue import OUTBOX, ClaimedMessage
 from gql_mail.runtime import Runtime
-from gql_mail.services.unit import unit_of_work
+from gql_mail.services.unit import ANY_ENABLED_WEBHOOK, unit_of_work
 
 
 @dataclass(frozen=True)
@@ -53,16 +53,18 @@ async def record_outcomes(rt: Runtime, outcomes: Sequence[Outcome]) -> None:
     async with unit_of_work(rt) as uow:
         # Only rows still ours: a message whose account was deleted (or that was reclaimed) meanwhile has
         # nothing to record, and its attempt row would break the whole batch's foreign keys.
+        # The same query says whether any webhook is enabled, which spares staging its own when none is.
         table = OUTBOX
-        ours = set(
-            (
-                await uow.session.execute(
-                    select(table.c.id).where(
-                        table.c.id.in_([o.message.id for o in outcomes]), table.c.status == MessageStatus.SENDING
-                    )
+        found = (
+            await uow.session.execute(
+                select(table.c.id, ANY_ENABLED_WEBHOOK.label("hooks")).where(
+                    table.c.id.in_([o.message.id for o in outcomes]), table.c.status == MessageStatus.SENDING
                 )
-            ).scalars()
-        )
+            )
+        ).all()
+        ours = {r.id for r in found}
+        if found and not any(r.hooks for r in found):
+            uow.no_webhooks()
         for outcome in outcomes:
             m = outcome.message
             if m.id not in ours:

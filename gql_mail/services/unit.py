@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy import insert, select
+from sqlalchemy import exists, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -19,19 +19,31 @@ from gql_mail.events import Event
 from gql_mail.models import Webhook, WebhookDelivery
 from gql_mail.runtime import Runtime
 
+# True when any webhook is enabled. A caller that already runs a query in its unit of work can add this as a
+# column and tell `UnitOfWork.no_webhooks()`, which saves staging its round trip when there are none.
+ANY_ENABLED_WEBHOOK = exists().where(col(Webhook.enabled).is_(True))
+
 
 @dataclass
 class UnitOfWork:
     session: AsyncSession
     events: list[Event] = field(default_factory=list)
+    # False once the caller has seen, inside this transaction, that no webhook is enabled.
+    may_have_webhooks: bool = True
 
     def emit(self, event: Event) -> None:
         self.events.append(event)
 
+    def no_webhooks(self) -> None:
+        """No webhook is enabled (read in this transaction, whose write lock keeps it so until the commit)."""
+        self.may_have_webhooks = False
 
-async def stage_webhook_deliveries(rt: Runtime, session: AsyncSession, events: Sequence[Event]) -> int:
+
+async def stage_webhook_deliveries(
+    rt: Runtime, session: AsyncSession, events: Sequence[Event], *, may_have_webhooks: bool = True
+) -> int:
     """Write one webhook_delivery row per (event, matching enabled webhook)."""
-    if not events:
+    if not events or not may_have_webhooks:
         return 0
     hooks = (await session.execute(select(Webhook).where(col(Webhook.enabled).is_(True)))).scalars().all()
     if not hooks:
@@ -69,7 +81,9 @@ async def unit_of_work(rt: Runtime) -> AsyncIterator[UnitOfWork]:
     async with rt.db.write() as session:
         uow = UnitOfWork(session)
         yield uow
-        staged = await stage_webhook_deliveries(rt, session, uow.events)
+        staged = await stage_webhook_deliveries(
+            rt, session, uow.events, may_have_webhooks=uow.may_have_webhooks
+        )
     for event in uow.events:
         rt.bus.publish(event)
     if staged:
