@@ -19,7 +19,7 @@ from sqlmodel import col
 from gql_mail.clock import utc
 from gql_mail.ids import time_ordered_id
 from gql_mail.mail.compose import Address, Attachment, ComposeError, Draft, compose
-from gql_mail.models import Account, AccountState, MessageStatus, OutboxMessage
+from gql_mail.models import AccountState, MessageStatus, OutboxMessage
 from gql_mail.runtime import Runtime
 from gql_mail.services import validation as v
 from gql_mail.services.errors import AccountNotReady, BadInput, NotFound, PayloadTooLarge
@@ -97,7 +97,28 @@ def _headers(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _draft(rt: Runtime, account: Account, spec: SubmitSpec) -> Draft:
+@dataclass(frozen=True)
+class _Sender:
+    """What a submission needs of its account."""
+
+    email: str
+    name: str | None
+    state: str
+    imap_disabled: bool
+
+
+async def _sender(rt: Runtime, account_id: str) -> _Sender | None:
+    # One indexed row per submission: read without a session (see Database.lookup).
+    row = await rt.db.lookup(
+        "SELECT email, name, state, imap_disabled FROM account WHERE id = :account_id", {"account_id": account_id}
+    )
+    if row is None:
+        return None
+    email, name, state, imap_disabled = row
+    return _Sender(email=str(email), name=name, state=str(state), imap_disabled=bool(imap_disabled))
+
+
+def _draft(rt: Runtime, account: _Sender, spec: SubmitSpec) -> Draft:
     recipients = len(spec.to) + len(spec.cc) + len(spec.bcc)
     if recipients == 0:
         raise BadInput("a message needs at least one recipient in to, cc or bcc", field="to")
@@ -146,13 +167,16 @@ async def _earlier_answer(rt: Runtime, session: Any, account_id: str, key: str) 
 async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> SubmitResult:
     """Validate, compose and durably queue one message."""
     now = rt.clock.now()
-    async with rt.db.read() as session:
-        account = await session.get(Account, account_id)
-        if account is None:
-            raise NotFound(f"no account {account_id!r}", field="account")
-        key = v.no_control_chars(spec.idempotency_key, "idempotencyKey", max_length=256) if spec.idempotency_key else None
-        if key and (earlier := await _earlier_answer(rt, session, account_id, key)):
-            return _result(earlier, duplicate=True)
+    account = await _sender(rt, account_id)
+    if account is None:
+        raise NotFound(f"no account {account_id!r}", field="account")
+    key = None
+    if spec.idempotency_key:
+        key = v.no_control_chars(spec.idempotency_key, "idempotencyKey", max_length=256)
+    if key:
+        async with rt.db.read() as session:
+            if earlier := await _earlier_answer(rt, session, account_id, key):
+                return _result(earlier, duplicate=True)
     if account.state != AccountState.CONNECTED:
         raise AccountNotReady(f"account {account_id!r} is {account.state}, not CONNECTED", field="account")
 

@@ -1,7 +1,10 @@
 """Collects items from many tasks and hands them to one writer in batches.
 
 An idle server writes each item at once; under load, items that arrive while a write is running go
-together in the next one, so the number of commits grows much slower than the number of items.
+together in the next one, so the number of commits grows much slower than the number of items. With
+`gather_seconds`, a stream (items arrived while the last batch was being written) also waits that long
+before the next write, so a batch holds more than the few items one write's duration collects: a write's
+cost is mostly per statement, not per item.
 """
 from __future__ import annotations
 
@@ -15,9 +18,16 @@ log = logging.getLogger(__name__)
 
 
 class Batcher(Generic[T]):
-    def __init__(self, write: Callable[[Sequence[T]], Awaitable[None]], *, max_batch: int = 500) -> None:
+    def __init__(
+        self,
+        write: Callable[[Sequence[T]], Awaitable[None]],
+        *,
+        max_batch: int = 500,
+        gather_seconds: float = 0.0,
+    ) -> None:
         self._write = write
         self._max_batch = max_batch
+        self._gather_seconds = gather_seconds
         self._pending: list[tuple[T, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -36,7 +46,11 @@ class Batcher(Generic[T]):
         while True:
             await self._wake.wait()
             self._wake.clear()
+            streaming = False
             while self._pending:
+                if streaming and self._gather_seconds > 0 and len(self._pending) < self._max_batch:
+                    await asyncio.sleep(self._gather_seconds)
+                streaming = True
                 batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
                 try:
                     await self._write([item for item, _ in batch])
