@@ -27,6 +27,10 @@ from gql_mail.workers.batcher import Batcher
 log = logging.getLogger(__name__)
 
 OUTCOME_GATHER_SECONDS = 0.01
+# How long a connection whose lane ran dry stays open for the account's next message (only while other lanes
+# have connection slots to spare). A steady trickle of submissions then reuses one logged-in connection
+# instead of paying connect, EHLO, AUTH, QUIT and an account read for every message.
+SMTP_IDLE_SECONDS = 1.0
 
 
 @dataclass
@@ -36,6 +40,8 @@ class Lane:
     connections: int = 0
     # Set by the first connection that meets an authentication failure (see `_connect_failed`).
     auth_failed: bool = False
+    # Set when a message is added, for a connection that waits for more (`_wait_for_more`).
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class DeliveryWorker:
@@ -59,6 +65,8 @@ class DeliveryWorker:
         # Claimed and not yet recorded: their leases are renewed while they wait in a lane (_renew_leases).
         self._held: set[str] = set()
         self._renewer: asyncio.Task[None] | None = None
+        # While set, a connection whose lane is empty closes at once instead of waiting (see `idle`).
+        self._no_idle_connections = False
 
     def start(self) -> None:
         self._recorder.start()
@@ -82,8 +90,14 @@ class DeliveryWorker:
 
     async def idle(self) -> None:
         """Wait until every claimed message has its outcome recorded and its Sent copy made (tests)."""
-        while self._tasks:
-            await asyncio.wait(set(self._tasks))
+        self._no_idle_connections = True
+        try:
+            while self._tasks:
+                for lane in self._lanes.values():
+                    lane.arrived.set()
+                await asyncio.wait(set(self._tasks))
+        finally:
+            self._no_idle_connections = False
 
     async def drain(self) -> None:
         """Claim and dispatch until nothing is due (the scheduler's `poll_due_messages` job)."""
@@ -117,6 +131,7 @@ class DeliveryWorker:
         if lane is None:
             lane = self._lanes[message.account_id] = Lane(message.account_id)
         lane.pending.append(message)
+        lane.arrived.set()
         if lane.connections < self.rt.settings.max_concurrent_per_account and lane.connections < len(lane.pending):
             lane.connections += 1
             self._spawn(self._run_connection(lane), f"smtp:{lane.account_id}")
@@ -179,7 +194,9 @@ class DeliveryWorker:
     async def _send_all(self, lane: Lane, settings: SmtpSettings, account: Account) -> None:
         connection: SmtpConnection | None = None
         try:
-            while lane.pending:
+            while lane.pending or (connection is not None and await self._wait_for_more(lane, connection)):
+                if not lane.pending:
+                    continue
                 message = lane.pending.popleft()
                 if connection is None or not connection.usable:
                     if connection is not None:
@@ -199,6 +216,18 @@ class DeliveryWorker:
         finally:
             if connection is not None:
                 await connection.__aexit__(None, None, None)
+
+    async def _wait_for_more(self, lane: Lane, connection: SmtpConnection) -> bool:
+        """Keep a usable connection whose lane ran dry open a while for the account's next message. False:
+        close it (nothing came, the connection broke, or other lanes need the slot)."""
+        if self._no_idle_connections or self._connections.locked() or not connection.usable:
+            return False
+        lane.arrived.clear()
+        try:
+            await asyncio.wait_for(lane.arrived.wait(), SMTP_IDLE_SECONDS)
+        except TimeoutError:
+            pass
+        return bool(lane.pending) and connection.usable and not self._no_idle_connections
 
     async def _connect_failed(self, lane: Lane, first: ClaimedMessage, error: MailError) -> None:
         """No connection. A transient error: every message waiting in this lane has had a failed attempt.
