@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
@@ -20,6 +20,7 @@ from gql_mail.clock import utc
 from gql_mail.ids import time_ordered_id
 from gql_mail.mail.compose import Address, Attachment, ComposeError, Draft, compose
 from gql_mail.models import AccountState, MessageStatus, OutboxMessage
+from gql_mail.queue import OUTBOX
 from gql_mail.runtime import Runtime
 from gql_mail.services import validation as v
 from gql_mail.services.errors import AccountNotReady, BadInput, NotFound, PayloadTooLarge
@@ -139,6 +140,15 @@ def _draft(rt: Runtime, account: _Sender, spec: SubmitSpec) -> Draft:
     )
 
 
+def _outbox_values(**given: Any) -> dict[str, Any]:
+    """A new outbox_message row's every column, as the ORM would insert it: a Core insert of these skips
+    building (and validating) an `OutboxMessage`, a large part of a submission's cost."""
+    values: dict[str, Any] = dict.fromkeys(OUTBOX.c.keys())
+    values["attempts_made"] = 0
+    values.update(given)
+    return values
+
+
 def _result(row: OutboxMessage, *, duplicate: bool = False) -> SubmitResult:
     return SubmitResult(
         response=QUEUED_RESPONSE,
@@ -198,7 +208,7 @@ async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> Subm
             f"the composed message is {len(composed.raw)} bytes, over the limit of {rt.settings.max_message_bytes}"
         )
 
-    row = OutboxMessage(
+    row = _outbox_values(
         id=time_ordered_id(),
         account_id=account_id,
         message_id=composed.message_id,
@@ -226,7 +236,7 @@ async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> Subm
                     .where(col(OutboxMessage.account_id) == account_id, col(OutboxMessage.idempotency_key) == key)
                     .values(idempotency_key=None)
                 )
-            session.add(row)
+            await session.execute(insert(OUTBOX).values(row))
     except IntegrityError:
         # A concurrent submission with the same key won (PostgreSQL); answer with its result.
         async with rt.db.read() as session:
@@ -234,9 +244,11 @@ async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> Subm
         if earlier is None:
             raise
         return _result(earlier, duplicate=True)
-    if row.next_attempt_at <= now:
+    if row["next_attempt_at"] <= now:
         rt.wake.delivery()
-    return _result(row)
+    return SubmitResult(
+        response=QUEUED_RESPONSE, message_id=row["message_id"], send_at=send_at, queue_id=row["id"]
+    )
 
 
 async def list_outbox(
