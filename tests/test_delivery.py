@@ -357,3 +357,16 @@ async def test_deleting_an_account_mid_delivery_breaks_nothing(server: Server, s
     assert status["message"] == {"status": "sent", "attemptsMade": 1}
     with pytest.raises(GraphQLErrors):
         await server.gql('query($q: ID!) { message(queueId: $q) { status } }', {"q": doomed["queueId"]})
+
+
+async def test_a_trickle_of_messages_reuses_one_connection(server: Server, smtp_server: SmtpServer) -> None:
+    """Messages submitted one after another, each sent before the next arrives, share the connection that
+    stays open for a moment after its lane ran dry."""
+    await register_connected(server, account_input("trickle", smtp_server))
+    verify_connections = smtp_server.connection_count
+    for i in range(3):
+        await submit(server, "trickle", simple(f"t{i}@example.org"))
+        await smtp_server.wait_for_messages(i + 1)
+    messages = await smtp_server.wait_for_messages(3)
+    assert len({m.connection_id for m in messages}) == 1
+    assert smtp_server.connection_count - verify_connections == 1
