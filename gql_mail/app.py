@@ -1,5 +1,6 @@
 """The ASGI application. The lifespan starts things in dependency order (database, bus, workers,
 scheduler) and stops them in reverse."""
+
 from __future__ import annotations
 
 import logging
@@ -32,7 +33,9 @@ from gql_mail.workers.webhook_dispatch import WebhookDispatcher
 log = logging.getLogger(__name__)
 
 
-def build_runtime(settings: Settings, *, clock: Clock | None = None, rng: random.Random | None = None) -> Runtime:
+def build_runtime(
+    settings: Settings, *, clock: Clock | None = None, rng: random.Random | None = None
+) -> Runtime:
     secret, generated = load_or_create_secret(settings.secret, settings.data_dir)
     if generated:
         log.warning(

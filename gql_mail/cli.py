@@ -1,4 +1,5 @@
 """Command line: serve, migrate, token create|list|revoke, schema, rotate-secret."""
+
 from __future__ import annotations
 
 import argparse
@@ -63,12 +64,15 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         if args.token_command == "create":
-            _, token = _with_runtime(settings, lambda rt: tokens.create_token(rt, args.scope, args.description))
+            _, token = _with_runtime(
+                settings, lambda rt: tokens.create_token(rt, args.scope, args.description)
+            )
             print(token)
         elif args.token_command == "list":
             for row in _with_runtime(settings, tokens.list_tokens):
                 state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
-                print(f"{row.id}\t{row.scope}\t{state}\t{row.created_at:%Y-%m-%d %H:%M}\t{row.description or ''}")
+                created = f"{row.created_at:%Y-%m-%d %H:%M}"
+                print(f"{row.id}\t{row.scope}\t{state}\t{created}\t{row.description or ''}")
         elif args.token_command == "revoke":
             _with_runtime(settings, lambda rt: tokens.revoke_token(rt, args.token_id))
             print(f"revoked {args.token_id}", file=sys.stderr)
@@ -99,7 +103,9 @@ def cmd_rotate_secret(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gql-mail", description="GraphQL email sending through your users' mailboxes")
+    p = argparse.ArgumentParser(
+        prog="gql-mail", description="GraphQL email sending through your users' mailboxes"
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the server (applies migrations first)")
@@ -124,7 +130,8 @@ def parser() -> argparse.ArgumentParser:
     schema.set_defaults(func=cmd_schema)
 
     rotate = sub.add_parser(
-        "rotate-secret", help="re-encrypt stored secrets: from --old-secret (or GQL_MAIL_SECRET) to --new-secret"
+        "rotate-secret",
+        help="re-encrypt stored secrets: from --old-secret (or GQL_MAIL_SECRET) to --new-secret",
     )
     rotate.add_argument("--old-secret", default=None)
     rotate.add_argument("--new-secret", required=True)
@@ -136,7 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = Settings()
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     result: int = args.func(args, settings)
     return result

@@ -2,6 +2,7 @@
 
 Tests pass a `ManualClock` and move time forward, so a backoff of an hour takes no real time.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta

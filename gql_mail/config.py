@@ -3,6 +3,7 @@
 Everything a deployment tunes lives here, so services receive plain values and tests build their own
 `Settings(...)` without touching the environment.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,7 @@ AES-256-GCM (authenticated) with a key derived from `GQL_MAIL_SECRET` by HKDF-SH
 `v1:<key id>:<base64(nonce || ciphertext)>`; the key id lets `gql-mail rotate-secret` re-encrypt with a
 new secret while still reading values written under the old one.
 """
+
 from __future__ import annotations
 
 import base64

@@ -12,6 +12,7 @@ statement or needs no snapshot across statements; `read(snapshot=True)` begins a
 does), and a ROLLBACK is sent only when the connection really is in a transaction: not after a commit, not
 after an autocommit read, and not again when the pool takes the connection back.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -102,7 +103,10 @@ class Database:
         # The file behind a SQLite URL, for `lookup`'s direct connection (none for in-memory or URI names).
         self._sqlite_path = (
             database
-            if self.is_sqlite and database and database != ":memory:" and not database.startswith("file:")
+            if self.is_sqlite
+            and database
+            and database != ":memory:"
+            and not database.startswith("file:")
             and not parsed.query
             else None
         )

@@ -5,6 +5,7 @@ in the same transaction (the transactional outbox) and, after the commit, handed
 which fans them out to the GraphQL subscriptions of this process. `EventBus` is in-memory; a relay for
 several processes plugs in through `add_listener`.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,5 @@
 """Identifiers that sort by creation time (like UUIDv7), so new rows land at the end of their indexes."""
+
 from __future__ import annotations
 
 import os

@@ -2,6 +2,7 @@
 
 Migrations are the only way tables come to exist, so tests run them too (never `create_all`).
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -2,6 +2,7 @@
 
 Secrets are stored only in `*_enc` columns, encrypted by `crypto.SecretBox`.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -122,7 +123,9 @@ class DeliveryAttempt(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     outbox_id: str = Field(
-        sa_column=Column(String(64), ForeignKey("outbox_message.id", ondelete="CASCADE"), nullable=False, index=True)
+        sa_column=Column(
+            String(64), ForeignKey("outbox_message.id", ondelete="CASCADE"), nullable=False, index=True
+        )
     )
     attempt: int
     at: datetime = _ts(nullable=False)

@@ -31,6 +31,7 @@ Why NOTIFY after the commit, from the relay's own connection, and not `pg_notify
 - Connection loss: both connections reconnect with backoff. After the listening connection comes back,
   the local workers are woken once, because a wake-up may have been missed while it was down.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -5,6 +5,7 @@ single writer lock; PostgreSQL adds `FOR UPDATE SKIP LOCKED` to the inner select
 processes never take the same row. Both read the due rows through the (status, next_attempt_at) index and
 never scan the queue. A crashed worker's rows come back when their lease expires.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,11 +15,11 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Result, exists, select, update
 
 from gql_mail.models import Account, AccountState, MessageStatus, OutboxMessage, WebhookDelivery, table
+from gql_mail.runtime import Runtime
 
 OUTBOX = table(OutboxMessage)
 ACCOUNT = table(Account)
 DELIVERY = table(WebhookDelivery)
-from gql_mail.runtime import Runtime
 
 
 @dataclass(frozen=True)

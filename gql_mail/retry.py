@@ -3,6 +3,7 @@
 Backoff is exponential from a base (attempt n waits base * 2^(n-1)), capped, with jitter drawn from an
 injected random source so many failing messages do not retry in lockstep and tests stay deterministic.
 """
+
 from __future__ import annotations
 
 import random

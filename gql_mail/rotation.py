@@ -4,6 +4,7 @@ Run `gql-mail rotate-secret --new-secret NEW` with the old secret still configur
 then restart with GQL_MAIL_SECRET=NEW. Values already under the new key are left as they are, so an
 interrupted run can simply be repeated.
 """
+
 from __future__ import annotations
 
 from typing import Any

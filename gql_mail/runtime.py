@@ -2,6 +2,7 @@
 
 Built once by the app's lifespan (or by a test); time, randomness and the bus live here so tests swap them.
 """
+
 from __future__ import annotations
 
 import random

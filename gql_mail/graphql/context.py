@@ -1,4 +1,5 @@
 """The per-request context: the runtime and who is calling (set by the HTTP guard or on connection_init)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

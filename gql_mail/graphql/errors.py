@@ -1,10 +1,11 @@
 """Every GraphQL error leaves with an `extensions.code`.
 
-    ServiceError (services/errors.py)   -> its own code (and `field`)
-    permission refusals                 -> FORBIDDEN / UNAUTHENTICATED (set by the permission class)
-    parse / validation / coercion       -> BAD_USER_INPUT
-    anything else                       -> INTERNAL_SERVER_ERROR, message masked, logged with its traceback
+ServiceError (services/errors.py)   -> its own code (and `field`)
+permission refusals                 -> FORBIDDEN / UNAUTHENTICATED (set by the permission class)
+parse / validation / coercion       -> BAD_USER_INPUT
+anything else                       -> INTERNAL_SERVER_ERROR, message masked, logged with its traceback
 """
+
 from __future__ import annotations
 
 import logging

@@ -4,6 +4,7 @@ Filters by account and event names, ends the stream when the subscriber's token 
 revocations in this process (TokenRevoked from the bus), within `token_recheck_seconds` for revocations
 made elsewhere (a re-check on the bus's heartbeat).
 """
+
 from __future__ import annotations
 
 import time

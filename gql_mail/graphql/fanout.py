@@ -7,6 +7,7 @@ recognised once per document text, and each event is serialised once per selecti
 the same bytes to every subscriber with that shape. Anything else (fragments, directives, wrong types,
 unknown event names) takes the general path, which gives the usual errors.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -37,7 +38,10 @@ FIELDS: dict[str, Callable[[Event], Any]] = {
     "data": lambda e: e.data,
     "__typename": lambda e: "Event",
 }
-VARIABLE_TYPES = {"account": {"ID", "ID!", "String", "String!"}, "events": {"[String!]", "[String!]!", "[String]", "[String]!"}}
+VARIABLE_TYPES = {
+    "account": {"ID", "ID!", "String", "String!"},
+    "events": {"[String!]", "[String!]!", "[String]", "[String]!"},
+}
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,9 @@ class EventsPlan:
         if payload is None:
             fields = {key: FIELDS[name](event) for key, name in self.selections}
             payload = event.wire[self.selections] = orjson.dumps({"data": {self.response_key: fields}})
-        return (b'{"id":' + orjson.dumps(operation_id) + b',"type":"next","payload":' + payload + b"}").decode()
+        return (
+            b'{"id":' + orjson.dumps(operation_id) + b',"type":"next","payload":' + payload + b"}"
+        ).decode()
 
 
 def _literal(node: Any) -> tuple[str, Any] | None:
@@ -122,7 +128,9 @@ def events_plan(query: str, operation_name: str | None) -> EventsPlan | None:
                 return None
             used.add(source[1])
         arguments.append((name, source))
-    if set(declared) != used or any(d.default_value is not None for d in operation.variable_definitions or ()):
+    if set(declared) != used or any(
+        d.default_value is not None for d in operation.variable_definitions or ()
+    ):
         return None
     fields = []
     for selection in root.selection_set.selections:

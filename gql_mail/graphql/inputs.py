@@ -1,4 +1,5 @@
 """Input types (EmailEngine's JSON bodies are valid variables) and their translation to service specs."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -65,7 +66,11 @@ class SmtpInput:
 
     def to_spec(self) -> SmtpSpec:
         return SmtpSpec(
-            host=self.host, port=self.port, auth=self.auth.to_spec(), secure=self.secure, reject_unauthorized=_reject(self.tls)
+            host=self.host,
+            port=self.port,
+            auth=self.auth.to_spec(),
+            secure=self.secure,
+            reject_unauthorized=_reject(self.tls),
         )
 
 
@@ -75,7 +80,9 @@ class RegisterAccountInput:
     name: str
     email: str
     smtp: SmtpInput
-    imap: ImapInput | None = strawberry.field(default=None, description="Omitted, or {disabled: true}: send-only.")
+    imap: ImapInput | None = strawberry.field(
+        default=None, description="Omitted, or {disabled: true}: send-only."
+    )
 
     def to_spec(self) -> AccountSpec:
         return AccountSpec(
@@ -87,7 +94,9 @@ class RegisterAccountInput:
         )
 
 
-@strawberry.input(description="Fields left out keep their value; a given imap or smtp object replaces the old one.")
+@strawberry.input(
+    description="Fields left out keep their value; a given imap or smtp object replaces the old one."
+)
 class UpdateAccountInput:
     name: str | None = None
     email: str | None = None
@@ -120,7 +129,9 @@ class AttachmentInput:
     cid: str | None = None
 
     def to_spec(self) -> AttachmentSpec:
-        return AttachmentSpec(content=self.content, filename=self.filename, content_type=self.content_type, cid=self.cid)
+        return AttachmentSpec(
+            content=self.content, filename=self.filename, content_type=self.content_type, cid=self.cid
+        )
 
 
 def _addresses(values: list[AddressInput] | None) -> tuple[Address, ...]:
@@ -144,7 +155,9 @@ class SubmitMessageInput:
     message_id: str | None = None
     send_at: datetime | None = strawberry.field(default=None, description="In the future: a scheduled send.")
     delivery_attempts: int | None = None
-    copy: bool | None = strawberry.field(default=None, description="Append the sent message to the Sent folder.")
+    copy: bool | None = strawberry.field(
+        default=None, description="Append the sent message to the Sent folder."
+    )
     idempotency_key: str | None = None
 
     def to_spec(self) -> SubmitSpec:
@@ -172,9 +185,14 @@ class WebhookInput:
     url: str
     events: list[str] | None = strawberry.field(default=None, description="Default: all events.")
     account: strawberry.ID | None = strawberry.field(default=None, description="Only this account's events.")
-    secret: str | None = strawberry.field(default=None, description="HMAC-SHA256 key for X-GqlMail-Signature.")
+    secret: str | None = strawberry.field(
+        default=None, description="HMAC-SHA256 key for X-GqlMail-Signature."
+    )
 
     def to_spec(self) -> WebhookSpec:
         return WebhookSpec(
-            url=self.url, events=self.events, account=str(self.account) if self.account else None, secret=self.secret
+            url=self.url,
+            events=self.events,
+            account=str(self.account) if self.account else None,
+            secret=self.secret,
         )

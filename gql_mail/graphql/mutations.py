@@ -1,4 +1,5 @@
 """Write operations; each needs a token with scope "api"."""
+
 from __future__ import annotations
 
 import strawberry
@@ -19,20 +20,30 @@ class Mutation:
     async def register_account(self, info: Info, input: RegisterAccountInput) -> Account:
         return Account.from_row(await accounts.register_account(info.context.runtime, input.to_spec()))
 
-    @strawberry.mutation(permission_classes=[CanWrite], description="Change settings; checks the account again.")
+    @strawberry.mutation(
+        permission_classes=[CanWrite], description="Change settings; checks the account again."
+    )
     async def update_account(self, info: Info, account: strawberry.ID, input: UpdateAccountInput) -> Account:
-        return Account.from_row(await accounts.update_account(info.context.runtime, str(account), input.to_patch()))
+        return Account.from_row(
+            await accounts.update_account(info.context.runtime, str(account), input.to_patch())
+        )
 
-    @strawberry.mutation(permission_classes=[CanWrite], description="Check the account's connection again now.")
+    @strawberry.mutation(
+        permission_classes=[CanWrite], description="Check the account's connection again now."
+    )
     async def reconnect_account(self, info: Info, account: strawberry.ID) -> Account:
         return Account.from_row(await accounts.reconnect_account(info.context.runtime, str(account)))
 
-    @strawberry.mutation(permission_classes=[CanWrite], description="Delete an account and its queued messages.")
+    @strawberry.mutation(
+        permission_classes=[CanWrite], description="Delete an account and its queued messages."
+    )
     async def delete_account(self, info: Info, account: strawberry.ID) -> bool:
         return await accounts.delete_account(info.context.runtime, str(account))
 
     @strawberry.mutation(permission_classes=[CanWrite], description='Answers response "Queued for delivery".')
-    async def submit_message(self, info: Info, account: strawberry.ID, input: SubmitMessageInput) -> SubmitMessageResult:
+    async def submit_message(
+        self, info: Info, account: strawberry.ID, input: SubmitMessageInput
+    ) -> SubmitMessageResult:
         result = await outbox.submit_message(info.context.runtime, str(account), input.to_spec())
         return SubmitMessageResult.from_result(result)
 

@@ -1,4 +1,5 @@
 """Scopes: every operation needs a token (checked before the schema runs); mutations need scope "api"."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """Read operations: translate arguments, call a service, wrap rows in output types."""
+
 from __future__ import annotations
 
 import strawberry

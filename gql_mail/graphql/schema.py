@@ -1,4 +1,5 @@
 """The schema, and the one place its exported SDL comes from (`gql-mail schema`)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,7 +23,9 @@ from gql_mail.graphql.subscriptions import Subscription
 
 
 class GqlMailSchema(strawberry.Schema):
-    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
         # CodedErrors logs what is unexpected; expected errors are answers, not log lines.
         return None
 

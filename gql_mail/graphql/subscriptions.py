@@ -3,6 +3,7 @@
 Most subscribers never reach this resolver: `fanout.py` serves the plain `events` subscription without
 running the schema per subscriber. This is the general path (fragments, directives, anything unusual).
 """
+
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
@@ -27,7 +28,9 @@ class Subscription:
     ) -> AsyncGenerator[Event, None]:
         context = info.context
         try:
-            async for event in event_stream(context.runtime, context.principal, str(account) if account else None, events):
+            async for event in event_stream(
+                context.runtime, context.principal, str(account) if account else None, events
+            ):
                 yield Event.from_bus(event)
         except TokenRevoked:
             await close_socket(context.request, 4403, "token revoked")

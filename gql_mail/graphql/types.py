@@ -1,4 +1,5 @@
 """Output types: built from rows, never carrying a secret (there is no field that could)."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -68,7 +69,9 @@ class Account:
             email=row.email,
             state=models.AccountState(row.state),
             last_error=_error(row.last_error_message, row.last_error_code),
-            smtp=SmtpSummary(host=row.smtp_host, port=row.smtp_port, secure=row.smtp_secure, user=row.smtp_user),
+            smtp=SmtpSummary(
+                host=row.smtp_host, port=row.smtp_port, secure=row.smtp_secure, user=row.smtp_user
+            ),
             imap=None
             if row.imap_disabled
             else ImapSummary(
@@ -179,7 +182,9 @@ class Event:
 
     event: str
     account: strawberry.ID | None
-    date: str = strawberry.field(description="ISO 8601 in UTC with milliseconds, exactly as in the webhook body.")
+    date: str = strawberry.field(
+        description="ISO 8601 in UTC with milliseconds, exactly as in the webhook body."
+    )
     data: JSON
 
     @classmethod

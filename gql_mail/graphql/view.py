@@ -4,6 +4,7 @@ HTTP: the token is checked before the schema runs (`GraphQLEndpoint`), so a requ
 gets HTTP 401 and never data. Websockets: the token comes in `connection_init`; without a valid one the
 connection is closed with 4403 (graphql-transport-ws) or 4401 (legacy graphql-ws).
 """
+
 from __future__ import annotations
 
 import logging
@@ -167,7 +168,11 @@ class GqlMailView(GraphQL[Context, None]):
 
 def _unauthenticated() -> JSONResponse:
     return JSONResponse(
-        {"errors": [{"message": "a valid access token is required", "extensions": {"code": "UNAUTHENTICATED"}}]},
+        {
+            "errors": [
+                {"message": "a valid access token is required", "extensions": {"code": "UNAUTHENTICATED"}}
+            ]
+        },
         status_code=401,
         headers={"WWW-Authenticate": 'Bearer realm="gql-mail"'},
     )
@@ -175,7 +180,11 @@ def _unauthenticated() -> JSONResponse:
 
 def _too_large(limit: int) -> JSONResponse:
     return JSONResponse(
-        {"errors": [{"message": f"request body over {limit} bytes", "extensions": {"code": "PAYLOAD_TOO_LARGE"}}]},
+        {
+            "errors": [
+                {"message": f"request body over {limit} bytes", "extensions": {"code": "PAYLOAD_TOO_LARGE"}}
+            ]
+        },
         status_code=413,
     )
 
@@ -222,7 +231,9 @@ class GraphQLEndpoint:
             return
         request = Request(scope, receive)
         wants_ide = (
-            request.method == "GET" and "text/html" in request.headers.get("accept", "") and "query" not in request.query_params
+            request.method == "GET"
+            and "text/html" in request.headers.get("accept", "")
+            and "query" not in request.query_params
         )
         if not wants_ide:
             limit = self.view.runtime.settings.max_request_bytes

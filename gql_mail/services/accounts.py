@@ -4,6 +4,7 @@ State machine: NEW -> CONNECTING -> CONNECTED | AUTHENTICATION_ERROR | CONNECT_E
 network I/O between two short transactions, and `Account.version` keeps a slow check from overwriting the
 result for settings that changed meanwhile.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -121,7 +122,9 @@ def _apply_imap(rt: Runtime, row: Account, imap: ImapSpec | None) -> None:
     row.imap_token_enc = rt.secrets.maybe_encrypt(auth.access_token)
     row.imap_reject_unauthorized = imap.reject_unauthorized is not False
     row.sent_mail_path = (
-        v.no_control_chars(imap.sent_mail_path, "imap.sentMailPath", max_length=512) if imap.sent_mail_path else None
+        v.no_control_chars(imap.sent_mail_path, "imap.sentMailPath", max_length=512)
+        if imap.sent_mail_path
+        else None
     )
 
 

@@ -6,6 +6,7 @@ The message updates of a batch go as a few executemany statements (one per shape
 statement per message: per-statement overhead (compile-cache lookup, a round trip to the database thread)
 was the largest cost of delivering a message.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -115,7 +116,11 @@ async def record_outcomes(rt: Runtime, outcomes: Sequence[Outcome]) -> None:
                 else:
                     values.update(status=MessageStatus.QUEUED, next_attempt_at=retry_at)
                 row.update(
-                    ok=False, error=str(err), error_code=err.code, smtp_code=err.smtp_code, response=err.response
+                    ok=False,
+                    error=str(err),
+                    error_code=err.code,
+                    smtp_code=err.smtp_code,
+                    response=err.response,
                 )
                 uow.emit(
                     Event(
@@ -169,7 +174,9 @@ async def record_outcomes(rt: Runtime, outcomes: Sequence[Outcome]) -> None:
             await uow.session.execute(insert(DeliveryAttempt), attempt_rows)
 
 
-async def record_copy(rt: Runtime, message: ClaimedMessage, folder: str | None, error: MailError | None) -> None:
+async def record_copy(
+    rt: Runtime, message: ClaimedMessage, folder: str | None, error: MailError | None
+) -> None:
     """The Sent-folder copy's outcome. A failed copy is reported, never a reason to send again."""
     now = rt.clock.now()
     async with unit_of_work(rt) as uow:
@@ -185,7 +192,12 @@ async def record_copy(rt: Runtime, message: ClaimedMessage, folder: str | None, 
                     MESSAGE_COPY_ERROR,
                     message.account_id,
                     now,
-                    {"messageId": message.message_id, "queueId": message.id, "error": str(error), "errorCode": error.code},
+                    {
+                        "messageId": message.message_id,
+                        "queueId": message.id,
+                        "error": str(error),
+                        "errorCode": error.code,
+                    },
                     order_key=message.id,
                 )
             )

@@ -11,6 +11,7 @@
 
 Anything else raised below the API is unexpected and gets masked as INTERNAL_SERVER_ERROR.
 """
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 A submission is validated and composed completely before anything is written, then stored in one
 transaction, and only then answered: an answered message is durable. Delivery never composes again.
 """
+
 from __future__ import annotations
 
 import base64
@@ -73,15 +74,23 @@ def _decode_attachments(rt: Runtime, specs: Sequence[AttachmentSpec]) -> tuple[A
     for i, spec in enumerate(specs):
         cleaned = "".join(spec.content.split())
         if len(cleaned) * 3 // 4 > rt.settings.max_message_bytes:
-            raise PayloadTooLarge(f"message exceeds {rt.settings.max_message_bytes} bytes", field="attachments")
+            raise PayloadTooLarge(
+                f"message exceeds {rt.settings.max_message_bytes} bytes", field="attachments"
+            )
         try:
             content = base64.b64decode(cleaned, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise BadInput(f"attachments[{i}].content is not valid base64", field=f"attachments[{i}].content") from exc
+            raise BadInput(
+                f"attachments[{i}].content is not valid base64", field=f"attachments[{i}].content"
+            ) from exc
         total += len(content)
         if total > rt.settings.max_message_bytes:
-            raise PayloadTooLarge(f"message exceeds {rt.settings.max_message_bytes} bytes", field="attachments")
-        out.append(Attachment(content=content, filename=spec.filename, content_type=spec.content_type, cid=spec.cid))
+            raise PayloadTooLarge(
+                f"message exceeds {rt.settings.max_message_bytes} bytes", field="attachments"
+            )
+        out.append(
+            Attachment(content=content, filename=spec.filename, content_type=spec.content_type, cid=spec.cid)
+        )
     return tuple(out)
 
 
@@ -111,7 +120,8 @@ class _Sender:
 async def _sender(rt: Runtime, account_id: str) -> _Sender | None:
     # One indexed row per submission: read without a session (see Database.lookup).
     row = await rt.db.lookup(
-        "SELECT email, name, state, imap_disabled FROM account WHERE id = :account_id", {"account_id": account_id}
+        "SELECT email, name, state, imap_disabled FROM account WHERE id = :account_id",
+        {"account_id": account_id},
     )
     if row is None:
         return None
@@ -204,9 +214,8 @@ async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> Subm
     except ComposeError as exc:
         raise BadInput(str(exc), field=exc.field) from exc
     if len(composed.raw) > rt.settings.max_message_bytes:
-        raise PayloadTooLarge(
-            f"the composed message is {len(composed.raw)} bytes, over the limit of {rt.settings.max_message_bytes}"
-        )
+        limit = rt.settings.max_message_bytes
+        raise PayloadTooLarge(f"the composed message is {len(composed.raw)} bytes, over the limit of {limit}")
 
     row = _outbox_values(
         id=time_ordered_id(),
@@ -233,7 +242,9 @@ async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> Subm
                 # An expired key may be used again: release it from the old row.
                 await session.execute(
                     update(OutboxMessage)
-                    .where(col(OutboxMessage.account_id) == account_id, col(OutboxMessage.idempotency_key) == key)
+                    .where(
+                        col(OutboxMessage.account_id) == account_id, col(OutboxMessage.idempotency_key) == key
+                    )
                     .values(idempotency_key=None)
                 )
             await session.execute(insert(OUTBOX).values(row))

@@ -1,4 +1,5 @@
 """Access tokens: only a SHA-256 of each token is stored; the token itself is shown once, at creation."""
+
 from __future__ import annotations
 
 import hashlib
@@ -35,7 +36,9 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def create_token(rt: Runtime, scope: str = "api", description: str | None = None) -> tuple[AccessToken, str]:
+async def create_token(
+    rt: Runtime, scope: str = "api", description: str | None = None
+) -> tuple[AccessToken, str]:
     """Returns the stored row and the token, which exists nowhere else once this returns."""
     if scope not in SCOPES:
         raise BadInput(f"scope must be one of {', '.join(SCOPES)}", field="scope")
@@ -54,7 +57,9 @@ async def create_token(rt: Runtime, scope: str = "api", description: str | None 
 
 async def list_tokens(rt: Runtime) -> Sequence[AccessToken]:
     async with rt.db.read() as session:
-        return (await session.execute(select(AccessToken).order_by(col(AccessToken.created_at)))).scalars().all()
+        return (
+            (await session.execute(select(AccessToken).order_by(col(AccessToken.created_at)))).scalars().all()
+        )
 
 
 async def revoke_token(rt: Runtime, token_id: str) -> None:

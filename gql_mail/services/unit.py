@@ -4,6 +4,7 @@ Events are written as webhook_delivery rows inside the same transaction as the c
 crash can never keep the change and lose its webhooks (or the reverse). Live subscribers hear of them
 only after the commit, so they never see an event for a change that was rolled back.
 """
+
 from __future__ import annotations
 
 import uuid

@@ -1,4 +1,5 @@
 """Field checks shared by the services; each raises BadInput naming the field, before anything is stored."""
+
 from __future__ import annotations
 
 import ipaddress

@@ -1,4 +1,5 @@
 """Webhook subscriptions. Their deliveries are rows staged by `services.unit` and POSTed by a worker."""
+
 from __future__ import annotations
 
 import uuid

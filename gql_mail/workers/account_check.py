@@ -1,5 +1,6 @@
 """Runs account checks in the background: at once when asked (register, update, reconnect), and for
 every account periodically, so a password changed at the provider is noticed and a recovered server too."""
+
 from __future__ import annotations
 
 import asyncio

@@ -6,6 +6,7 @@ together in the next one, so the number of commits grows much slower than the nu
 before the next write, so a batch holds more than the few items one write's duration collects: a write's
 cost is mostly per statement, not per item.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -68,7 +69,7 @@ class Batcher(Generic[T]):
         if self._task is not None:
             # Let what is already queued be written before stopping.
             while self._pending:
-                await asyncio.sleep(0.01)
+                await asyncio.wait([future for _, future in self._pending])
             self._task.cancel()
             try:
                 await self._task

@@ -5,6 +5,7 @@ each send message after message; a global semaphore caps connections overall. Th
 claiming while there is room, so a pre-filled queue streams through without pauses, and a submission's
 wake-up starts a drain at once. Outcomes are recorded in batches (see `Batcher`).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -132,7 +133,9 @@ class DeliveryWorker:
             lane = self._lanes[message.account_id] = Lane(message.account_id)
         lane.pending.append(message)
         lane.arrived.set()
-        if lane.connections < self.rt.settings.max_concurrent_per_account and lane.connections < len(lane.pending):
+        if lane.connections < self.rt.settings.max_concurrent_per_account and lane.connections < len(
+            lane.pending
+        ):
             lane.connections += 1
             self._spawn(self._run_connection(lane), f"smtp:{lane.account_id}")
 
@@ -170,7 +173,10 @@ class DeliveryWorker:
                 settings, account = loaded
                 await self._send_all(lane, settings, account)
         except Exception:
-            log.exception("delivery lane for %s crashed; its messages come back when their lease expires", lane.account_id)
+            log.exception(
+                "delivery lane for %s crashed; its messages come back when their lease expires",
+                lane.account_id,
+            )
             self._held.difference_update(m.id for m in lane.pending)
             self._done(len(lane.pending))
             lane.pending.clear()
@@ -212,7 +218,9 @@ class DeliveryWorker:
                 except MailError as exc:
                     self._spawn(self._finish(Outcome(message, error=exc), account), f"record:{message.id}")
                 else:
-                    self._spawn(self._finish(Outcome(message, result=result), account), f"record:{message.id}")
+                    self._spawn(
+                        self._finish(Outcome(message, result=result), account), f"record:{message.id}"
+                    )
         finally:
             if connection is not None:
                 await connection.__aexit__(None, None, None)

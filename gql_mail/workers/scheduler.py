@@ -2,6 +2,7 @@
 
 Kept behind this one class so a move to APScheduler 4 touches one file.
 """
+
 from __future__ import annotations
 
 import logging

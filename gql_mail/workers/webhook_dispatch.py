@@ -4,6 +4,7 @@ Each delivery is claimed like a job (so with several processes each event is POS
 signed with the webhook's secret, and on a non-2xx answer or a network error rescheduled with backoff
 until `GQL_MAIL_WEBHOOK_ATTEMPTS` is spent. Order per (webhook, message) is kept by the claim query.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -70,7 +71,9 @@ class WebhookDispatcher:
         async with self.rt.db.read() as session:
             hooks = {
                 h.id: h
-                for h in (await session.execute(select(Webhook).where(col(Webhook.id).in_(webhook_ids)))).scalars()
+                for h in (
+                    await session.execute(select(Webhook).where(col(Webhook.id).in_(webhook_ids)))
+                ).scalars()
             }
         limit = asyncio.Semaphore(self._concurrency)
 
@@ -94,7 +97,9 @@ class WebhookDispatcher:
             "X-GqlMail-Delivery": delivery.id,
         }
         if hook.secret_enc:
-            headers["X-GqlMail-Signature"] = signature(self.rt.secrets.decrypt(hook.secret_enc), delivery.body)
+            headers["X-GqlMail-Signature"] = signature(
+                self.rt.secrets.decrypt(hook.secret_enc), delivery.body
+            )
         try:
             response = await self._client.post(hook.url, content=delivery.body, headers=headers)
         except httpx.HTTPError as exc:
@@ -113,7 +118,10 @@ class WebhookDispatcher:
                     values.update(status="delivered", delivered_at=now, last_error=None)
                 else:
                     retry_at = self.rt.webhook_retry.next_attempt(
-                        attempts_made=attempts, attempts=self.rt.settings.webhook_attempts, now=now, rng=self.rt.rng
+                        attempts_made=attempts,
+                        attempts=self.rt.settings.webhook_attempts,
+                        now=now,
+                        rng=self.rt.rng,
                     )
                     values.update(last_error=error)
                     if retry_at is None or error == "webhook deleted":
