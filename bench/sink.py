@@ -63,8 +63,8 @@ class Sink:
                     self.watchers.add(writer)
                     writer.write(b"watching\n")
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the client went away, or the sink is stopping
         finally:
             self.watchers.discard(writer)
             writer.close()

@@ -5,6 +5,7 @@ Kept behind this one class so a move to APScheduler 4 touches one file.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -18,10 +19,19 @@ logging.getLogger("apscheduler").setLevel(logging.ERROR)
 class Scheduler:
     def __init__(self) -> None:
         self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._stopping = False
 
     def every(self, job_id: str, seconds: float, func: Callable[[], Awaitable[None]]) -> None:
+        async def job() -> None:
+            try:
+                await func()
+            except asyncio.CancelledError:
+                # A job cut off by shutdown is no error: what it held comes back when its lease expires.
+                if not self._stopping:
+                    raise
+
         self._scheduler.add_job(
-            func,
+            job,
             "interval",
             seconds=seconds,
             id=job_id,
@@ -47,5 +57,6 @@ class Scheduler:
         self._scheduler.start()
 
     def shutdown(self) -> None:
+        self._stopping = True
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
