@@ -163,7 +163,9 @@ async def test_kill_during_webhooks(
                 r[0] for r in proc.rows("SELECT id FROM webhook_delivery WHERE status = 'sending'")
             }
             pending = proc.rows("SELECT count(*) FROM webhook_delivery WHERE status = 'pending'")[0][0]
-            assert pending, "the kill came too late to test anything"
+            # Undelivered work at the kill: rows still waiting, or claimed and in flight (on a fast machine the
+            # dispatcher has claimed everything left by the time the receiver has 50).
+            assert pending or hooks_in_flight, "the kill came too late to test anything"
 
             proc.start()
             await wait_all_sent(webhook_receiver, {a["queueId"] for a in answers}, timeout=180)  # a bound, not a timing: a loaded 2-core CI box is slow
