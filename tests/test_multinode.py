@@ -86,10 +86,13 @@ async def test_a_killed_process_leased_work_is_finished_by_the_others(
         victim.kill()
         async with asyncio.timeout(240):
             while True:
-                got = Counter(message_id_of(m.data) for m in sink.received.snapshot())
+                seen = sink.received.snapshot()
+                got = Counter(message_id_of(m.data) for m in seen)
                 if set(got) >= set(ids):
                     break
-                await sink.received.wait_for(len(sink.received) + 1, timeout=240, what="messages")
+                # One more than what was just looked at (not than the log's length now: the last message
+                # may have arrived in between, and then we would wait for one that never comes).
+                await sink.received.wait_for(len(seen) + 1, timeout=240, what="messages")
         assert set(got) == set(ids)  # every message at least once
         async with asyncio.timeout(30):
             # The last outcomes are recorded just after the last message reaches the sink.

@@ -66,9 +66,10 @@ def sent_events(received: list[ReceivedRequest]) -> dict[str, set[str]]:
 
 async def wait_all_sent(receiver: WebhookReceiver, queue_ids: set[str], timeout: float) -> None:
     async with asyncio.timeout(timeout):
-        while not queue_ids <= set(sent_events(receiver.received)):
+        while not queue_ids <= set(sent_events(seen := receiver.received)):
             try:
-                await receiver.wait_for(len(receiver.received) + 1, timeout=timeout)
+                # One more than what was just looked at, never than the length now (it may have grown since).
+                await receiver.wait_for(len(seen) + 1, timeout=timeout)
             except TimeoutError:
                 pass
 
