@@ -164,7 +164,7 @@ async def register_account(rt: Runtime, spec: AccountSpec) -> Account:
 async def update_account(rt: Runtime, account_id: str, patch: AccountPatch) -> Account:
     """Change settings and check them again; the account is CONNECTING until the check ends."""
     async with unit_of_work(rt) as uow:
-        row = await _get_for_update(uow.session, account_id)
+        row = await _require(uow.session, account_id)
         if patch.name is not None:
             row.name = _name(patch.name)
         if patch.email is not None:
@@ -182,7 +182,7 @@ async def update_account(rt: Runtime, account_id: str, patch: AccountPatch) -> A
 
 async def reconnect_account(rt: Runtime, account_id: str) -> Account:
     async with unit_of_work(rt) as uow:
-        row = await _get_for_update(uow.session, account_id)
+        row = await _require(uow.session, account_id)
         row.state = AccountState.CONNECTING
         row.version += 1
         row.updated_at = rt.clock.now()
@@ -193,13 +193,13 @@ async def reconnect_account(rt: Runtime, account_id: str) -> Account:
 async def delete_account(rt: Runtime, account_id: str) -> bool:
     """Delete the account and its queued messages."""
     async with unit_of_work(rt) as uow:
-        row = await _get_for_update(uow.session, account_id)
+        row = await _require(uow.session, account_id)
         await uow.session.delete(row)
         uow.emit(Event(ACCOUNT_DELETED, row.id, rt.clock.now(), {"account": row.id}))
     return True
 
 
-async def _get_for_update(session: Any, account_id: str) -> Account:
+async def _require(session: Any, account_id: str) -> Account:
     row: Account | None = await session.get(Account, account_id)
     if row is None:
         raise NotFound(f"no account {account_id!r}", field="account")
@@ -208,10 +208,7 @@ async def _get_for_update(session: Any, account_id: str) -> Account:
 
 async def get_account(rt: Runtime, account_id: str) -> Account:
     async with rt.db.read() as session:
-        row = await session.get(Account, account_id)
-    if row is None:
-        raise NotFound(f"no account {account_id!r}", field="account")
-    return row
+        return await _require(session, account_id)
 
 
 async def list_accounts(rt: Runtime) -> Sequence[Account]:

@@ -283,20 +283,22 @@ async def list_outbox(
         return (await session.execute(query)).scalars().all()
 
 
-async def get_message(rt: Runtime, queue_id: str) -> OutboxMessage:
-    async with rt.db.read() as session:
-        row = await session.get(OutboxMessage, queue_id)
+async def _require_message(session: Any, queue_id: str) -> OutboxMessage:
+    row: OutboxMessage | None = await session.get(OutboxMessage, queue_id)
     if row is None:
         raise NotFound(f"no queued message {queue_id!r}", field="queueId")
     return row
 
 
+async def get_message(rt: Runtime, queue_id: str) -> OutboxMessage:
+    async with rt.db.read() as session:
+        return await _require_message(session, queue_id)
+
+
 async def cancel_message(rt: Runtime, queue_id: str) -> bool:
     """Take a message out of the queue. False when it is already being sent or has finished."""
     async with rt.db.write() as session:
-        row = await session.get(OutboxMessage, queue_id)
-        if row is None:
-            raise NotFound(f"no queued message {queue_id!r}", field="queueId")
+        row = await _require_message(session, queue_id)
         if row.status != MessageStatus.QUEUED:
             return False
         row.status = MessageStatus.CANCELLED
