@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -20,7 +21,7 @@ from gql_mail.crypto import SecretBox, load_or_create_secret
 from gql_mail.db import Database
 from gql_mail.graphiql import graphiql_html, graphiql_static_app
 from gql_mail.graphql.schema import build_schema
-from gql_mail.graphql.view import GqlMailView, GraphQLEndpoint
+from gql_mail.graphql.view import GqlMailView, GraphQLEndpoint, KeepServerSend
 from gql_mail.migrations import upgrade
 from gql_mail.pg_events import EventRelay, relay_for
 from gql_mail.queue import reclaim_expired_leases
@@ -151,6 +152,7 @@ def create_app(
             Mount("/graphiql-static", graphiql_static_app()),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(KeepServerSend)],
     )
     app.state.runtime = rt
     return app

@@ -28,6 +28,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.util import await_
 
+from gql_mail.sqlite_cursor import use_one_handoff_cursor
+
 log = logging.getLogger(__name__)
 
 
@@ -64,6 +66,7 @@ def _make_sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
         # Take transaction control from the driver so we decide how each transaction begins.
         dbapi_connection.isolation_level = None
         _sqlite_pragmas(dbapi_connection, record)
+        use_one_handoff_cursor(dbapi_connection)
 
     if immediate:
 

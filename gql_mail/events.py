@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +60,8 @@ class Event:
     order_key: str = ""
     # Serialised forms per subscription shape, so 500 subscribers cost one serialisation (graphql/fanout.py).
     wire: dict[Any, bytes] = field(default_factory=dict, compare=False, repr=False)
+    # Whole websocket messages per (selection shape, operation id), from `wire` (graphql/fanout.py).
+    frames: dict[Any, str] = field(default_factory=dict, compare=False, repr=False)
 
     def webhook_body(self, service_url: str) -> bytes:
         """The one place the JSON body is built (EmailEngine's shape)."""
@@ -77,23 +80,105 @@ class TokenRevoked(Exception):
     """The token behind a subscription was revoked; the subscription ends at once."""
 
 
-_REVOKED = object()
+class SubscriberTooSlow(Exception):
+    """A subscriber fell `MAX_PENDING` events behind: its subscription ends (it may subscribe again)
+    rather than hold the server's memory or make the publisher wait."""
+
+
+MAX_PENDING = 10_000
+_CLOSED = object()  # the bus ended the subscription (shutdown)
 
 
 @dataclass(eq=False)
 class Subscription:
-    """One live subscriber: a bounded queue; a subscriber too slow to keep up is dropped, never waited for."""
+    """One live subscriber.
+
+    Events wait in a deque and the consumer takes all of them at each wake-up (`take`). Per event and per
+    subscriber this costs an append and, when the consumer sleeps, one future's result: with hundreds of
+    subscribers, the queue-plus-timeout wait it replaced (a task and a timer for every event) was a large
+    part of the server's CPU. The heartbeat is one timer per subscriber that re-arms itself only when it
+    fires, not one per wait.
+    """
 
     account: str | None
     events: frozenset[str] | None
     token_id: str | None = None
-    queue: asyncio.Queue[Any] = field(default_factory=lambda: asyncio.Queue(maxsize=10_000))
-    overflowed: bool = False
+    heartbeat: float | None = None
+    pending: deque[Event] = field(default_factory=deque)
+    # Why the subscription ended (TokenRevoked, SubscriberTooSlow, _CLOSED), once it has.
+    ended: object | None = None
+    _waiter: asyncio.Future[None] | None = None
+    _beat: bool = False
+    _last_taken: float = 0.0
+    _timer: asyncio.TimerHandle | None = None
 
     def wants(self, event: Event) -> bool:
         return (self.account is None or event.account == self.account) and (
             self.events is None or event.event in self.events
         )
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def push(self, event: Event) -> bool:
+        """Queue an event; False when the subscriber is too far behind (it has been ended)."""
+        if len(self.pending) >= MAX_PENDING:
+            self.end(SubscriberTooSlow(f"fell {MAX_PENDING} events behind; subscribe again"))
+            return False
+        self.pending.append(event)
+        self._wake()
+        return True
+
+    def end(self, reason: object) -> None:
+        """End the subscription once the events already queued are taken."""
+        if self.ended is None:
+            self.ended = reason
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._wake()
+
+    def start_heartbeat(self) -> None:
+        if self.heartbeat is not None:
+            loop = asyncio.get_running_loop()
+            self._last_taken = loop.time()
+            self._timer = loop.call_later(self.heartbeat, self._on_timer)
+
+    def _on_timer(self) -> None:
+        assert self.heartbeat is not None
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self._last_taken
+        if idle >= self.heartbeat:
+            self._beat = True
+            self._last_taken = loop.time()
+            self._wake()
+            idle = 0.0
+        self._timer = loop.call_later(self.heartbeat - idle, self._on_timer)
+
+    async def take(self) -> list[Event] | None:
+        """Every queued event, oldest first, once there is one; [] after `heartbeat` seconds without any;
+        None once the bus has closed. Raises TokenRevoked or SubscriberTooSlow when that ended it."""
+        while True:
+            if self.pending:
+                batch = list(self.pending)
+                self.pending.clear()
+                if self.heartbeat is not None:
+                    self._last_taken = asyncio.get_running_loop().time()
+                return batch
+            if self.ended is not None:
+                if isinstance(self.ended, BaseException):
+                    raise self.ended
+                return None
+            if self._beat:
+                self._beat = False
+                return []
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
 
 
 class EventBus:
@@ -118,15 +203,31 @@ class EventBus:
     def publish_local(self, event: Event) -> None:
         """Hand an event to this process's subscribers only: for events relayed from another process,
         which must not be relayed back."""
-        for sub in list(self._subscriptions):
-            if not sub.wants(event):
-                continue
-            try:
-                sub.queue.put_nowait(event)
-            except asyncio.QueueFull:
-                log.warning("dropping a subscriber that fell 10,000 events behind")
-                sub.overflowed = True
-                self._subscriptions.discard(sub)
+        behind: list[Subscription] = []
+        for sub in self._subscriptions:
+            if sub.wants(event) and not sub.push(event):
+                behind.append(sub)
+        for sub in behind:
+            log.warning("ended a subscription that fell %d events behind", MAX_PENDING)
+            self._subscriptions.discard(sub)
+
+    def open(
+        self,
+        account: str | None = None,
+        events: Collection[str] | None = None,
+        *,
+        token_id: str | None = None,
+        heartbeat: float | None = None,
+    ) -> Subscription:
+        """A live subscription; `release` it when done. See `Subscription.take`."""
+        sub = Subscription(account, frozenset(events) if events is not None else None, token_id, heartbeat)
+        sub.start_heartbeat()
+        self._subscriptions.add(sub)
+        return sub
+
+    def release(self, sub: Subscription) -> None:
+        sub.end(_CLOSED)
+        self._subscriptions.discard(sub)
 
     async def subscribe(
         self,
@@ -136,44 +237,28 @@ class EventBus:
         token_id: str | None = None,
         heartbeat: float | None = None,
     ) -> AsyncIterator[Event | None]:
-        """Events as they are published; None every `heartbeat` seconds of silence, so the consumer can
-        re-check things (its token) without an event. Raises TokenRevoked after `revoke(token_id)`."""
-        sub = Subscription(account, frozenset(events) if events is not None else None, token_id)
-        self._subscriptions.add(sub)
+        """Events one by one as they are published; None every `heartbeat` seconds of silence, so the
+        consumer can re-check things (its token) without an event. Raises TokenRevoked after
+        `revoke(token_id)`, SubscriberTooSlow when the consumer fell too far behind."""
+        sub = self.open(account, events, token_id=token_id, heartbeat=heartbeat)
         try:
-            while True:
-                if not sub.queue.empty():
-                    item = sub.queue.get_nowait()  # the common case under load: no timer, no task
-                else:
-                    try:
-                        item = await asyncio.wait_for(sub.queue.get(), heartbeat)
-                    except TimeoutError:
-                        yield None
-                        continue
-                if item is None:
-                    return
-                if item is _REVOKED:
-                    raise TokenRevoked(token_id)
-                yield item
+            while (batch := await sub.take()) is not None:
+                if not batch:
+                    yield None
+                for event in batch:
+                    yield event
         finally:
-            self._subscriptions.discard(sub)
+            self.release(sub)
 
     def revoke(self, token_id: str) -> None:
         """End every subscription opened with this token."""
-        for sub in list(self._subscriptions):
-            if sub.token_id == token_id:
-                self._subscriptions.discard(sub)
-                try:
-                    sub.queue.put_nowait(_REVOKED)
-                except asyncio.QueueFull:
-                    sub.queue.get_nowait()
-                    sub.queue.put_nowait(_REVOKED)
+        for sub in [s for s in self._subscriptions if s.token_id == token_id]:
+            self._subscriptions.discard(sub)
+            sub.pending.clear()  # nothing more reaches a revoked token, not even what was queued
+            sub.end(TokenRevoked(token_id))
 
     def close(self) -> None:
         """End every subscription (server shutdown)."""
-        for sub in list(self._subscriptions):
-            try:
-                sub.queue.put_nowait(None)
-            except asyncio.QueueFull:
-                pass
+        for sub in self._subscriptions:
+            sub.end(_CLOSED)
         self._subscriptions.clear()

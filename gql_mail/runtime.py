@@ -8,12 +8,14 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gql_mail.clock import Clock, SystemClock
 from gql_mail.config import Settings
 from gql_mail.crypto import SecretBox
 from gql_mail.db import Database
 from gql_mail.events import EventBus
+from gql_mail.group_commit import GroupCommit
 from gql_mail.retry import RetryPolicy
 
 
@@ -39,6 +41,8 @@ class Runtime:
     clock: Clock = field(default_factory=SystemClock)
     rng: random.Random = field(default_factory=random.Random)
     wake: Wakers = field(default_factory=Wakers)
+    # New outbox rows of concurrent submissions, written together (services/outbox.py).
+    new_messages: GroupCommit[dict[str, Any]] = field(default_factory=GroupCommit)
 
     @property
     def delivery_retry(self) -> RetryPolicy:

@@ -21,18 +21,33 @@ def check_event_names(events: Collection[str] | None) -> None:
         raise BadInput(f"unknown event(s) {', '.join(unknown)}", field="events")
 
 
-async def event_stream(
+async def event_batches(
     runtime: Runtime, principal: Principal | None, account: str | None, events: Collection[str] | None
-) -> AsyncIterator[Event]:
-    """Raises TokenRevoked when the subscriber's token stops being valid."""
+) -> AsyncIterator[list[Event]]:
+    """The events in the order they were published, in batches of those that were waiting together (a
+    subscriber that keeps up gets one at a time). Raises TokenRevoked when the subscriber's token stops
+    being valid, SubscriberTooSlow when it fell too far behind."""
     check_event_names(events)
     token_id = principal.token_id if principal else None
     recheck = runtime.settings.token_recheck_seconds
     checked = time.monotonic()
-    async for event in runtime.bus.subscribe(account, events, token_id=token_id, heartbeat=recheck):
-        if token_id is not None and time.monotonic() - checked >= recheck:
-            if not await is_active(runtime, token_id):
-                raise TokenRevoked(token_id)
-            checked = time.monotonic()
-        if event is not None:
+    sub = runtime.bus.open(account, events, token_id=token_id, heartbeat=recheck)
+    try:
+        while (batch := await sub.take()) is not None:
+            if token_id is not None and time.monotonic() - checked >= recheck:
+                if not await is_active(runtime, token_id):
+                    raise TokenRevoked(token_id)
+                checked = time.monotonic()
+            if batch:
+                yield batch
+    finally:
+        runtime.bus.release(sub)
+
+
+async def event_stream(
+    runtime: Runtime, principal: Principal | None, account: str | None, events: Collection[str] | None
+) -> AsyncIterator[Event]:
+    """`event_batches`, one event at a time."""
+    async for batch in event_batches(runtime, principal, account, events):
+        for event in batch:
             yield event

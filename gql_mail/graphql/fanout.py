@@ -73,14 +73,19 @@ class EventsPlan:
         return account, events
 
     def frame(self, operation_id: str, event: Event) -> str:
-        """The whole `next` message for this subscriber, the payload shared with every other."""
-        payload = event.wire.get(self.selections)
-        if payload is None:
-            fields = {key: FIELDS[name](event) for key, name in self.selections}
-            payload = event.wire[self.selections] = orjson.dumps({"data": {self.response_key: fields}})
-        return (
-            b'{"id":' + orjson.dumps(operation_id) + b',"type":"next","payload":' + payload + b"}"
-        ).decode()
+        """The whole `next` message for this subscriber. Built once per selection shape and operation id:
+        clients number their operations alike ("1"), so most subscribers share one text."""
+        key = (self.selections, operation_id)
+        text = event.frames.get(key)
+        if text is None:
+            payload = event.wire.get(self.selections)
+            if payload is None:
+                fields = {key: FIELDS[name](event) for key, name in self.selections}
+                payload = event.wire[self.selections] = orjson.dumps({"data": {self.response_key: fields}})
+            text = event.frames[key] = (
+                b'{"id":' + orjson.dumps(operation_id) + b',"type":"next","payload":' + payload + b"}"
+            ).decode()
+        return text
 
 
 def _literal(node: Any) -> tuple[str, Any] | None:

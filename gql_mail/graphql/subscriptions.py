@@ -11,11 +11,14 @@ from collections.abc import AsyncGenerator
 import strawberry
 from starlette.websockets import WebSocket
 
-from gql_mail.events import TokenRevoked
+from gql_mail.events import SubscriberTooSlow, TokenRevoked
 from gql_mail.graphql.context import Info
 from gql_mail.graphql.event_stream import event_stream
 from gql_mail.graphql.types import Event
 from gql_mail.services.errors import Unauthenticated
+
+# "Try Again Later": the subscriber read too slowly and fell too far behind; it may reconnect at once.
+TOO_SLOW_CLOSE_CODE = 1013
 
 
 @strawberry.type
@@ -35,6 +38,9 @@ class Subscription:
         except TokenRevoked:
             await close_socket(context.request, 4403, "token revoked")
             raise Unauthenticated("the access token was revoked") from None
+        except SubscriberTooSlow as exc:
+            await close_socket(context.request, TOO_SLOW_CLOSE_CODE, str(exc))
+            raise
 
 
 async def close_socket(socket: object, code: int, reason: str) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -27,16 +27,19 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 from strawberry.subscriptions.protocols.graphql_ws.types import ConnectionInitMessage, StartMessage
 from strawberry.types import ExecutionResult
 
-from gql_mail.events import TokenRevoked
+from gql_mail.events import SubscriberTooSlow, TokenRevoked
 from gql_mail.graphql.context import Context
 from gql_mail.graphql.errors import coded
-from gql_mail.graphql.event_stream import event_stream
+from gql_mail.graphql.event_stream import event_batches
 from gql_mail.graphql.fanout import events_plan
-from gql_mail.graphql.subscriptions import close_socket
+from gql_mail.graphql.subscriptions import TOO_SLOW_CLOSE_CODE, close_socket
 from gql_mail.runtime import Runtime
 from gql_mail.services.tokens import Principal, authenticate, bearer, is_active
 
 log = logging.getLogger(__name__)
+
+# Where `KeepServerSend` leaves the ASGI server's own `send` in a websocket's scope.
+RAW_SEND = "gql_mail.server_send"
 
 
 def _ws_token(params: Any) -> str | None:
@@ -83,13 +86,19 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await super().run_operation(operation)
             return
         socket = self.context.request
+        # Straight to the server's own send: Starlette's per-message wrappers cost more than the frame.
+        send: Send = socket.scope.get(RAW_SEND) or socket.send
         try:
-            async for event in event_stream(self.context.runtime, self.context.principal, *arguments):
-                await socket.send_text(plan.frame(operation.id, event))
+            async for batch in event_batches(self.context.runtime, self.context.principal, *arguments):
+                for event in batch:
+                    await send({"type": "websocket.send", "text": plan.frame(operation.id, event)})
         except TokenRevoked:
             await close_socket(socket, 4403, "token revoked")
             return
-        except (WebSocketDisconnect, RuntimeError):  # the client went away mid-send
+        except SubscriberTooSlow as exc:
+            await close_socket(socket, TOO_SLOW_CLOSE_CODE, str(exc))
+            return
+        except (WebSocketDisconnect, OSError, RuntimeError):  # the client went away mid-send
             return
         await operation.send_operation_message({"id": operation.id, "type": "complete"})
 
@@ -252,3 +261,16 @@ class GraphQLEndpoint:
                 return
             scope.setdefault("state", {})["principal"] = principal
         await self.view(scope, receive, send)
+
+
+class KeepServerSend:
+    """Outermost middleware: keeps the server's `send` of each websocket in its scope, for the fan-out
+    fast path (Starlette wraps `send` once per layer; every event frame would pay for each wrapper)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope[RAW_SEND] = send
+        await self.app(scope, receive, send)

@@ -1,7 +1,8 @@
 """Submitting, listing and cancelling messages.
 
 A submission is validated and composed completely before anything is written, then stored in one
-transaction, and only then answered: an answered message is durable. Delivery never composes again.
+transaction (shared with the submissions arriving alongside it, see `gql_mail.group_commit`), and only
+then answered: an answered message is durable. Delivery never composes again.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import insert, or_, select, update
@@ -184,6 +186,35 @@ async def _earlier_answer(rt: Runtime, session: Any, account_id: str, key: str) 
     return row
 
 
+async def _insert_rows(rt: Runtime, rows: Sequence[dict[str, Any]]) -> None:
+    async with rt.db.write() as session:
+        await session.execute(insert(OUTBOX), list(rows))
+
+
+async def _insert_keyed(rt: Runtime, row: dict[str, Any], account_id: str, key: str) -> OutboxMessage | None:
+    """Insert a message with an idempotency key; the earlier message if the key's window still holds one."""
+    try:
+        async with rt.db.write() as session:
+            earlier = await _earlier_answer(rt, session, account_id, key)
+            if earlier is not None:
+                return earlier
+            # An expired key may be used again: release it from the old row.
+            await session.execute(
+                update(OutboxMessage)
+                .where(col(OutboxMessage.account_id) == account_id, col(OutboxMessage.idempotency_key) == key)
+                .values(idempotency_key=None)
+            )
+            await session.execute(insert(OUTBOX).values(row))
+    except IntegrityError:
+        # A concurrent submission with the same key won (PostgreSQL); answer with its result.
+        async with rt.db.read() as session:
+            earlier = await _earlier_answer(rt, session, account_id, key)
+        if earlier is None:
+            raise
+        return earlier
+    return None
+
+
 async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> SubmitResult:
     """Validate, compose and durably queue one message."""
     now = rt.clock.now()
@@ -233,28 +264,12 @@ async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> Subm
         created_at=now,
         updated_at=now,
     )
-    try:
-        async with rt.db.write() as session:
-            if key:
-                earlier = await _earlier_answer(rt, session, account_id, key)
-                if earlier is not None:
-                    return _result(earlier, duplicate=True)
-                # An expired key may be used again: release it from the old row.
-                await session.execute(
-                    update(OutboxMessage)
-                    .where(
-                        col(OutboxMessage.account_id) == account_id, col(OutboxMessage.idempotency_key) == key
-                    )
-                    .values(idempotency_key=None)
-                )
-            await session.execute(insert(OUTBOX).values(row))
-    except IntegrityError:
-        # A concurrent submission with the same key won (PostgreSQL); answer with its result.
-        async with rt.db.read() as session:
-            earlier = await _earlier_answer(rt, session, account_id, key or "")
-        if earlier is None:
-            raise
-        return _result(earlier, duplicate=True)
+    if key:
+        earlier = await _insert_keyed(rt, row, account_id, key)
+        if earlier is not None:
+            return _result(earlier, duplicate=True)
+    else:
+        await rt.new_messages.write(row, partial(_insert_rows, rt))
     if row["next_attempt_at"] <= now:
         rt.wake.delivery()
     return SubmitResult(
