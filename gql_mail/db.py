@@ -6,11 +6,14 @@ then writes can fail at once with "database is locked" (busy_timeout does not he
 immediate one just waits its turn. Reads use a separate engine and never block in WAL mode. On PostgreSQL
 both are the same engine and row locks (`FOR UPDATE SKIP LOCKED`) do the work.
 
-Round trips are the cost on SQLite: every driver call is a hand-off to aiosqlite's thread. So a read runs
-in autocommit mode (no BEGIN: each statement is consistent on its own, and every read in gql-mail is one
-statement or needs no snapshot across statements; `read(snapshot=True)` begins a transaction for one that
-does), and a ROLLBACK is sent only when the connection really is in a transaction: not after a commit, not
-after an autocommit read, and not again when the pool takes the connection back.
+Round trips are the cost on SQLite: every aiosqlite call is a hand-off to its thread and back through a
+loop that may be busy. Writes therefore run on the event loop itself (`sqlite_driver.run_on_event_loop`:
+the write lock is held for the work alone), reads on aiosqlite's thread with one hand-off per statement.
+A read runs in autocommit mode (no BEGIN: each statement is consistent on its own, and every read in
+gql-mail is one statement or needs no snapshot across statements; `read(snapshot=True)` begins a
+transaction for one that does), and a ROLLBACK is sent only when the connection really is in a
+transaction: not after a commit, not after an autocommit read, and not again when the pool takes the
+connection back.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,9 +32,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.util import await_
 
-from gql_mail.sqlite_cursor import use_one_handoff_cursor
+from gql_mail.sqlite_driver import run_on_event_loop, use_one_handoff_cursor
 
 log = logging.getLogger(__name__)
+
+# How long a write waits for another process to release SQLite's write lock.
+WRITE_LOCK_TIMEOUT_SECONDS = 30.0
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -51,7 +58,10 @@ def _in_transaction(dbapi_connection: Any) -> bool:
 
 def _make_sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
     # Reset on return is `_rollback_if_open`'s job (below): the pool's own reset would always send one.
-    engine = create_async_engine(url, connect_args={"timeout": 30}, pool_reset_on_return=None)
+    connect_args: dict[str, Any] = {"timeout": 30}
+    if immediate:
+        connect_args["check_same_thread"] = False  # used from the event loop's thread (run_on_event_loop)
+    engine = create_async_engine(url, connect_args=connect_args, pool_reset_on_return=None)
     dialect = engine.sync_engine.dialect
     plain_rollback = dialect.do_rollback
 
@@ -66,19 +76,35 @@ def _make_sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
         # Take transaction control from the driver so we decide how each transaction begins.
         dbapi_connection.isolation_level = None
         _sqlite_pragmas(dbapi_connection, record)
-        use_one_handoff_cursor(dbapi_connection)
+        if immediate:
+            run_on_event_loop(dbapi_connection)
+            # Never wait for the lock on the event loop: `on_begin` retries instead (see there).
+            dbapi_connection.execute("PRAGMA busy_timeout=0")
+        else:
+            use_one_handoff_cursor(dbapi_connection)
 
     if immediate:
 
         @event.listens_for(engine.sync_engine, "begin")
         def on_begin(conn: Any) -> None:
-            # Straight to aiosqlite: one hand-off to its thread, where a cursor of SQLAlchemy's costs three
-            # (open, execute, close).
+            # Straight to aiosqlite's connection: no cursor of SQLAlchemy's to open and close. Another
+            # process (a CLI command, say) may hold SQLite's write lock: this connection runs on the event
+            # loop, so rather than let SQLite's busy timeout block the loop, it sleeps between attempts.
+            # Once BEGIN IMMEDIATE succeeds, nothing in the transaction waits for a lock (WAL mode).
             driver = conn.connection.driver_connection
-            try:
-                await_(driver.execute("BEGIN IMMEDIATE"))
-            except sqlite3.Error as error:
-                raise DBAPIError.instance("BEGIN IMMEDIATE", None, error, sqlite3.Error) from error
+            deadline = time.monotonic() + WRITE_LOCK_TIMEOUT_SECONDS
+            delay = 0.001
+            while True:
+                try:
+                    await_(driver.execute("BEGIN IMMEDIATE"))
+                    return
+                except sqlite3.OperationalError as error:
+                    if "locked" not in str(error) or time.monotonic() > deadline:
+                        raise DBAPIError.instance("BEGIN IMMEDIATE", None, error, sqlite3.Error) from error
+                except sqlite3.Error as error:
+                    raise DBAPIError.instance("BEGIN IMMEDIATE", None, error, sqlite3.Error) from error
+                await_(asyncio.sleep(delay))
+                delay = min(delay * 2, 0.05)
 
     return engine
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, exists, select, update
+from sqlalchemy import ColumnElement, CursorResult, Result, exists, select, update
 
 from gql_mail.models import Account, AccountState, MessageStatus, OutboxMessage, WebhookDelivery, table
 from gql_mail.runtime import Runtime
@@ -43,6 +43,16 @@ class ClaimedDelivery:
     event: str
     body: bytes
     attempts_made: int
+
+
+def still(status_column: ColumnElement[str], status: str) -> ColumnElement[bool]:
+    """`status_column = status`, for a statement that also picks rows by primary key (`id IN (…)`).
+
+    Written as `status || '' = …` so that SQLite's planner, which has no statistics, cannot use the
+    (status, …) index for it: given both, it chose that index and read every row in the status to find
+    the few named ids (2 ms for 5 ids among 3,000 messages being sent, per batch of outcomes). PostgreSQL
+    plans by its statistics and finds the ids by primary key either way."""
+    return (status_column + "") == status
 
 
 def _rowcount(result: Result[Any]) -> int:
@@ -113,7 +123,7 @@ async def release_messages(rt: Runtime, ids: list[str]) -> None:
     async with rt.db.write() as session:
         await session.execute(
             update(OUTBOX)
-            .where(OUTBOX.c.id.in_(ids), OUTBOX.c.status == MessageStatus.SENDING)
+            .where(OUTBOX.c.id.in_(ids), still(OUTBOX.c.status, MessageStatus.SENDING))
             .values(status=MessageStatus.QUEUED, lease_until=None)
             .execution_options(synchronize_session=False)
         )
@@ -125,7 +135,7 @@ async def renew_message_leases(rt: Runtime, ids: list[str]) -> None:
     async with rt.db.write() as session:
         await session.execute(
             update(OUTBOX)
-            .where(OUTBOX.c.id.in_(ids), OUTBOX.c.status == MessageStatus.SENDING)
+            .where(OUTBOX.c.id.in_(ids), still(OUTBOX.c.status, MessageStatus.SENDING))
             .values(lease_until=_lease(rt, now))
             .execution_options(synchronize_session=False)
         )

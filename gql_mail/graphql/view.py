@@ -32,6 +32,7 @@ from gql_mail.graphql.context import Context
 from gql_mail.graphql.errors import coded
 from gql_mail.graphql.event_stream import event_batches
 from gql_mail.graphql.fanout import events_plan
+from gql_mail.graphql.frame_writer import frame_writer
 from gql_mail.graphql.subscriptions import TOO_SLOW_CLOSE_CODE, close_socket
 from gql_mail.runtime import Runtime
 from gql_mail.services.tokens import Principal, authenticate, bearer, is_active
@@ -87,11 +88,10 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             return
         socket = self.context.request
         # Straight to the server's own send: Starlette's per-message wrappers cost more than the frame.
-        send: Send = socket.scope.get(RAW_SEND) or socket.send
+        write = frame_writer(socket.scope.get(RAW_SEND) or socket.send)
         try:
             async for batch in event_batches(self.context.runtime, self.context.principal, *arguments):
-                for event in batch:
-                    await send({"type": "websocket.send", "text": plan.frame(operation.id, event)})
+                await write([plan.frame(operation.id, event) for event in batch])
         except TokenRevoked:
             await close_socket(socket, 4403, "token revoked")
             return

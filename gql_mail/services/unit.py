@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from gql_mail.events import Event
-from gql_mail.models import Webhook, WebhookDelivery
+from gql_mail.models import Webhook, WebhookDelivery, table
 from gql_mail.runtime import Runtime
 
 # True when any webhook is enabled. A caller that already runs a query in its unit of work can add this as a
@@ -73,7 +73,7 @@ async def stage_webhook_deliveries(
                 }
             )
     if rows:
-        await session.execute(insert(WebhookDelivery), rows)
+        await session.execute(insert(table(WebhookDelivery)), rows)
     return len(rows)
 
 

@@ -27,7 +27,7 @@ from gql_mail.workers.batcher import Batcher
 
 log = logging.getLogger(__name__)
 
-OUTCOME_GATHER_SECONDS = 0.01
+OUTCOME_GATHER_SECONDS = 0.025
 # How long a connection whose lane ran dry stays open for the account's next message (only while other lanes
 # have connection slots to spare). A steady trickle of submissions then reuses one logged-in connection
 # instead of paying connect, EHLO, AUTH, QUIT and an account read for every message.
