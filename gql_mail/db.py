@@ -56,10 +56,10 @@ def _in_transaction(dbapi_connection: Any) -> bool:
     return in_transaction is not False  # unknown: assume it does
 
 
-def _make_sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
+def _make_sqlite_engine(url: str, *, immediate: bool, inline: bool = False) -> AsyncEngine:
     # Reset on return is `_rollback_if_open`'s job (below): the pool's own reset would always send one.
     connect_args: dict[str, Any] = {"timeout": 30}
-    if immediate:
+    if inline:
         connect_args["check_same_thread"] = False  # used from the event loop's thread (run_on_event_loop)
     engine = create_async_engine(url, connect_args=connect_args, pool_reset_on_return=None)
     dialect = engine.sync_engine.dialect
@@ -76,7 +76,7 @@ def _make_sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
         # Take transaction control from the driver so we decide how each transaction begins.
         dbapi_connection.isolation_level = None
         _sqlite_pragmas(dbapi_connection, record)
-        if immediate:
+        if inline:
             run_on_event_loop(dbapi_connection)
             # Never wait for the lock on the event loop: `on_begin` retries instead (see there).
             dbapi_connection.execute("PRAGMA busy_timeout=0")
@@ -116,14 +116,17 @@ class Database:
         self.url = url
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         if self.is_sqlite:
-            self.write_engine = _make_sqlite_engine(url, immediate=True)
+            self.write_engine = _make_sqlite_engine(url, immediate=True, inline=True)
             self.read_engine = _make_sqlite_engine(url, immediate=False)
+            self._bulk_write_engine = _make_sqlite_engine(url, immediate=True)
         else:
             # No pre-ping: it costs a round trip per checkout (~15 % of a submission's CPU on PostgreSQL).
             # After a server restart the first query on a dead connection fails, and SQLAlchemy then
             # invalidates the whole pool, so one unit of work fails (and is retried by its caller).
             self.write_engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False)
             self.read_engine = self.write_engine
+            self._bulk_write_engine = self.write_engine
+        self._bulk_write_sessions = async_sessionmaker(self._bulk_write_engine, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
@@ -180,13 +183,18 @@ class Database:
             yield session
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncSession]:
-        """A session whose transaction commits on success and rolls back on error."""
+    async def write(self, *, bulk: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction commits on success and rolls back on error.
+
+        On SQLite a write runs on the event loop (see `sqlite_driver`). `bulk=True` is for a transaction
+        of many rows: it runs on aiosqlite's thread instead, so SQLite's own work (which releases the GIL)
+        overlaps with the event loop's rather than stopping it for milliseconds."""
+        sessions = self._bulk_write_sessions if bulk else self._write_sessions
         if self._write_lock is None:
-            async with self._write_sessions() as session, session.begin():
+            async with sessions() as session, session.begin():
                 yield session
             return
-        async with self._write_lock, self._write_sessions() as session, session.begin():
+        async with self._write_lock, sessions() as session, session.begin():
             yield session
 
     async def dispose(self) -> None:
@@ -196,3 +204,4 @@ class Database:
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()
+            await self._bulk_write_engine.dispose()

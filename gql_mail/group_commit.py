@@ -34,8 +34,14 @@ class GroupCommit(Generic[T]):
         future: asyncio.Future[object] = loop.create_future()
         self._waiting.append((item, future))
         if self._writing:
-            if await future is not _LEAD:
-                return
+            try:
+                if await future is not _LEAD:
+                    return
+            except asyncio.CancelledError:
+                # Cancelled just after being chosen to lead: choose another, or the group stalls for good.
+                if future.done() and not future.cancelled() and future.result() is _LEAD:
+                    self._hand_over()
+                raise
             future = loop.create_future()
             self._waiting.append((item, future))
         self._writing = True
@@ -44,7 +50,7 @@ class GroupCommit(Generic[T]):
             await _write(batch, write_batch)
         finally:
             for _, waiting in batch:
-                if not waiting.done():  # the leader was cancelled mid-write: the outcome is unknown
+                if waiting is not future and not waiting.done():  # the leader was cancelled mid-write
                     waiting.set_exception(RuntimeError("the write was interrupted"))
             self._hand_over()
         error = future.exception()

@@ -42,6 +42,10 @@ _UPDATE_SENDING = update(OUTBOX).where(
 _INSERT_ATTEMPTS = insert(table(DeliveryAttempt))
 
 
+# From this many outcomes a batch is recorded off the event loop (see `Database.write`).
+BULK_OUTCOMES = 8
+
+
 @dataclass(frozen=True)
 class Outcome:
     message: ClaimedMessage
@@ -61,7 +65,7 @@ async def record_outcomes(rt: Runtime, outcomes: Sequence[Outcome]) -> None:
     attempt_rows: list[dict[str, Any]] = []
     # Updates grouped by the columns they set: each group is one executemany.
     updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    async with unit_of_work(rt) as uow:
+    async with unit_of_work(rt, bulk=len(outcomes) >= BULK_OUTCOMES) as uow:
         # Only rows still ours: a message whose account was deleted (or that was reclaimed) meanwhile has
         # nothing to record, and its attempt row would break the whole batch's foreign keys.
         # The same query says whether any webhook is enabled, which spares staging its own when none is.

@@ -78,8 +78,8 @@ async def stage_webhook_deliveries(
 
 
 @asynccontextmanager
-async def unit_of_work(rt: Runtime) -> AsyncIterator[UnitOfWork]:
-    async with rt.db.write() as session:
+async def unit_of_work(rt: Runtime, *, bulk: bool = False) -> AsyncIterator[UnitOfWork]:
+    async with rt.db.write(bulk=bulk) as session:
         uow = UnitOfWork(session)
         yield uow
         staged = await stage_webhook_deliveries(

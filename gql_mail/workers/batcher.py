@@ -38,10 +38,14 @@ class Batcher(Generic[T]):
 
     async def add(self, item: T) -> None:
         """Returns once the item is written (raises if its batch failed)."""
+        await self.submit(item)
+
+    def submit(self, item: T) -> asyncio.Future[None]:
+        """Queue the item; the future is done once it is written (its exception if its batch failed)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         self._wake.set()
-        await future
+        return future
 
     async def _run(self) -> None:
         while True:

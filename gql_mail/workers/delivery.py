@@ -62,6 +62,8 @@ class DeliveryWorker:
         # batch's transaction costs about a dozen hand-offs to the database thread whatever its size.
         self._recorder: Batcher[Outcome] = Batcher(self._record, gather_seconds=OUTCOME_GATHER_SECONDS)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Outcomes handed to the recorder and not yet written (see `_record_later`).
+        self._recording: set[asyncio.Future[None]] = set()
         self._draining = False
         # Claimed and not yet recorded: their leases are renewed while they wait in a lane (_renew_leases).
         self._held: set[str] = set()
@@ -93,10 +95,10 @@ class DeliveryWorker:
         """Wait until every claimed message has its outcome recorded and its Sent copy made (tests)."""
         self._no_idle_connections = True
         try:
-            while self._tasks:
+            while self._tasks or self._recording:
                 for lane in self._lanes.values():
                     lane.arrived.set()
-                await asyncio.wait(set(self._tasks))
+                await asyncio.wait(self._tasks | self._recording)
         finally:
             self._no_idle_connections = False
 
@@ -216,11 +218,9 @@ class DeliveryWorker:
                 try:
                     result = await connection.send(message.envelope_from, message.envelope_to, message.raw)
                 except MailError as exc:
-                    self._spawn(self._finish(Outcome(message, error=exc), account), f"record:{message.id}")
+                    self._record_later(Outcome(message, error=exc), account)
                 else:
-                    self._spawn(
-                        self._finish(Outcome(message, result=result), account), f"record:{message.id}"
-                    )
+                    self._record_later(Outcome(message, result=result), account)
         finally:
             if connection is not None:
                 await connection.__aexit__(None, None, None)
@@ -259,17 +259,29 @@ class DeliveryWorker:
         await asyncio.gather(*(self._finish(Outcome(m, error=error), None) for m in failed))
 
     async def _finish(self, outcome: Outcome, account: Account | None) -> None:
-        try:
-            await self._recorder.add(outcome)
-        except Exception:
-            # Not recorded: the lease is no longer renewed, so the message is tried again once it expires.
-            log.exception("recording the outcome of %s failed", outcome.message.id)
+        """Record the outcome and wait until it is written (a failure is `_recorded`'s to handle)."""
+        await asyncio.wait([self._record_later(outcome, account)])
+
+    def _record_later(self, outcome: Outcome, account: Account | None) -> asyncio.Future[None]:
+        """Hand the outcome to the recorder without a task of its own (a task per message was a visible
+        share of delivering one); the bookkeeping runs when its batch is written."""
+        future = self._recorder.submit(outcome)
+        self._recording.add(future)
+        future.add_done_callback(lambda done: self._recorded(outcome, account, done))
+        return future
+
+    def _recorded(self, outcome: Outcome, account: Account | None, future: asyncio.Future[None]) -> None:
+        self._recording.discard(future)
+        self._held.discard(outcome.message.id)
+        self._done()
+        if future.cancelled():
             return
-        finally:
-            self._held.discard(outcome.message.id)
-            self._done()
+        if (error := future.exception()) is not None:
+            # Not recorded: the lease is no longer renewed, so the message is tried again once it expires.
+            log.error("recording the outcome of %s failed", outcome.message.id, exc_info=error)
+            return
         if outcome.result is not None and outcome.message.copy_to_sent and account is not None:
-            await self._copy_to_sent(outcome.message, account)
+            self._spawn(self._copy_to_sent(outcome.message, account), f"copy:{outcome.message.id}")
 
     async def _copy_to_sent(self, message: ClaimedMessage, account: Account) -> None:
         settings = imap_settings(self.rt, account)
