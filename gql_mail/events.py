@@ -47,7 +47,7 @@ ALL_EVENTS = frozenset(
 
 def iso(value: datetime) -> str:
     """EmailEngine's date format: UTC, milliseconds, a Z."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return value.astimezone(UTC).isoformat(timespec="milliseconds")[:23] + "Z"
 
 
 @dataclass(frozen=True)
