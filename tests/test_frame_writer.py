@@ -167,3 +167,19 @@ async def test_the_general_path_receives_the_same_events(server: Server) -> None
     finally:
         await general.close()
         await fast.close()
+
+
+async def test_large_and_non_ascii_payloads_are_framed_for_the_client(server: Server) -> None:
+    """Frames are built by gql-mail on the fast path: the 7-, 16- and 64-bit length forms and UTF-8 text
+    must reach a real client (with permessage-deflate negotiated) intact."""
+    ws = await open_subscription(server, EVENTS_SUBSCRIPTION, {"account": "fw", "events": [MESSAGE_SENT]})
+    try:
+        sizes = [10, 200, 70_000]
+        wanted = [
+            Event(MESSAGE_SENT, "fw", START, {"queueId": f"big{n}", "text": "é€😀x" * n}, order_key="big")
+            for n in sizes
+        ]
+        publish_together(server, wanted)
+        await assert_exactly(ws, server, wanted)
+    finally:
+        await ws.close()
