@@ -63,8 +63,9 @@ def _lease(rt: Runtime, now: datetime) -> datetime:
     return now + timedelta(seconds=rt.settings.lease_seconds)
 
 
-async def claim_messages(rt: Runtime, limit: int) -> list[ClaimedMessage]:
-    """Due, queued messages of CONNECTED accounts, oldest due first, now leased to this worker."""
+async def claim_messages(rt: Runtime, limit: int, *, bulk: bool = False) -> list[ClaimedMessage]:
+    """Due, queued messages of CONNECTED accounts, oldest due first, now leased to this worker.
+    `bulk`: many rows are expected (see `Database.write`)."""
     now = rt.clock.now()
     due = (
         select(OUTBOX.c.id)
@@ -96,7 +97,7 @@ async def claim_messages(rt: Runtime, limit: int) -> list[ClaimedMessage]:
         )
         .execution_options(synchronize_session=False)
     )
-    async with rt.db.write() as session:
+    async with rt.db.write(bulk=bulk) as session:
         rows = (await session.execute(stmt)).all()
     claimed = [
         ClaimedMessage(

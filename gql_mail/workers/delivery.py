@@ -32,6 +32,8 @@ OUTCOME_GATHER_SECONDS = 0.025
 # have connection slots to spare). A steady trickle of submissions then reuses one logged-in connection
 # instead of paying connect, EHLO, AUTH, QUIT and an account read for every message.
 SMTP_IDLE_SECONDS = 1.0
+# After a claim of this many messages, the next one runs off the event loop (see `Database.write`).
+BULK_CLAIM = 8
 
 
 @dataclass
@@ -56,6 +58,7 @@ class DeliveryWorker:
         # own made most claims one or two rows long, and a claim's cost is per statement, not per row.
         self._claim_at_least = max(1, min(s.delivery_batch_size, self._max_in_flight) // 2)
         self._in_flight = 0
+        self._last_claim = 0
         self._slot_free = asyncio.Event()
         self._wanted = asyncio.Event()
         # Under a stream of outcomes, 10 ms of gathering makes a batch of several instead of one or two: a
@@ -114,7 +117,10 @@ class DeliveryWorker:
                     await self._slot_free.wait()
                     continue
                 limit = min(room, self.rt.settings.delivery_batch_size)
-                claimed = await claim_messages(self.rt, limit)
+                # A busy queue's claims return many rows (with their bodies): off the event loop, so the
+                # SMTP conversations in flight go on meanwhile; a trickle's are small and quick inline.
+                claimed = await claim_messages(self.rt, limit, bulk=self._last_claim >= BULK_CLAIM)
+                self._last_claim = len(claimed)
                 for message in claimed:
                     self._dispatch(message)
                 if len(claimed) < limit and not self._wanted.is_set():
