@@ -3,7 +3,6 @@ scheduler) and stops them in reverse."""
 
 from __future__ import annotations
 
-import gc
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -33,9 +32,6 @@ from gql_mail.workers.scheduler import Scheduler
 from gql_mail.workers.webhook_dispatch import WebhookDispatcher
 
 log = logging.getLogger(__name__)
-
-# Allocations (net) between young-generation collections; Python's default is 700.
-GC_THRESHOLD = 20_000
 
 
 def build_runtime(
@@ -116,17 +112,6 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-def _settle_garbage_collector() -> None:
-    """Move everything allocated at start-up out of the collector's sight and collect less often.
-
-    A delivered message allocates many short-lived objects, and with the default thresholds the cyclic
-    collector ran several times per message batch, each time walking the whole heap of long-lived
-    modules, schema and pools (`gc.freeze` takes those out of every later walk)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, 20, 20)
-
-
 def create_app(
     settings: Settings | None = None, *, clock: Clock | None = None, rng: random.Random | None = None
 ) -> Starlette:
@@ -150,7 +135,6 @@ def create_app(
         workers = Workers(rt, relay)
         app.state.workers = workers
         workers.start()
-        _settle_garbage_collector()
         try:
             yield
         finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -228,27 +228,6 @@ class EventBus:
     def release(self, sub: Subscription) -> None:
         sub.end(_CLOSED)
         self._subscriptions.discard(sub)
-
-    async def subscribe(
-        self,
-        account: str | None = None,
-        events: Collection[str] | None = None,
-        *,
-        token_id: str | None = None,
-        heartbeat: float | None = None,
-    ) -> AsyncIterator[Event | None]:
-        """Events one by one as they are published; None every `heartbeat` seconds of silence, so the
-        consumer can re-check things (its token) without an event. Raises TokenRevoked after
-        `revoke(token_id)`, SubscriberTooSlow when the consumer fell too far behind."""
-        sub = self.open(account, events, token_id=token_id, heartbeat=heartbeat)
-        try:
-            while (batch := await sub.take()) is not None:
-                if not batch:
-                    yield None
-                for event in batch:
-                    yield event
-        finally:
-            self.release(sub)
 
     def revoke(self, token_id: str) -> None:
         """End every subscription opened with this token."""

@@ -6,9 +6,7 @@ Bus-level tests on the real asyncio loop; no server. Waiting is on `take()` itse
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
-from typing import cast
 
 import pytest
 
@@ -200,29 +198,6 @@ async def test_only_wanted_events_are_queued() -> None:
     assert list(by_account.pending) == []  # nothing else was queued
     for sub in (by_account, by_name, both, none_wanted, everything):
         bus.release(sub)
-
-
-async def test_subscribe_yields_events_one_by_one_and_none_for_heartbeats() -> None:
-    bus = EventBus()
-    stream = cast(AsyncGenerator[Event | None, None], bus.subscribe(account="a", heartbeat=0.05))
-
-    async def next_item() -> Event | None:
-        return await anext(stream)
-
-    first = asyncio.create_task(next_item())
-    async with asyncio.timeout(1):
-        while bus.subscriber_count == 0:  # noqa: ASYNC110 (a plain count; subscribing takes a loop turn)
-            await asyncio.sleep(0)
-    bus.publish(event(1, account="a"))
-    bus.publish(event(2, account="z"))
-    bus.publish(event(3, account="a"))
-    got = await asyncio.wait_for(first, 1)
-    assert got is not None and got.data["n"] == 1
-    got = await asyncio.wait_for(anext(stream), 1)
-    assert got is not None and got.data["n"] == 3
-    assert await asyncio.wait_for(anext(stream), 1) is None  # a heartbeat
-    await stream.aclose()
-    assert bus.subscriber_count == 0
 
 
 async def test_listeners_see_published_events_but_not_relayed_ones() -> None:

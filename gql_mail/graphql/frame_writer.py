@@ -26,10 +26,10 @@ FrameWriter = Callable[[Sequence[str]], Awaitable[None]]
 
 def frame_writer(send: Send) -> FrameWriter:
     """A function that sends text frames in order over the websocket behind `send`."""
+    plain = _one_by_one(send)
     protocol: Any = getattr(send, "__self__", None)
     if WebSocketsSansIOProtocol is None or not isinstance(protocol, WebSocketsSansIOProtocol):
-        return _one_by_one(send)
-    plain = _one_by_one(send)
+        return plain
 
     async def write(texts: Sequence[str]) -> None:
         if (
