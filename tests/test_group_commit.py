@@ -62,6 +62,21 @@ async def wait_until(predicate: Any) -> None:
             await asyncio.sleep(0)
 
 
+async def second_batch_held() -> tuple[GroupCommit[int], Recorder, list[asyncio.Task[None]]]:
+    """Item 0 is written alone while 1, 2 and 3 queue behind it; then 1, 2, 3 are one batch, held."""
+    group: GroupCommit[int] = GroupCommit()
+    record = Recorder(held={0, 1})
+    first = asyncio.create_task(group.write(0, record))
+    await record.started(0)
+    waiting = [asyncio.create_task(group.write(i, record)) for i in (1, 2, 3)]
+    await wait_until(lambda: len(group._waiting) == 3)
+    record.release(0)
+    await asyncio.wait_for(first, 2)
+    await record.started(1)
+    assert sorted(record.batches[1]) == [1, 2, 3]
+    return group, record, waiting
+
+
 async def test_callers_arriving_during_a_write_share_the_next_batch() -> None:
     group: GroupCommit[int] = GroupCommit()
     record = Recorder(held={0})
@@ -91,18 +106,8 @@ async def test_callers_arriving_during_a_write_share_the_next_batch() -> None:
 
 
 async def test_second_batch_callers_do_not_return_before_their_batch_commits() -> None:
-    group: GroupCommit[int] = GroupCommit()
-    record = Recorder(held={0, 1})
-    first = asyncio.create_task(group.write(0, record))
-    await record.started(0)
-    second = [asyncio.create_task(group.write(i, record)) for i in (1, 2, 3)]
-    await wait_until(lambda: len(group._waiting) == 3)
-
-    # The first batch commits while the second one is held: its callers must still be waiting.
-    record.release(0)
-    await asyncio.wait_for(first, 2)
-    await record.started(1)
-    assert sorted(record.batches[1]) == [1, 2, 3]
+    group, record, second = await second_batch_held()
+    # The first batch committed while the second one is held: its callers must still be waiting.
     assert not any(task.done() for task in second)
 
     record.release(1)
@@ -175,18 +180,8 @@ async def test_cancelling_a_lone_leader_mid_write_hands_over_to_the_waiting_call
 
 
 async def test_cancelling_a_leader_mid_write_fails_its_batch_and_frees_the_group() -> None:
-    group: GroupCommit[int] = GroupCommit()
-    record = Recorder(held={0, 1})
-    first = asyncio.create_task(group.write(0, record))
-    await record.started(0)
-    batch = [asyncio.create_task(group.write(i, record)) for i in (1, 2, 3)]
-    await wait_until(lambda: len(group._waiting) == 3)
-
-    # The first write commits; one of 1, 2, 3 leads the second write, which is held.
-    record.release(0)
-    await asyncio.wait_for(first, 2)
-    await record.started(1)
-    assert sorted(record.batches[1]) == [1, 2, 3]
+    group, record, batch = await second_batch_held()
+    # The first write committed; one of 1, 2, 3 leads the second write, which is held.
     late = asyncio.create_task(group.write(4, record))  # arrives during the held second write
     await wait_until(lambda: len(group._waiting) == 1)
 

@@ -11,6 +11,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -63,6 +64,19 @@ async def write_lock_held(path: str) -> AsyncIterator[sqlite3.Connection]:
         connection.close()
 
 
+async def answered_and_stored(server: Server, submit: asyncio.Task[Any], account: str, to: str) -> Any:
+    """Once the lock is free, the submission is answered and its message is stored as answered."""
+    async with asyncio.timeout(5):
+        answer = (await submit)["submitMessage"]
+    async with asyncio.timeout(2):
+        stored = (await server.gql(MESSAGE, {"q": answer["queueId"]}))["message"]
+    assert stored["queueId"] == answer["queueId"]
+    assert stored["messageId"] == answer["messageId"]
+    assert stored["account"] == account
+    assert stored["envelope"]["to"] == [to]
+    return answer
+
+
 async def test_a_write_lock_held_elsewhere_delays_the_write_but_not_the_server(
     server: Server, smtp_server: SmtpServer
 ) -> None:
@@ -96,14 +110,7 @@ async def test_a_write_lock_held_elsewhere_delays_the_write_but_not_the_server(
         assert db._write_lock.locked()  # type: ignore[union-attr]
         blocker.execute("ROLLBACK")
 
-    async with asyncio.timeout(5):
-        answer = (await submit)["submitMessage"]
-    async with asyncio.timeout(2):
-        stored = (await server.gql(MESSAGE, {"q": answer["queueId"]}))["message"]
-    assert stored["queueId"] == answer["queueId"]
-    assert stored["messageId"] == answer["messageId"]
-    assert stored["account"] == "locked"
-    assert stored["envelope"]["to"] == ["r@example.org"]
+    answer = await answered_and_stored(server, submit, "locked", "r@example.org")
     # The write lock was handed back: a further write goes through at once.
     async with asyncio.timeout(2):
         again = (await server.gql(SUBMIT, {"account": "locked", "input": message}))["submitMessage"]
@@ -130,9 +137,4 @@ async def test_a_write_lock_held_elsewhere_with_a_commit_lets_the_write_through_
         assert not submit.done()
         blocker.execute("COMMIT")
 
-    async with asyncio.timeout(5):
-        answer = (await submit)["submitMessage"]
-    async with asyncio.timeout(2):
-        stored = (await server.gql(MESSAGE, {"q": answer["queueId"]}))["message"]
-    assert stored["queueId"] == answer["queueId"]
-    assert stored["envelope"]["to"] == ["r2@example.org"]
+    await answered_and_stored(server, submit, "locked2", "r2@example.org")
