@@ -16,22 +16,23 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[impo
 logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
+def _not_a_cancelled_job(record: logging.LogRecord) -> bool:
+    """A job cut off by shutdown is no error (what it held comes back when its lease expires), but APScheduler
+    logs its CancelledError with a traceback -- also for a job woken just before shutdown whose task never
+    started, where no wrapper of ours could catch it."""
+    return record.exc_info is None or not isinstance(record.exc_info[1], asyncio.CancelledError)
+
+
+logging.getLogger("apscheduler.executors.default").addFilter(_not_a_cancelled_job)
+
+
 class Scheduler:
     def __init__(self) -> None:
         self._scheduler = AsyncIOScheduler(timezone=UTC)
-        self._stopping = False
 
     def every(self, job_id: str, seconds: float, func: Callable[[], Awaitable[None]]) -> None:
-        async def job() -> None:
-            try:
-                await func()
-            except asyncio.CancelledError:
-                # A job cut off by shutdown is no error: what it held comes back when its lease expires.
-                if not self._stopping:
-                    raise
-
         self._scheduler.add_job(
-            job,
+            func,
             "interval",
             seconds=seconds,
             id=job_id,
@@ -57,6 +58,5 @@ class Scheduler:
         self._scheduler.start()
 
     def shutdown(self) -> None:
-        self._stopping = True
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
