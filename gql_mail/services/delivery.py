@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, case, insert, literal_column, null, select, true, update
 from sqlmodel import col
 
 from gql_mail.events import (
@@ -29,7 +30,7 @@ from gql_mail.mail.smtp import SendResult
 from gql_mail.models import DeliveryAttempt, MessageStatus, OutboxMessage, table
 from gql_mail.queue import OUTBOX, ClaimedMessage, still
 from gql_mail.runtime import Runtime
-from gql_mail.services.unit import ANY_ENABLED_WEBHOOK, unit_of_work
+from gql_mail.services.unit import ANY_ENABLED_WEBHOOK, UnitOfWork, unit_of_work
 
 # The statements are built once: building a SQLAlchemy expression costs more than executing it (it was a
 # third of recording a batch). Core inserts, too: an ORM entity's goes through the ORM's bulk path.
@@ -39,7 +40,35 @@ _STILL_OURS = select(OUTBOX.c.id, ANY_ENABLED_WEBHOOK.label("hooks")).where(
 _UPDATE_SENDING = update(OUTBOX).where(
     OUTBOX.c.id == bindparam("outbox_id"), OUTBOX.c.status == MessageStatus.SENDING
 )
-_INSERT_ATTEMPTS = insert(table(DeliveryAttempt))
+_ATTEMPTS = table(DeliveryAttempt)
+_INSERT_ATTEMPTS = insert(_ATTEMPTS)
+# A message every recipient accepted (nearly all of them) is recorded with the fewest values per row that can
+# differ: its other columns are constants or copies of columns it has (`accepted` is its envelope, and its
+# attempt row copies the message's). Each bound value costs a processor call per row; this path binds four.
+_MARK_SENT = (
+    update(OUTBOX)
+    .where(OUTBOX.c.id == bindparam("outbox_id"), OUTBOX.c.status == MessageStatus.SENDING)
+    .values(
+        status=literal_column(f"'{MessageStatus.SENT.value}'"),
+        attempts_made=bindparam("attempt"),
+        sent_at=bindparam("now"),
+        updated_at=bindparam("now"),
+        response=bindparam("response"),
+        accepted=OUTBOX.c.envelope_to,
+        rejected=null(),
+        lease_until=null(),
+        last_error_message=null(),
+        last_error_code=null(),
+        last_smtp_code=null(),
+        raw=case((OUTBOX.c.copy_to_sent, OUTBOX.c.raw), else_=bindparam("no_raw", b"")),
+    )
+)
+_COPY_SENT_ATTEMPTS = insert(_ATTEMPTS).from_select(
+    ["outbox_id", "attempt", "at", "ok", "response", "accepted"],
+    select(
+        OUTBOX.c.id, OUTBOX.c.attempts_made, OUTBOX.c.sent_at, true(), OUTBOX.c.response, OUTBOX.c.accepted
+    ).where(OUTBOX.c.id.in_(bindparam("ids", expanding=True))),
+)
 
 
 # From this many outcomes a batch is recorded off the event loop (see `Database.write`).
@@ -62,6 +91,7 @@ async def record_outcomes(rt: Runtime, outcomes: Sequence[Outcome]) -> None:
     if not outcomes:
         return
     now = rt.clock.now()
+    sent: list[dict[str, Any]] = []
     attempt_rows: list[dict[str, Any]] = []
     # Updates grouped by the columns they set: each group is one executemany.
     updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -78,102 +108,124 @@ async def record_outcomes(rt: Runtime, outcomes: Sequence[Outcome]) -> None:
             if m.id not in ours:
                 continue
             attempt = m.attempts_made + 1
-            values: dict[str, Any] = {"attempts_made": attempt, "lease_until": None, "updated_at": now}
-            row: dict[str, Any] = {"outbox_id": m.id, "attempt": attempt, "at": now}
-            if outcome.result is not None:
-                r = outcome.result
-                rejected = {k: {"code": c, "message": t} for k, (c, t) in r.rejected.items()}
-                values.update(
-                    status=MessageStatus.SENT,
-                    sent_at=now,
-                    response=r.response,
-                    accepted=list(r.accepted),
-                    rejected=rejected or None,
-                    last_error_message=None,
-                    last_error_code=None,
-                    last_smtp_code=None,
+            if outcome.result is not None and not outcome.result.rejected:
+                sent.append(
+                    {"outbox_id": m.id, "attempt": attempt, "now": now, "response": outcome.result.response}
                 )
-                if not m.copy_to_sent:
-                    values["raw"] = b""  # kept only until the Sent copy is made
-                row.update(ok=True, response=r.response, accepted=list(r.accepted), rejected=rejected or None)
-                data: dict[str, Any] = {
-                    "messageId": m.message_id,
-                    "queueId": m.id,
-                    "response": r.response,
-                    "envelope": _envelope(m),
-                }
-                if rejected:
-                    data.update(accepted=list(r.accepted), rejected=rejected)
-                uow.emit(Event(MESSAGE_SENT, m.account_id, now, data, order_key=m.id))
-            else:
-                err = outcome.error or MailError("unknown delivery failure", code="EPROTOCOL")
-                retry_at = None
-                if not err.permanent:
-                    retry_at = rt.delivery_retry.next_attempt(
-                        attempts_made=attempt, attempts=m.attempts, now=now, rng=rt.rng
-                    )
-                values.update(
-                    last_error_message=str(err),
-                    last_error_code=err.code,
-                    last_smtp_code=err.smtp_code,
-                    response=err.response,
-                )
-                if retry_at is None:
-                    values.update(status=MessageStatus.FAILED, raw=b"")
-                else:
-                    values.update(status=MessageStatus.QUEUED, next_attempt_at=retry_at)
-                row.update(
-                    ok=False,
-                    error=str(err),
-                    error_code=err.code,
-                    smtp_code=err.smtp_code,
-                    response=err.response,
-                )
-                uow.emit(
-                    Event(
-                        MESSAGE_DELIVERY_ERROR,
-                        m.account_id,
-                        now,
-                        {
-                            "queueId": m.id,
-                            "envelope": _envelope(m),
-                            "messageId": m.message_id,
-                            "error": str(err),
-                            "errorCode": err.code,
-                            "smtpResponse": err.response,
-                            "smtpResponseCode": err.smtp_code,
-                            "job": {
-                                "attemptsMade": attempt,
-                                "attempts": m.attempts,
-                                "nextAttempt": iso(retry_at) if retry_at else None,
-                            },
-                        },
-                        order_key=m.id,
-                    )
-                )
-                if retry_at is None:
-                    uow.emit(
-                        Event(
-                            MESSAGE_FAILED,
-                            m.account_id,
-                            now,
-                            {
-                                "messageId": m.message_id,
-                                "queueId": m.id,
-                                "error": str(err),
-                                "errorCode": err.code,
-                                "smtpResponseCode": err.smtp_code,
-                            },
-                            order_key=m.id,
-                        )
-                    )
-            values["outbox_id"] = m.id
+                uow.emit(_sent_event(m, outcome.result, now, {}))
+                continue
+            values, row = _record_other(rt, uow, outcome, attempt, now)
+            values.update(attempts_made=attempt, lease_until=None, updated_at=now, outbox_id=m.id)
             updates.setdefault(tuple(sorted(values)), []).append(values)
+            row.update(outbox_id=m.id, attempt=attempt, at=now)
             attempt_rows.append(row)
+        if sent:
+            await uow.session.execute(_MARK_SENT, sent)
+            await uow.session.execute(_COPY_SENT_ATTEMPTS, {"ids": [row["outbox_id"] for row in sent]})
         for params in updates.values():
             await uow.session.execute(_UPDATE_SENDING, params)
         if attempt_rows:
             await uow.session.execute(_INSERT_ATTEMPTS, attempt_rows)
+
+
+def _sent_event(m: ClaimedMessage, result: SendResult, now: datetime, rejected: dict[str, Any]) -> Event:
+    data: dict[str, Any] = {
+        "messageId": m.message_id,
+        "queueId": m.id,
+        "response": result.response,
+        "envelope": _envelope(m),
+    }
+    if rejected:
+        data.update(accepted=list(result.accepted), rejected=rejected)
+    return Event(MESSAGE_SENT, m.account_id, now, data, order_key=m.id)
+
+
+def _record_other(
+    rt: Runtime, uow: UnitOfWork, outcome: Outcome, attempt: int, now: datetime
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A failed attempt, or a message some recipients refused: the message's new values and its attempt
+    row (without the columns every outcome sets), with its events emitted."""
+    m = outcome.message
+    if outcome.result is not None:
+        r = outcome.result
+        rejected = {k: {"code": c, "message": t} for k, (c, t) in r.rejected.items()}
+        values: dict[str, Any] = {
+            "status": MessageStatus.SENT,
+            "sent_at": now,
+            "response": r.response,
+            "accepted": list(r.accepted),
+            "rejected": rejected or None,
+            "last_error_message": None,
+            "last_error_code": None,
+            "last_smtp_code": None,
+        }
+        if not m.copy_to_sent:
+            values["raw"] = b""  # kept only until the Sent copy is made
+        uow.emit(_sent_event(m, r, now, rejected))
+        row = {"ok": True, "response": r.response, "accepted": list(r.accepted), "rejected": rejected or None}
+        return values, row
+    err = outcome.error or MailError("unknown delivery failure", code="EPROTOCOL")
+    retry_at = None
+    if not err.permanent:
+        retry_at = rt.delivery_retry.next_attempt(
+            attempts_made=attempt, attempts=m.attempts, now=now, rng=rt.rng
+        )
+    values = {
+        "last_error_message": str(err),
+        "last_error_code": err.code,
+        "last_smtp_code": err.smtp_code,
+        "response": err.response,
+    }
+    if retry_at is None:
+        values.update(status=MessageStatus.FAILED, raw=b"")
+    else:
+        values.update(status=MessageStatus.QUEUED, next_attempt_at=retry_at)
+    uow.emit(
+        Event(
+            MESSAGE_DELIVERY_ERROR,
+            m.account_id,
+            now,
+            {
+                "queueId": m.id,
+                "envelope": _envelope(m),
+                "messageId": m.message_id,
+                "error": str(err),
+                "errorCode": err.code,
+                "smtpResponse": err.response,
+                "smtpResponseCode": err.smtp_code,
+                "job": {
+                    "attemptsMade": attempt,
+                    "attempts": m.attempts,
+                    "nextAttempt": iso(retry_at) if retry_at else None,
+                },
+            },
+            order_key=m.id,
+        )
+    )
+    if retry_at is None:
+        uow.emit(
+            Event(
+                MESSAGE_FAILED,
+                m.account_id,
+                now,
+                {
+                    "messageId": m.message_id,
+                    "queueId": m.id,
+                    "error": str(err),
+                    "errorCode": err.code,
+                    "smtpResponseCode": err.smtp_code,
+                },
+                order_key=m.id,
+            )
+        )
+    row = {
+        "ok": False,
+        "error": str(err),
+        "error_code": err.code,
+        "smtp_code": err.smtp_code,
+        "response": err.response,
+    }
+    return values, row
 
 
 async def record_copy(
