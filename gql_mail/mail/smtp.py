@@ -10,7 +10,8 @@ unknown state and a fresh connection is cheaper than reasoning about it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import TracebackType
@@ -124,8 +125,12 @@ class SmtpConnection:
             return await self._send(client, envelope_from, list(recipients), raw)
         except BaseException as exc:
             self._usable = False
-            if not isinstance(exc, Exception):
-                client.close()  # cancelled mid-transaction: the session state is unknown
+            if not isinstance(exc, Exception) or isinstance(exc, TimeoutError):
+                # Cancelled or timed out mid-command: a reply may still be on its way, so the session state
+                # is unknown and nothing more (not even QUIT) may be sent on it.
+                client.close()
+                if isinstance(exc, TimeoutError):
+                    raise MailError("Timed out waiting for server response", code="ETIMEDOUT") from exc
                 raise
             if isinstance(exc, MailError):
                 raise
@@ -188,8 +193,10 @@ class SmtpConnection:
         # MAIL and RCPT through `execute_command`, not `mail()`/`rcpt()`: those parse every address again
         # with email.utils (40 % of sending a small message), and `_check_address` has already made sure
         # each one is a bare mailbox, so `<address>` is exactly what they would send.
-        response = await client.execute_command(
-            b"MAIL", b"FROM:<" + envelope_from.encode(encoding) + b">", *options
+        response = await self._reply(
+            client.execute_command(
+                b"MAIL", b"FROM:<" + envelope_from.encode(encoding) + b">", *options, timeout=None
+            )
         )
         if response.code != SMTPStatus.completed:
             raise aiosmtplib.SMTPSenderRefused(response.code, response.message, envelope_from)
@@ -198,7 +205,9 @@ class SmtpConnection:
         rejected: dict[str, tuple[int, str]] = {}
         refusals: list[aiosmtplib.SMTPRecipientRefused] = []
         for recipient in recipients:
-            response = await client.execute_command(b"RCPT", b"TO:<" + recipient.encode(encoding) + b">")
+            response = await self._reply(
+                client.execute_command(b"RCPT", b"TO:<" + recipient.encode(encoding) + b">", timeout=None)
+            )
             if response.code in (SMTPStatus.completed, SMTPStatus.will_forward):
                 accepted.append(recipient)
             else:
@@ -207,12 +216,21 @@ class SmtpConnection:
         if not accepted:
             raise aiosmtplib.SMTPRecipientsRefused(refusals)
 
-        response = await client.data(raw)
+        response = await self._reply(client.data(raw, timeout=None), replies=2)  # 354, then the verdict
         return SendResult(
             response=reply_text(response.code, response.message),
             accepted=tuple(accepted),
             rejected=rejected,
         )
+
+    async def _reply(
+        self, command: Awaitable[aiosmtplib.SMTPResponse], replies: int = 1
+    ) -> aiosmtplib.SMTPResponse:
+        """Bound a command by `timeout` per reply with `asyncio.timeout`, not aiosmtplib's own `wait_for`:
+        `wait_for` passes every reply through an extra callback before the sender wakes, one more turn of the
+        event loop per command (4 per message), and on a loop busy with other work each turn waits."""
+        async with asyncio.timeout(self._settings.timeout * replies):
+            return await command
 
 
 def _check_address(address: str, *, allow_empty: bool) -> None:
