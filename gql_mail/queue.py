@@ -100,8 +100,9 @@ def _claim_statement(*, skip_locked: bool) -> Any:
     )
 
 
-# Built once (building it cost more than a small claim's SQL): SQLite's, and PostgreSQL's with SKIP LOCKED.
-_CLAIM = {True: _claim_statement(skip_locked=False), False: _claim_statement(skip_locked=True)}
+# Built once: building it cost more than a small claim's SQL.
+_CLAIM_SQLITE = _claim_statement(skip_locked=False)
+_CLAIM_SKIP_LOCKED = _claim_statement(skip_locked=True)  # PostgreSQL: workers in other processes claim too
 
 
 async def claim_messages(rt: Runtime, limit: int, *, bulk: bool = False) -> list[ClaimedMessage]:
@@ -110,7 +111,7 @@ async def claim_messages(rt: Runtime, limit: int, *, bulk: bool = False) -> list
     now = rt.clock.now()
     params = {"now": now, "limit": limit, "lease_until": _lease(rt, now)}
     async with rt.db.write(bulk=bulk) as session:
-        rows = (await session.execute(_CLAIM[rt.db.is_sqlite], params)).all()
+        rows = (await session.execute(_CLAIM_SQLITE if rt.db.is_sqlite else _CLAIM_SKIP_LOCKED, params)).all()
     claimed = [ClaimedMessage(r[0], r[1], r[2], r[3], tuple(r[4]), *r[5:]) for r in rows]
     claimed.sort(key=lambda m: m.id)
     return claimed
