@@ -60,6 +60,10 @@ class SmtpConnection:
         self._settings = settings
         self._client: aiosmtplib.SMTP | None = None
         self._usable = False
+        # The reply awaited now must arrive by this loop time (None: none awaited); see `_reply`.
+        self._deadline: float | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._timed_out = False
 
     @property
     def usable(self) -> bool:
@@ -102,6 +106,9 @@ class SmtpConnection:
         tb: TracebackType | None,
     ) -> None:
         client, self._client, self._usable = self._client, None, False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if client is None:
             return
         try:
@@ -126,12 +133,10 @@ class SmtpConnection:
             return await self._send(client, envelope_from, list(recipients), raw)
         except BaseException as exc:
             self._usable = False
-            if not isinstance(exc, Exception) or isinstance(exc, TimeoutError):
-                # Cancelled or timed out mid-command: a reply may still be on its way, so the session state
-                # is unknown and nothing more (not even QUIT) may be sent on it.
-                client.close()
-                if isinstance(exc, TimeoutError):
-                    raise MailError("Timed out waiting for server response", code="ETIMEDOUT") from exc
+            if self._timed_out:  # the watchdog closed the connection under the command
+                raise MailError("Timed out waiting for server response", code="ETIMEDOUT") from exc
+            if not isinstance(exc, Exception):
+                client.close()  # cancelled mid-transaction: the session state is unknown
                 raise
             if isinstance(exc, MailError):
                 raise
@@ -227,11 +232,34 @@ class SmtpConnection:
     async def _reply(
         self, command: Awaitable[aiosmtplib.SMTPResponse], replies: int = 1
     ) -> aiosmtplib.SMTPResponse:
-        """Bound a command by `timeout` per reply with `asyncio.timeout`, not aiosmtplib's own `wait_for`:
-        `wait_for` passes every reply through an extra callback before the sender wakes, one more turn of the
-        event loop per command (4 per message), and on a loop busy with other work each turn waits."""
-        async with asyncio.timeout(self._settings.timeout * replies):
+        """Await a command's reply, at most `timeout` per reply.
+
+        A deadline and one watchdog timer per connection, not a timer per command: aiosmtplib's own
+        `wait_for` passes every reply through an extra callback, one more turn of the event loop before the
+        sender wakes (4 per message, each waiting behind whatever else the loop has to do), and even
+        `asyncio.timeout` arms and cancels a timer per command. The watchdog fires at most once per
+        `timeout`; when a reply is late it closes the connection, which fails the awaited reply, and the
+        send ends in ETIMEDOUT. A reply still on its way cannot be mistaken for the next command's."""
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + self._settings.timeout * replies
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(self._deadline, self._check_deadline)
+        try:
             return await command
+        finally:
+            self._deadline = None
+
+    def _check_deadline(self) -> None:
+        self._watchdog = None
+        deadline, client = self._deadline, self._client
+        if deadline is None or client is None:
+            return  # nothing awaited: the next command arms the watchdog again
+        loop = asyncio.get_running_loop()
+        if loop.time() < deadline:
+            self._watchdog = loop.call_at(deadline, self._check_deadline)
+            return
+        self._timed_out = True
+        client.close()
 
 
 async def _data(client: aiosmtplib.SMTP, raw: bytes) -> aiosmtplib.SMTPResponse:
