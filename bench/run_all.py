@@ -88,7 +88,10 @@ async def main(quick: bool) -> list[dict[str, Any]]:
         s = await scenario(waiting=10_000 if quick else 100_000, due=200 if quick else 1000)
         return [emit(scaling_result(s)), emit(memory_result(s))]
 
-    await step("delivery", lambda: delivery.run(messages=500 if quick else 5000, rounds=1 if quick else delivery.ROUNDS))
+    await step(
+        "delivery",
+        lambda: delivery.run(messages=500 if quick else 5000, rounds=1 if quick else delivery.ROUNDS),
+    )
     await step("submit", lambda: submit.run(seconds=3 if quick else 20))
     await step("latency", lambda: latency.run(messages=30 if quick else 200))
     await step("queue_scaling", queue_and_memory)

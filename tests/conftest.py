@@ -1,5 +1,6 @@
 """Shared fixtures. Real peers (SMTP, IMAP, webhook receiver) live in tests/servers/; a real gql-mail
 server (uvicorn on 127.0.0.1, fresh SQLite file, manual clock) in tests/harness.py."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -68,8 +69,10 @@ def account_input(
 
 REGISTER = """
 mutation Register($input: RegisterAccountInput!) { registerAccount(input: $input) { account state } }"""
-ACCOUNT = """
-query Acc($account: ID!) { account(account: $account) { account name email state lastError { message code } } }"""
+ACCOUNT = (
+    "\nquery Acc($account: ID!) { account(account: $account) { account name email state "
+    "lastError { message code } } }"
+)
 
 
 async def register_connected(server: Server, data: dict[str, Any]) -> None:
@@ -79,5 +82,7 @@ async def register_connected(server: Server, data: dict[str, Any]) -> None:
     async with subscribe(server, account=data["account"]) as sub:
         result = await server.gql(REGISTER, {"input": data})
         assert result["registerAccount"] == {"account": data["account"], "state": "NEW"}
-        event = await sub.wait_for(lambda e: e["event"] in ("accountConnected", "authenticationError", "connectError"))
+        event = await sub.wait_for(
+            lambda e: e["event"] in ("accountConnected", "authenticationError", "connectError")
+        )
     assert event["event"] == "accountConnected", event

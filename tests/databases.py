@@ -7,6 +7,7 @@ are dropped at the end of the session (tests/conftest.py). The server is found a
 (default: the local trust-auth cluster at 127.0.0.1:5432, database `postgres`, used only to create and
 drop).
 """
+
 from __future__ import annotations
 
 import hashlib

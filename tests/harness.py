@@ -3,6 +3,7 @@
 `Api` talks to it over real HTTP; `Subscriber` over a real websocket (graphql-transport-ws or the legacy
 graphql-ws). Waiting is on events with timeouts, never on sleeps.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -62,9 +63,11 @@ class Server:
         """Run one full delivery pass now and wait for every outcome to be recorded."""
         delivery = self.workers.delivery
         # A scheduled pass woken by the submission may be mid-claim: on PostgreSQL our claim would skip
-        # its locked rows (SKIP LOCKED) and find nothing to wait for, so let it dispatch first.
-        while delivery.draining:
-            await asyncio.sleep(0.005)
+        # its locked rows (SKIP LOCKED) and find nothing to wait for, so let it dispatch first. A pass only
+        # claims and dispatches (ms); the bound is for a hang, not a timing.
+        async with asyncio.timeout(30):
+            while delivery.draining:  # noqa: ASYNC110 - `draining` is a plain flag of the worker, no event to await
+                await asyncio.sleep(0.005)
         await delivery.drain()
         await delivery.idle()
 
@@ -72,7 +75,9 @@ class Server:
     def ws_url(self) -> str:
         return self.url.replace("http://", "ws://") + "/graphql"
 
-    async def post(self, query: str, variables: dict[str, Any] | None = None, token: str | None = "default") -> httpx.Response:
+    async def post(
+        self, query: str, variables: dict[str, Any] | None = None, token: str | None = "default"
+    ) -> httpx.Response:
         headers = {}
         if token is not None:
             headers["Authorization"] = f"Bearer {self.token if token == 'default' else token}"
@@ -80,7 +85,9 @@ class Server:
             self.url + "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
         )
 
-    async def gql(self, query: str, variables: dict[str, Any] | None = None, token: str | None = "default") -> Any:
+    async def gql(
+        self, query: str, variables: dict[str, Any] | None = None, token: str | None = "default"
+    ) -> Any:
         """The data of a successful operation; raises GraphQLErrors otherwise."""
         response = await self.post(query, variables, token)
         body = response.json()
@@ -123,7 +130,7 @@ class Subscriber:
             self.closed_code = self.ws.close_code
             self._arrived.set()
 
-    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
+    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109 - a deadline for asyncio.timeout
         """The first collected event for which predicate(event) is true."""
         async with asyncio.timeout(timeout):
             while True:
@@ -135,14 +142,16 @@ class Subscriber:
                 self._arrived.clear()
                 await self._arrived.wait()
 
-    async def wait_count(self, predicate: Any, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    async def wait_count(self, predicate: Any, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:  # noqa: ASYNC109 - a deadline for asyncio.timeout
         async with asyncio.timeout(timeout):
             while True:
                 found = [e for e in self.events if predicate(e)]
                 if len(found) >= count:
                     return found
                 if self.closed_code is not None:
-                    raise AssertionError(f"websocket closed ({self.closed_code}) with {len(found)}/{count} events")
+                    raise AssertionError(
+                        f"websocket closed ({self.closed_code}) with {len(found)}/{count} events"
+                    )
                 self._arrived.clear()
                 await self._arrived.wait()
 
@@ -164,7 +173,11 @@ async def subscribe(
 ) -> AsyncIterator[Subscriber]:
     before = server.runtime.bus.subscriber_count
     async with websockets.connect(server.ws_url, subprotocols=[protocol]) as ws:  # type: ignore[list-item]
-        payload = {} if token is None else {"Authorization": f"Bearer {server.token if token == 'default' else token}"}
+        payload = (
+            {}
+            if token is None
+            else {"Authorization": f"Bearer {server.token if token == 'default' else token}"}
+        )
         await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
         ack = json.loads(await asyncio.wait_for(ws.recv(), 5))
         assert ack["type"] == "connection_ack", ack
@@ -174,7 +187,10 @@ async def subscribe(
                 {
                     "id": "1",
                     "type": start,
-                    "payload": {"query": EVENTS_SUBSCRIPTION, "variables": {"account": account, "events": events}},
+                    "payload": {
+                        "query": EVENTS_SUBSCRIPTION,
+                        "variables": {"account": account, "events": events},
+                    },
                 }
             )
         )
@@ -182,7 +198,11 @@ async def subscribe(
         sub._reader = asyncio.create_task(sub._read())
         # The subscription is live once the bus has one more subscriber.
         async with asyncio.timeout(5):
-            while server.runtime.bus.subscriber_count <= before and sub.closed_code is None and not sub.events:
+            # The bus counts subscriptions but signals no change to that count: poll it (the reader's
+            # `_arrived` covers only a close or an event).
+            while (  # noqa: ASYNC110 - the bus signals no change of subscriber_count
+                server.runtime.bus.subscriber_count <= before and sub.closed_code is None and not sub.events
+            ):
                 await asyncio.sleep(0.005)
         try:
             yield sub
@@ -190,7 +210,7 @@ async def subscribe(
             sub._reader.cancel()
 
 
-async def wait_webhook(receiver: WebhookReceiver, predicate: Any, timeout: float = 10.0) -> ReceivedRequest:
+async def wait_webhook(receiver: WebhookReceiver, predicate: Any, timeout: float = 10.0) -> ReceivedRequest:  # noqa: ASYNC109 - a deadline for asyncio.timeout
     """The first request the receiver got for which predicate(request) is true."""
     async with asyncio.timeout(timeout):
         while True:

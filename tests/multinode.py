@@ -6,6 +6,7 @@ database, creates a token with the real `token create`, and offers the few clien
 need: register a send-only account, submit many messages fast (several aliased mutations per request,
 requests spread over the processes), subscribe to events over a websocket, and read the outbox.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -147,12 +148,17 @@ class Cluster:
             "account": account,
             "name": "Bulk Sender",
             "email": f"{account}@example.com",
-            "smtp": {"host": smtp_host, "port": smtp_port, "secure": False,
-                     "auth": {"user": "smtpuser", "pass": "smtppass"}},
+            "smtp": {
+                "host": smtp_host,
+                "port": smtp_port,
+                "secure": False,
+                "auth": {"user": "smtpuser", "pass": "smtppass"},
+            },
             "imap": {"disabled": True},
         }
-        await self.gql(node, "mutation($i: RegisterAccountInput!) { registerAccount(input: $i) { state } }",
-                       {"i": data})
+        await self.gql(
+            node, "mutation($i: RegisterAccountInput!) { registerAccount(input: $i) { state } }", {"i": data}
+        )
         async with asyncio.timeout(20):
             while True:
                 query = "query($a: ID!) { account(account: $a) { state } }"
@@ -210,8 +216,11 @@ class Cluster:
             ack = json.loads(await asyncio.wait_for(ws.recv(), 10))
             assert ack["type"] == "connection_ack", ack
             query = "subscription($e: [String!]) { events(events: $e) { event account data } }"
-            await ws.send(json.dumps({"id": "1", "type": "subscribe",
-                                      "payload": {"query": query, "variables": {"e": events}}}))
+            await ws.send(
+                json.dumps(
+                    {"id": "1", "type": "subscribe", "payload": {"query": query, "variables": {"e": events}}}
+                )
+            )
 
             async def read() -> None:
                 async for raw in ws:

@@ -1,4 +1,5 @@
 """Registering mailboxes and watching them become usable, against real SMTP and IMAP servers."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,7 +25,9 @@ async def register_and_wait(server: Server, data: dict[str, Any]) -> dict[str, A
     return {"event": event, "account": account}
 
 
-async def test_good_credentials_connect(server: Server, smtp_server: SmtpServer, imap_server: ImapServer) -> None:
+async def test_good_credentials_connect(
+    server: Server, smtp_server: SmtpServer, imap_server: ImapServer
+) -> None:
     seen = await register_and_wait(server, account_input("good", smtp_server, imap_server))
     assert seen["event"]["event"] == "accountConnected"
     assert seen["event"]["account"] == "good"
@@ -52,14 +55,18 @@ async def test_wrong_imap_password(server: Server, smtp_server: SmtpServer, imap
 
 
 async def test_wrong_smtp_password(server: Server, smtp_server: SmtpServer) -> None:
-    data = account_input("badsmtp", smtp_server, smtp=smtp_block(smtp_server, auth={"user": "smtpuser", "pass": "no"}))
+    data = account_input(
+        "badsmtp", smtp_server, smtp=smtp_block(smtp_server, auth={"user": "smtpuser", "pass": "no"})
+    )
     seen = await register_and_wait(server, data)
     assert seen["event"]["event"] == "authenticationError"
     assert seen["account"]["state"] == "AUTHENTICATION_ERROR"
     assert "535" in seen["account"]["lastError"]["message"]
 
 
-async def test_closed_port_is_connect_error(server: Server, smtp_server: SmtpServer, closed_port: int) -> None:
+async def test_closed_port_is_connect_error(
+    server: Server, smtp_server: SmtpServer, closed_port: int
+) -> None:
     data = account_input("closed", smtp_server, smtp=smtp_block(smtp_server, port=closed_port))
     seen = await register_and_wait(server, data)
     assert seen["event"]["event"] == "connectError"
@@ -84,7 +91,11 @@ BAD_INPUTS: list[tuple[str, Any, str]] = [
     ("smtp no password", lambda d: d["smtp"].update(auth={"user": "u"}), "smtp.auth.pass"),
     ("smtp empty user", lambda d: d["smtp"].update(auth={"user": " ", "pass": "p"}), "smtp.auth.user"),
     ("imap no host", lambda d: d.update(imap={"port": 143, "auth": {"user": "u", "pass": "p"}}), "imap.host"),
-    ("imap port", lambda d: d.update(imap={"host": "h.example", "port": -1, "auth": {"user": "u", "pass": "p"}}), "imap.port"),
+    (
+        "imap port",
+        lambda d: d.update(imap={"host": "h.example", "port": -1, "auth": {"user": "u", "pass": "p"}}),
+        "imap.port",
+    ),
     ("imap no auth", lambda d: d.update(imap={"host": "h.example", "port": 143}), "imap.auth"),
 ]
 
@@ -118,7 +129,8 @@ async def test_update_reverifies_and_reconnect(
     assert (await register_and_wait(server, data))["account"]["state"] == "AUTHENTICATION_ERROR"
     async with subscribe(server, account="upd") as sub:
         answer = await server.gql(
-            """mutation U($a: ID!, $i: UpdateAccountInput!) { updateAccount(account: $a, input: $i) { state } }""",
+            "mutation U($a: ID!, $i: UpdateAccountInput!) "
+            "{ updateAccount(account: $a, input: $i) { state } }",
             {"a": "upd", "i": {"imap": imap_block(imap_server)}},
         )
         assert answer["updateAccount"]["state"] == "CONNECTING"

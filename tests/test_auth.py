@@ -1,4 +1,5 @@
 """No one gets in without a valid token: over HTTP (401) and over websockets (4401/4403)."""
+
 from __future__ import annotations
 
 import json
@@ -54,7 +55,9 @@ async def test_graphiql_page_is_served_without_token(server: Server) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])
-@pytest.mark.parametrize("payload", [{}, {"Authorization": "Bearer nope"}, {"authorization": "Bearer gqlm_bad"}])
+@pytest.mark.parametrize(
+    "payload", [{}, {"Authorization": "Bearer nope"}, {"authorization": "Bearer gqlm_bad"}]
+)
 async def test_websocket_rejects_bad_tokens(server: Server, protocol: str, payload: dict[str, str]) -> None:
     async with websockets.connect(server.ws_url, subprotocols=[protocol]) as ws:  # type: ignore[list-item]
         await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
@@ -69,5 +72,7 @@ async def test_websocket_rejects_bad_tokens(server: Server, protocol: str, paylo
 @pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])
 async def test_websocket_accepts_lowercase_key(server: Server, protocol: str) -> None:
     async with websockets.connect(server.ws_url, subprotocols=[protocol]) as ws:  # type: ignore[list-item]
-        await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {server.token}"}}))
+        await ws.send(
+            json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {server.token}"}})
+        )
         assert json.loads(await ws.recv())["type"] == "connection_ack"

@@ -1,4 +1,5 @@
 """The real CLI, as a user runs it: `python -m gql_mail …` in a subprocess."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,7 +18,9 @@ from gql_mail.models import Account
 from tests.harness import free_port
 
 
-def cli(tmp_path: Path, *args: str, secret: str = "old-secret-0123456789") -> subprocess.CompletedProcess[str]:
+def cli(
+    tmp_path: Path, *args: str, secret: str = "old-secret-0123456789"
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "GQL_MAIL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
@@ -26,7 +29,12 @@ def cli(tmp_path: Path, *args: str, secret: str = "old-secret-0123456789") -> su
         "GQL_MAIL_LOG_LEVEL": "warning",
     }
     return subprocess.run(
-        [sys.executable, "-m", "gql_mail", *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+        [sys.executable, "-m", "gql_mail", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
     )
 
 
@@ -81,7 +89,10 @@ def test_serve_answers_health_and_graphql(tmp_path: Path) -> None:
                 headers={"Authorization": f"Bearer {token}"},
             )
             assert answer.json() == {"data": {"accounts": []}}
-            assert client.get(f"http://127.0.0.1:{port}/graphql", headers={"Accept": "text/html"}).status_code == 200
+            assert (
+                client.get(f"http://127.0.0.1:{port}/graphql", headers={"Accept": "text/html"}).status_code
+                == 200
+            )
     finally:
         proc.terminate()
         proc.wait(10)
@@ -98,8 +109,15 @@ def test_rotate_secret_reencrypts(tmp_path: Path) -> None:
         async with db.write() as session:
             session.add(
                 Account(
-                    id="a", name="A", email="a@example.com", smtp_host="h", smtp_port=25, smtp_user="u",
-                    smtp_pass_enc=old.encrypt("pw-1"), created_at=now, updated_at=now,
+                    id="a",
+                    name="A",
+                    email="a@example.com",
+                    smtp_host="h",
+                    smtp_port=25,
+                    smtp_user="u",
+                    smtp_pass_enc=old.encrypt("pw-1"),
+                    created_at=now,
+                    updated_at=now,
                 )
             )
         await db.dispose()

@@ -1,4 +1,5 @@
 """The seed's send flow end to end: submit -> SMTP -> events on the subscription and at the webhook."""
+
 from __future__ import annotations
 
 import base64
@@ -25,7 +26,9 @@ mutation Submit($account: ID!, $input: SubmitMessageInput!) {
 OUTBOX = """
 query Out($account: ID) { outbox(account: $account) {
   queueId messageId account status attemptsMade attempts nextAttempt sendAt lastError { message code } } }"""
-HOOK = "mutation Hook($input: WebhookInput!) { createWebhook(input: $input) { id url events account enabled } }"
+HOOK = (
+    "mutation Hook($input: WebhookInput!) { createWebhook(input: $input) { id url events account enabled } }"
+)
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -53,7 +56,11 @@ async def test_seed_flow(
         "html": '<p>Hello from myself! <img src="cid:logo@x"></p>',
         "attachments": [
             {"filename": "checkmark.png", "content": base64.b64encode(PNG).decode(), "cid": "logo@x"},
-            {"filename": "notes.txt", "content": base64.b64encode(b"plain notes\n").decode(), "contentType": "text/plain"},
+            {
+                "filename": "notes.txt",
+                "content": base64.b64encode(b"plain notes\n").decode(),
+                "contentType": "text/plain",
+            },
         ],
         "headers": {"X-Campaign": "42"},
     }
@@ -108,7 +115,9 @@ async def test_seed_flow(
 
     # The Sent folder holds the copy.
     await server.workers.delivery.idle()
-    copied = await server.gql('query($q: ID!) { message(queueId: $q) { status copiedTo copyError } }', {"q": answer["queueId"]})
+    copied = await server.gql(
+        "query($q: ID!) { message(queueId: $q) { status copiedTo copyError } }", {"q": answer["queueId"]}
+    )
     assert copied["message"] == {"status": "sent", "copiedTo": "Sent", "copyError": None}
     assert await imap_server.find("Sent", answer["messageId"]) is not None
 
@@ -118,14 +127,18 @@ def simple(to: str = "to@example.org", **extra: Any) -> dict[str, Any]:
 
 
 async def submit(server: Server, account: str, message: dict[str, Any]) -> dict[str, Any]:
-    result: dict[str, Any] = (await server.gql(SUBMIT, {"account": account, "input": message}))["submitMessage"]
+    result: dict[str, Any] = (await server.gql(SUBMIT, {"account": account, "input": message}))[
+        "submitMessage"
+    ]
     return result
 
 
 async def test_transient_failures_are_retried_with_backoff(
     server: Server, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver
 ) -> None:
-    await server.gql(HOOK, {"input": {"url": webhook_receiver.url, "events": ["messageDeliveryError", "messageSent"]}})
+    await server.gql(
+        HOOK, {"input": {"url": webhook_receiver.url, "events": ["messageDeliveryError", "messageSent"]}}
+    )
     await register_connected(server, account_input("retry", smtp_server))
     smtp_server.fail_next(2, code=451, message="4.3.0 Try again later")
     async with subscribe(server, account="retry") as sub:
@@ -151,7 +164,9 @@ async def test_transient_failures_are_retried_with_backoff(
         job2 = second[1]["data"]["job"]
         assert job2["attemptsMade"] == 2
         next2 = datetime.fromisoformat(job2["nextAttempt"].replace("Z", "+00:00"))
-        assert server.clock.now() + timedelta(seconds=7.5) <= next2 <= server.clock.now() + timedelta(seconds=10)
+        assert (
+            server.clock.now() + timedelta(seconds=7.5) <= next2 <= server.clock.now() + timedelta(seconds=10)
+        )
 
         server.advance(10)
         sent = await sub.wait_for(of("messageSent"))
@@ -163,7 +178,10 @@ async def test_transient_failures_are_retried_with_backoff(
     await wait_webhook(webhook_receiver, webhook_event("messageSent", answer["queueId"]))
     events = [r.json()["event"] for r in webhook_receiver.received]
     assert events == ["messageDeliveryError", "messageDeliveryError", "messageSent"]
-    assert [r.json()["data"].get("job", {}).get("attemptsMade") for r in webhook_receiver.received[:2]] == [1, 2]
+    assert [r.json()["data"].get("job", {}).get("attemptsMade") for r in webhook_receiver.received[:2]] == [
+        1,
+        2,
+    ]
 
 
 async def test_rejected_recipients_fail_at_once(server: Server, smtp_server: SmtpServer) -> None:
@@ -185,7 +203,11 @@ async def test_partial_rejection_sends_to_the_rest(server: Server, smtp_server: 
     await register_connected(server, account_input("part", smtp_server))
     smtp_server.reject_recipients({"bad@example.org": (550, "5.1.1 User unknown")})
     async with subscribe(server, account="part") as sub:
-        await submit(server, "part", {"to": [{"address": "good@example.org"}, {"address": "bad@example.org"}], "text": "x"})
+        await submit(
+            server,
+            "part",
+            {"to": [{"address": "good@example.org"}, {"address": "bad@example.org"}], "text": "x"},
+        )
         sent = await sub.wait_for(of("messageSent"))
     assert sent["data"]["accepted"] == ["good@example.org"]
     assert sent["data"]["rejected"]["bad@example.org"]["code"] == 550
@@ -246,8 +268,10 @@ async def test_scheduled_send_waits_for_send_at(server: Server, smtp_server: Smt
 
 async def test_cancel_removes_a_queued_message(server: Server, smtp_server: SmtpServer) -> None:
     await register_connected(server, account_input("cancel", smtp_server))
-    answer = await submit(server, "cancel", simple(sendAt=(server.clock.now() + timedelta(minutes=5)).isoformat()))
-    cancel = 'mutation($q: ID!) { cancelMessage(queueId: $q) }'
+    answer = await submit(
+        server, "cancel", simple(sendAt=(server.clock.now() + timedelta(minutes=5)).isoformat())
+    )
+    cancel = "mutation($q: ID!) { cancelMessage(queueId: $q) }"
     assert (await server.gql(cancel, {"q": answer["queueId"]}))["cancelMessage"] is True
     assert (await server.gql(cancel, {"q": answer["queueId"]}))["cancelMessage"] is False
     server.advance(600)
@@ -285,7 +309,9 @@ async def test_submission_rules(server: Server, smtp_server: SmtpServer) -> None
     own.stop()
     data = account_input("notready", smtp_server, smtp=None)
     data["smtp"] = smtp_block(smtp_server, port=port)
-    await server.gql("mutation($i: RegisterAccountInput!) { registerAccount(input: $i) { state } }", {"i": data})
+    await server.gql(
+        "mutation($i: RegisterAccountInput!) { registerAccount(input: $i) { state } }", {"i": data}
+    )
     with pytest.raises(GraphQLErrors) as err:
         await submit(server, "notready", simple())
     assert err.value.codes == ["ACCOUNT_NOT_READY"]
@@ -297,7 +323,11 @@ async def test_submission_rules(server: Server, smtp_server: SmtpServer) -> None
         (simple(subject="Hi\r\nBcc: victim@example.org"), "BAD_USER_INPUT", "subject"),
         (simple(headers={"X-Evil": "a\r\nBcc: victim@example.org"}), "BAD_USER_INPUT", "headers"),
         (simple(sendAt=(server.clock.now() - timedelta(hours=1)).isoformat()), "BAD_USER_INPUT", "sendAt"),
-        (simple(attachments=[{"filename": "a.bin", "content": "!!not base64!!"}]), "BAD_USER_INPUT", "attachments[0].content"),
+        (
+            simple(attachments=[{"filename": "a.bin", "content": "!!not base64!!"}]),
+            "BAD_USER_INPUT",
+            "attachments[0].content",
+        ),
         (simple(deliveryAttempts=0), "BAD_USER_INPUT", "deliveryAttempts"),
     ]
     for message, code, field in bad:
@@ -334,7 +364,9 @@ async def test_one_connection_carries_many_messages(server: Server, smtp_server:
     assert smtp_server.connection_count - verify_connections <= server.settings.max_concurrent_per_account
 
 
-async def test_deleting_an_account_mid_delivery_breaks_nothing(server: Server, smtp_server: SmtpServer) -> None:
+async def test_deleting_an_account_mid_delivery_breaks_nothing(
+    server: Server, smtp_server: SmtpServer
+) -> None:
     """Outcomes of a deleted account's in-flight messages are dropped, not allowed to fail a whole batch."""
     from gql_mail.mail.smtp import SendResult
     from gql_mail.queue import claim_messages
@@ -353,10 +385,12 @@ async def test_deleting_an_account_mid_delivery_breaks_nothing(server: Server, s
         await record_outcomes(server.runtime, [Outcome(c, result=ok) for c in claimed])
     finally:
         server.workers.scheduler.resume()
-    status = await server.gql('query($q: ID!) { message(queueId: $q) { status attemptsMade } }', {"q": other["queueId"]})
+    status = await server.gql(
+        "query($q: ID!) { message(queueId: $q) { status attemptsMade } }", {"q": other["queueId"]}
+    )
     assert status["message"] == {"status": "sent", "attemptsMade": 1}
     with pytest.raises(GraphQLErrors):
-        await server.gql('query($q: ID!) { message(queueId: $q) { status } }', {"q": doomed["queueId"]})
+        await server.gql("query($q: ID!) { message(queueId: $q) { status } }", {"q": doomed["queueId"]})
 
 
 async def test_a_trickle_of_messages_reuses_one_connection(server: Server, smtp_server: SmtpServer) -> None:

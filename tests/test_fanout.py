@@ -1,4 +1,5 @@
 """The fan-out fast path answers exactly as the schema would, and steps aside for anything unusual."""
+
 from __future__ import annotations
 
 import asyncio
@@ -40,9 +41,13 @@ def test_plan_recognises_the_plain_document_only() -> None:
 
 async def open_subscription(server: Server, query: str, variables: dict[str, Any]) -> Any:
     ws = await websockets.connect(server.ws_url, subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
-    await ws.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {server.token}"}}))
+    await ws.send(
+        json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {server.token}"}})
+    )
     assert json.loads(await ws.recv())["type"] == "connection_ack"
-    await ws.send(json.dumps({"id": "s", "type": "subscribe", "payload": {"query": query, "variables": variables}}))
+    await ws.send(
+        json.dumps({"id": "s", "type": "subscribe", "payload": {"query": query, "variables": variables}})
+    )
     return ws
 
 
@@ -52,10 +57,11 @@ async def test_fast_and_general_paths_send_the_same_events(server: Server, smtp_
     fast = await open_subscription(server, EVENTS_SUBSCRIPTION, {"account": "fan", "events": None})
     general = await open_subscription(server, GENERAL, {"account": "fan"})
     async with asyncio.timeout(5):
-        while server.runtime.bus.subscriber_count < before + 2:
+        while server.runtime.bus.subscriber_count < before + 2:  # noqa: ASYNC110 - the bus signals no change of subscriber_count
             await asyncio.sleep(0.005)
     await server.gql(
-        'mutation { submitMessage(account: "fan", input: {to: {address: "x@example.org"}, text: "hi"}) { queueId } }'
+        'mutation { submitMessage(account: "fan", input: {to: {address: "x@example.org"}, text: "hi"}) '
+        "{ queueId } }"
     )
     fast_message = json.loads(await asyncio.wait_for(fast.recv(), 10))
     general_message = json.loads(await asyncio.wait_for(general.recv(), 10))
@@ -65,7 +71,7 @@ async def test_fast_and_general_paths_send_the_same_events(server: Server, smtp_
     # A completed subscription is forgotten by the bus.
     await fast.send(json.dumps({"id": "s", "type": "complete"}))
     async with asyncio.timeout(5):
-        while server.runtime.bus.subscriber_count > before + 1:
+        while server.runtime.bus.subscriber_count > before + 1:  # noqa: ASYNC110 - the bus signals no change of subscriber_count
             await asyncio.sleep(0.005)
     await general.close()
     await fast.close()
@@ -73,10 +79,18 @@ async def test_fast_and_general_paths_send_the_same_events(server: Server, smtp_
 
 async def test_unknown_event_names_still_get_a_coded_error(server: Server) -> None:
     ws = await websockets.connect(server.ws_url, subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
-    await ws.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {server.token}"}}))
+    await ws.send(
+        json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {server.token}"}})
+    )
     await ws.recv()
     await ws.send(
-        json.dumps({"id": "1", "type": "subscribe", "payload": {"query": EVENTS_SUBSCRIPTION, "variables": {"events": ["bogus"]}}})
+        json.dumps(
+            {
+                "id": "1",
+                "type": "subscribe",
+                "payload": {"query": EVENTS_SUBSCRIPTION, "variables": {"events": ["bogus"]}},
+            }
+        )
     )
     message = json.loads(await ws.recv())
     await ws.close()

@@ -5,6 +5,7 @@ run aims hostile variables at submitMessage on a CONNECTED account, so the compo
 exercised, not only the "account not found" path. Requests are sent from a thread with a blocking
 client while the server runs on the event loop.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -111,7 +112,12 @@ SUBMIT_INPUT = st.fixed_dictionaries(
         "html": st.one_of(st.none(), st.text(max_size=2000)),
         "attachments": st.lists(
             st.fixed_dictionaries(
-                {"content": st.one_of(st.binary(max_size=200).map(lambda b: __import__("base64").b64encode(b).decode()), st.text(max_size=40))},
+                {
+                    "content": st.one_of(
+                        st.binary(max_size=200).map(lambda b: __import__("base64").b64encode(b).decode()),
+                        st.text(max_size=40),
+                    )
+                },
                 optional={
                     "filename": st.one_of(st.none(), st.text(max_size=60)),
                     "contentType": st.one_of(st.none(), st.text(max_size=40), st.just("text/plain")),
@@ -122,7 +128,11 @@ SUBMIT_INPUT = st.fixed_dictionaries(
         ),
         "headers": st.one_of(
             st.none(),
-            st.dictionaries(st.text(max_size=20), st.one_of(st.text(max_size=60), st.integers(), st.booleans()), max_size=3),
+            st.dictionaries(
+                st.text(max_size=20),
+                st.one_of(st.text(max_size=60), st.integers(), st.booleans()),
+                max_size=3,
+            ),
             st.lists(st.integers(), max_size=2),
             st.text(max_size=10),
         ),

@@ -1,4 +1,5 @@
 """A stock GraphQL client (the `gql` package) over both websocket subprotocols sees the send flow."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,10 +14,15 @@ from tests.harness import Server
 from tests.servers.smtp import SmtpServer
 
 EVENTS = 'subscription($a: ID) { events(account: $a, events: ["messageSent"]) { event account date data } }'
-SUBMIT = "mutation($a: ID!, $i: SubmitMessageInput!) { submitMessage(account: $a, input: $i) { response queueId } }"
+SUBMIT = (
+    "mutation($a: ID!, $i: SubmitMessageInput!) "
+    "{ submitMessage(account: $a, input: $i) { response queueId } }"
+)
 
 
-@pytest.mark.parametrize("protocol", [WebsocketsTransport.APOLLO_SUBPROTOCOL, WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL])
+@pytest.mark.parametrize(
+    "protocol", [WebsocketsTransport.APOLLO_SUBPROTOCOL, WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL]
+)
 async def test_subscribe_and_submit_with_gql(server: Server, smtp_server: SmtpServer, protocol: str) -> None:
     await register_connected(server, account_input("stock", smtp_server))
     transport = WebsocketsTransport(
@@ -36,10 +42,12 @@ async def test_subscribe_and_submit_with_gql(server: Server, smtp_server: SmtpSe
 
         listener = asyncio.create_task(listen())
         async with asyncio.timeout(5):
-            while server.runtime.bus.subscriber_count <= before:
+            while server.runtime.bus.subscriber_count <= before:  # noqa: ASYNC110 - the bus signals no change of subscriber_count
                 await asyncio.sleep(0.005)
         # Legacy graphql-ws carries only subscriptions; the submission goes over HTTP as clients do.
-        answer = await server.gql(SUBMIT, {"a": "stock", "i": {"to": {"address": "x@example.org"}, "text": "hi"}})
+        answer = await server.gql(
+            SUBMIT, {"a": "stock", "i": {"to": {"address": "x@example.org"}, "text": "hi"}}
+        )
         assert answer["submitMessage"]["response"] == "Queued for delivery"
         await asyncio.wait_for(listener, 10)
     assert received[0]["event"] == "messageSent"

@@ -1,4 +1,5 @@
 """Hostile and oversized requests get clear, coded errors and change nothing."""
+
 from __future__ import annotations
 
 import json
@@ -63,23 +64,37 @@ async def test_request_body_size_is_limited(tmp_path: Path) -> None:
 async def test_recipients_and_attachments_are_limited(tmp_path: Path, smtp_server: SmtpServer) -> None:
     async with run_server(tmp_path, max_recipients=3, max_attachments=2) as small:
         await register_connected(small, account_input("lim", smtp_server))
-        submit = "mutation($i: SubmitMessageInput!) { submitMessage(account: \"lim\", input: $i) { queueId } }"
-        body = (await small.post(submit, {"i": {"to": [{"address": f"r{i}@example.org"} for i in range(4)]}})).json()
+        submit = 'mutation($i: SubmitMessageInput!) { submitMessage(account: "lim", input: $i) { queueId } }'
+        body = (
+            await small.post(submit, {"i": {"to": [{"address": f"r{i}@example.org"} for i in range(4)]}})
+        ).json()
         assert first_code(body) == "BAD_USER_INPUT" and body["errors"][0]["extensions"]["field"] == "to"
         atts = [{"filename": f"{i}.txt", "content": "aGk="} for i in range(3)]
-        body = (await small.post(submit, {"i": {"to": {"address": "a@example.org"}, "attachments": atts}})).json()
-        assert first_code(body) == "BAD_USER_INPUT" and body["errors"][0]["extensions"]["field"] == "attachments"
+        body = (
+            await small.post(submit, {"i": {"to": {"address": "a@example.org"}, "attachments": atts}})
+        ).json()
+        assert (
+            first_code(body) == "BAD_USER_INPUT" and body["errors"][0]["extensions"]["field"] == "attachments"
+        )
         assert (await small.gql("{ outbox { queueId } }"))["outbox"] == []
 
 
 async def test_subscriptions_per_connection_are_limited(tmp_path: Path) -> None:
     async with run_server(tmp_path, max_subscriptions_per_connection=2) as small:
         async with websockets.connect(small.ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
-            await ws.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {small.token}"}}))
+            await ws.send(
+                json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {small.token}"}})
+            )
             assert json.loads(await ws.recv())["type"] == "connection_ack"
             for op in ("1", "2", "3"):
                 await ws.send(
-                    json.dumps({"id": op, "type": "subscribe", "payload": {"query": EVENTS_SUBSCRIPTION, "variables": {}}})
+                    json.dumps(
+                        {
+                            "id": op,
+                            "type": "subscribe",
+                            "payload": {"query": EVENTS_SUBSCRIPTION, "variables": {}},
+                        }
+                    )
                 )
             error = json.loads(await ws.recv())
         assert error["type"] == "error" and error["id"] == "3"
@@ -92,7 +107,9 @@ async def test_websocket_connections_per_token_are_limited(tmp_path: Path) -> No
         async with subscribe(small), subscribe(small):
             async with websockets.connect(small.ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
                 await ws.send(
-                    json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {small.token}"}})
+                    json.dumps(
+                        {"type": "connection_init", "payload": {"Authorization": f"Bearer {small.token}"}}
+                    )
                 )
                 with pytest.raises(websockets.ConnectionClosed):
                     await ws.recv()

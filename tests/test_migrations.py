@@ -1,4 +1,5 @@
 """Tables come only from migrations; the models must describe exactly what the migrations build."""
+
 from __future__ import annotations
 
 from pathlib import Path

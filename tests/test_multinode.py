@@ -9,6 +9,7 @@ cores, and running them in both passes would double that for no new information.
 - crash: one process is killed with SIGKILL halfway; the others take its leased messages over once the
   lease expires, and every message arrives at least once and ends `sent`.
 """
+
 from __future__ import annotations
 
 import asyncio

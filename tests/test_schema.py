@@ -1,4 +1,5 @@
 """schema.graphql is the exported SDL of the running schema and a compatible superset of the contract."""
+
 from __future__ import annotations
 
 import subprocess
@@ -18,6 +19,8 @@ def test_schema_graphql_is_current() -> None:
 
 def test_schema_is_compatible_with_the_contract() -> None:
     result = subprocess.run(
-        [sys.executable, str(COMPAT), str(CONTRACT), str(ROOT / "schema.graphql")], capture_output=True, text=True
+        [sys.executable, str(COMPAT), str(CONTRACT), str(ROOT / "schema.graphql")],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr

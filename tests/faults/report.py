@@ -73,7 +73,8 @@ def render(rows: list[Row], exit_code: int) -> str:
         "",
         f"- run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()}, "
         f"{os.cpu_count()} CPU(s), load duration GQL_MAIL_LOAD_SECONDS={load}",
-        f"- outcome: {sum(r.outcome == 'pass' for r in rows)} of {len(rows)} passed (pytest exit code {exit_code})",
+        f"- outcome: {sum(r.outcome == 'pass' for r in rows)} of {len(rows)} passed "
+        f"(pytest exit code {exit_code})",
         "",
         "| Fault | Checked | Result |",
         "| --- | --- | --- |",

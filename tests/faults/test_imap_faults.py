@@ -22,8 +22,10 @@ from tests.servers.proxy import FaultProxy
 from tests.servers.smtp import SmtpServer
 
 IMAP_TIMEOUT = 2.0  # short, for the silent server; pymap's first login can take a second
-UPDATE = """
-mutation Upd($account: ID!, $input: UpdateAccountInput!) { updateAccount(account: $account, input: $input) { state } }"""
+UPDATE = (
+    "\nmutation Upd($account: ID!, $input: UpdateAccountInput!) "
+    "{ updateAccount(account: $account, input: $input) { state } }"
+)
 ACCOUNT = '{ account(account: "%s") { state lastError { code message } } }'
 
 
@@ -115,9 +117,9 @@ async def state_of(server: Server, account: str) -> dict[str, Any]:
 
 @pytest.mark.fault(
     "Password changed at the provider, noticed by the periodic check",
-    "next `check_accounts` run: AUTHENTICATION_ERROR (authenticationError event, lastError EAUTH); its queued "
-    "messages wait with 0 attempts used through a day of due time; after updateAccount with the new password "
-    "they are all sent, once each, on their first attempt",
+    "next `check_accounts` run: AUTHENTICATION_ERROR (authenticationError event, lastError EAUTH); its "
+    "queued messages wait with 0 attempts used through a day of due time; after updateAccount with the "
+    "new password they are all sent, once each, on their first attempt",
 )
 async def test_password_change_check_first(server: Server, smtp_server: SmtpServer, figures: Figures) -> None:
     await register_connected(server, account_input("rotated", smtp_server))
@@ -159,8 +161,9 @@ async def test_password_change_check_first(server: Server, smtp_server: SmtpServ
     "Password changed at the provider, met first by a delivery",
     "the first connection to meet the 535 fails the one message it carried (messageDeliveryError EAUTH 535, "
     "then messageFailed with the 535 text, as the send-time contract says) and marks the account "
-    "AUTHENTICATION_ERROR; the lane's other connections give their messages back untried; every other queued "
-    "message waits with no attempt through a day of due time, and all are sent once each after reconnectAccount",
+    "AUTHENTICATION_ERROR; the lane's other connections give their messages back untried; every other "
+    "queued message waits with no attempt through a day of due time, and all are sent once each after "
+    "reconnectAccount",
 )
 async def test_password_change_met_by_delivery(
     server: Server, smtp_server: SmtpServer, figures: Figures

@@ -64,7 +64,7 @@ def sent_events(received: list[ReceivedRequest]) -> dict[str, set[str]]:
     return out
 
 
-async def wait_all_sent(receiver: WebhookReceiver, queue_ids: set[str], timeout: float) -> None:
+async def wait_all_sent(receiver: WebhookReceiver, queue_ids: set[str], timeout: float) -> None:  # noqa: ASYNC109 - a deadline for asyncio.timeout
     async with asyncio.timeout(timeout):
         while not queue_ids <= set(sent_events(seen := receiver.received)):
             try:
@@ -84,9 +84,10 @@ COUNT = 200
 
 @pytest.mark.fault(
     "kill -9 while delivering to a slow SMTP sink",
-    f"{COUNT} messages, sink answers DATA after 20 ms (1 s while they are submitted), SIGKILL once a third more were recorded, restart on the same "
-    "database: every message ends `sent` (GraphQL), the sink has every one, duplicates only among the rows "
-    "`sending` at the kill, one messageSent event per message at the webhook (re-POSTs only of in-flight deliveries)",
+    f"{COUNT} messages, sink answers DATA after 20 ms (1 s while they are submitted), SIGKILL once a third "
+    "more were recorded, restart on the same database: every message ends `sent` (GraphQL), the sink has "
+    "every one, duplicates only among the rows `sending` at the kill, one messageSent event per message at "
+    "the webhook (re-POSTs only of in-flight deliveries)",
 )
 async def test_kill_during_delivery(
     tmp_path: Path, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver, figures: Figures
@@ -114,7 +115,8 @@ async def test_kill_during_delivery(
 
             smtp_server.delay_data(0)
             proc.start()
-            await wait_all_sent(webhook_receiver, {a["queueId"] for a in answers}, timeout=180)  # a bound, not a timing: a loaded 2-core CI box is slow
+            # timeout=180 is a bound, not a timing: a loaded 2-core CI box is slow
+            await wait_all_sent(webhook_receiver, {a["queueId"] for a in answers}, timeout=180)
             outbox = (await proc.gql(http, OUTBOX % "killed"))["outbox"]
     finally:
         proc.stop()
@@ -144,8 +146,8 @@ EVENTS_COUNT = 100
 @pytest.mark.fault(
     "kill -9 while webhooks are being POSTed",
     f"{EVENTS_COUNT} messages (30 fail once first, so those have 2 events), receiver answers after 100 ms, "
-    "SIGKILL once it got 50 POSTs, restart: every webhook_delivery row reached the receiver with a 2xx, re-POSTs "
-    "only of deliveries `sending` at the kill, per-message (and per-account) order kept",
+    "SIGKILL once it got 50 POSTs, restart: every webhook_delivery row reached the receiver with a 2xx, "
+    "re-POSTs only of deliveries `sending` at the kill, per-message (and per-account) order kept",
 )
 async def test_kill_during_webhooks(
     tmp_path: Path, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver, figures: Figures
@@ -164,12 +166,13 @@ async def test_kill_during_webhooks(
                 r[0] for r in proc.rows("SELECT id FROM webhook_delivery WHERE status = 'sending'")
             }
             pending = proc.rows("SELECT count(*) FROM webhook_delivery WHERE status = 'pending'")[0][0]
-            # Undelivered work at the kill: rows still waiting, or claimed and in flight (on a fast machine the
-            # dispatcher has claimed everything left by the time the receiver has 50).
+            # Undelivered work at the kill: rows still waiting, or claimed and in flight (on a fast machine
+            # the dispatcher has claimed everything left by the time the receiver has 50).
             assert pending or hooks_in_flight, "the kill came too late to test anything"
 
             proc.start()
-            await wait_all_sent(webhook_receiver, {a["queueId"] for a in answers}, timeout=180)  # a bound, not a timing: a loaded 2-core CI box is slow
+            # timeout=180 is a bound, not a timing: a loaded 2-core CI box is slow
+            await wait_all_sent(webhook_receiver, {a["queueId"] for a in answers}, timeout=180)
     finally:
         proc.stop()
     rows = proc.rows("SELECT id, order_key, status, seq FROM webhook_delivery ORDER BY seq")

@@ -109,7 +109,8 @@ async def test_silent_server(
 
 @pytest.mark.fault(
     "SMTP: 421 on connect",
-    "greeting `421 4.3.2`: messageDeliveryError ECONNECTION with smtpResponseCode 421, retried, then sent once",
+    "greeting `421 4.3.2`: messageDeliveryError ECONNECTION with smtpResponseCode 421, retried, "
+    "then sent once",
 )
 async def test_421_on_connect(server: Server, smtp_server: SmtpServer, smtp_proxy: FaultProxy) -> None:
     await register_connected(server, via("busy", smtp_server, smtp_proxy))
@@ -175,8 +176,9 @@ async def test_implicit_tls_handshake_fails(
 
 @pytest.mark.fault(
     "SMTP: 452 for some recipients, 250 for others",
-    "messageSent lists exactly which recipients were accepted and which rejected (code and text), so does the "
-    "message in the API; the sink got it for the accepted ones only; all recipients 452 is a retried failure",
+    "messageSent lists exactly which recipients were accepted and which rejected (code and text), so does "
+    "the message in the API; the sink got it for the accepted ones only; all recipients 452 is a retried "
+    "failure",
 )
 async def test_partial_452(server: Server, smtp_server: SmtpServer) -> None:
     await register_connected(server, account_input("partial", smtp_server))

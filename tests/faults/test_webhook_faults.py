@@ -61,7 +61,10 @@ async def produce(server: Server, smtp: SmtpServer, receiver: WebhookReceiver, a
 
 
 async def wait_delivered(
-    receiver: WebhookReceiver, count: int, server: Server, timeout: float = 15.0
+    receiver: WebhookReceiver,
+    count: int,
+    server: Server,
+    timeout: float = 15.0,  # noqa: ASYNC109 - a deadline for asyncio.timeout
 ) -> None:
     """Wait until `count` deliveries were answered 2xx (advancing the clock past any backoff meanwhile)."""
     async with asyncio.timeout(timeout):
@@ -136,8 +139,8 @@ async def test_receiver_down(
 
 @pytest.mark.fault(
     "Webhook receiver answers 500",
-    "the first 5 POSTs answered 500: each is retried with backoff; every event arrives, none twice after a 2xx, "
-    "per-message order kept (a later event waits for an earlier one's retry)",
+    "the first 5 POSTs answered 500: each is retried with backoff; every event arrives, none twice after "
+    "a 2xx, per-message order kept (a later event waits for an earlier one's retry)",
 )
 async def test_receiver_500(
     server: Server, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver, figures: Figures
@@ -168,9 +171,9 @@ async def test_receiver_slow(
 
 @pytest.mark.fault(
     "Webhook receiver answers slower than the timeout",
-    f"answers take 1.5 s (timeout {WEBHOOK_TIMEOUT:g} s) until the first request, then are fast: only the POSTs "
-    "that timed out are sent again, with the same X-GqlMail-Delivery id and body (receivers can de-duplicate); "
-    "every event arrives, order kept",
+    f"answers take 1.5 s (timeout {WEBHOOK_TIMEOUT:g} s) until the first request, then are fast: only the "
+    "POSTs that timed out are sent again, with the same X-GqlMail-Delivery id and body (receivers can "
+    "de-duplicate); every event arrives, order kept",
 )
 async def test_receiver_too_slow(
     server: Server, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver, figures: Figures
@@ -191,8 +194,8 @@ async def test_receiver_too_slow(
 
 @pytest.mark.fault(
     "Webhook receiver closes the connection without answering",
-    "the first 3 requests are read and the connection dropped: retried; every event arrives, none twice after "
-    "a 2xx, order kept",
+    "the first 3 requests are read and the connection dropped: retried; every event arrives, none twice "
+    "after a 2xx, order kept",
 )
 async def test_receiver_hangs_up(
     server: Server, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver
