@@ -188,10 +188,29 @@ class EventBus:
     def __init__(self) -> None:
         self._subscriptions: set[Subscription] = set()
         self._listeners: list[Callable[[Event], None]] = []
+        self._count_waiters: list[asyncio.Future[None]] = []
 
     @property
     def subscriber_count(self) -> int:
         return len(self._subscriptions)
+
+    async def until_subscribers(self, enough: Callable[[int], bool]) -> None:
+        """Return once the number of live subscriptions satisfies `enough`: for a client that must know
+        its subscription is live before it causes the events it waits for (the tests do)."""
+        while not enough(len(self._subscriptions)):
+            waiter = asyncio.get_running_loop().create_future()
+            self._count_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._count_waiters:
+                    self._count_waiters.remove(waiter)
+
+    def _count_changed(self) -> None:
+        waiters, self._count_waiters = self._count_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def add_listener(self, listener: Callable[[Event], None]) -> None:
         self._listeners.append(listener)
@@ -213,6 +232,8 @@ class EventBus:
         for sub in behind:
             log.warning("ended a subscription that fell %d events behind", MAX_PENDING)
             self._subscriptions.discard(sub)
+        if behind:
+            self._count_changed()
 
     def open(
         self,
@@ -226,11 +247,13 @@ class EventBus:
         sub = Subscription(account, frozenset(events) if events is not None else None, token_id, heartbeat)
         sub.start_heartbeat()
         self._subscriptions.add(sub)
+        self._count_changed()
         return sub
 
     def release(self, sub: Subscription) -> None:
         sub.end(_CLOSED)
         self._subscriptions.discard(sub)
+        self._count_changed()
 
     def revoke(self, token_id: str) -> None:
         """End every subscription opened with this token."""
@@ -238,9 +261,11 @@ class EventBus:
             self._subscriptions.discard(sub)
             sub.pending.clear()  # nothing more reaches a revoked token, not even what was queued
             sub.end(TokenRevoked(token_id))
+        self._count_changed()
 
     def close(self) -> None:
         """End every subscription (server shutdown)."""
         for sub in self._subscriptions:
             sub.end(_CLOSED)
         self._subscriptions.clear()
+        self._count_changed()

@@ -66,8 +66,7 @@ class Server:
         # its locked rows (SKIP LOCKED) and find nothing to wait for, so let it dispatch first. A pass only
         # claims and dispatches (ms); the bound is for a hang, not a timing.
         async with asyncio.timeout(30):
-            while delivery.draining:  # noqa: ASYNC110 - `draining` is a plain flag of the worker, no event to await
-                await asyncio.sleep(0.005)
+            await delivery.no_drain_running()
         await delivery.drain()
         await delivery.idle()
 
@@ -196,14 +195,15 @@ async def subscribe(
         )
         sub = Subscriber(ws, protocol)
         sub._reader = asyncio.create_task(sub._read())
-        # The subscription is live once the bus has one more subscriber.
-        async with asyncio.timeout(5):
-            # The bus counts subscriptions but signals no change to that count: poll it (the reader's
-            # `_arrived` covers only a close or an event).
-            while (  # noqa: ASYNC110 - the bus signals no change of subscriber_count
-                server.runtime.bus.subscriber_count <= before and sub.closed_code is None and not sub.events
-            ):
-                await asyncio.sleep(0.005)
+        # The subscription is live once the bus has one more subscriber (or it ended, or sent something).
+        live = asyncio.ensure_future(server.runtime.bus.until_subscribers(lambda n: n > before))
+        answered = asyncio.ensure_future(sub._arrived.wait())
+        try:
+            async with asyncio.timeout(5):
+                await asyncio.wait([live, answered], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            live.cancel()
+            answered.cancel()
         try:
             yield sub
         finally:

@@ -210,3 +210,34 @@ async def test_listeners_see_published_events_but_not_relayed_ones() -> None:
     assert relayed == [1]
     assert numbers(await take(sub)) == [1, 2]
     bus.release(sub)
+
+
+async def test_until_subscribers_wakes_on_every_change_of_the_count() -> None:
+    bus = EventBus()
+    await asyncio.wait_for(bus.until_subscribers(lambda n: n == 0), 0.2)  # already true: no wait
+
+    two = asyncio.ensure_future(bus.until_subscribers(lambda n: n >= 2))
+    first = bus.open()
+    await asyncio.sleep(0)
+    assert not two.done(), "one subscriber is not two"
+    second = bus.open()
+    await asyncio.wait_for(two, 1)
+
+    none_left = asyncio.ensure_future(bus.until_subscribers(lambda n: n == 0))
+    bus.release(first)
+    await asyncio.sleep(0)
+    assert not none_left.done()
+    bus.close()
+    await asyncio.wait_for(none_left, 1)
+    assert bus.subscriber_count == 0
+    bus.release(second)  # releasing an already closed subscription changes nothing
+
+
+async def test_a_cancelled_wait_for_subscribers_leaves_nothing_behind() -> None:
+    bus = EventBus()
+    waiting = asyncio.ensure_future(bus.until_subscribers(lambda n: n > 0))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert bus._count_waiters == []

@@ -78,8 +78,7 @@ async def open_subscription(server: Server, query: str, variables: dict[str, Any
         json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}})
     )
     async with asyncio.timeout(5):
-        while server.runtime.bus.subscriber_count <= before:  # noqa: ASYNC110 (as tests/harness.py)
-            await asyncio.sleep(0.005)
+        await server.runtime.bus.until_subscribers(lambda n: n > before)
     return ws
 
 

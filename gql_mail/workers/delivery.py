@@ -67,7 +67,9 @@ class DeliveryWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         # Outcomes handed to the recorder and not yet written (see `_record_later`).
         self._recording: set[asyncio.Future[None]] = set()
-        self._draining = False
+        # Set while no drain runs (see `no_drain_running`).
+        self._not_draining = asyncio.Event()
+        self._not_draining.set()
         # Claimed and not yet recorded: their leases are renewed while they wait in a lane (_renew_leases).
         self._held: set[str] = set()
         self._renewer: asyncio.Task[None] | None = None
@@ -90,9 +92,10 @@ class DeliveryWorker:
     def wake(self) -> None:
         self._wanted.set()
 
-    @property
-    def draining(self) -> bool:
-        return self._draining
+    async def no_drain_running(self) -> None:
+        """Return once no drain is claiming: a caller about to drain by hand lets a running one dispatch
+        first (on PostgreSQL its own claim would skip the rows the running one has locked)."""
+        await self._not_draining.wait()
 
     async def idle(self) -> None:
         """Wait until every claimed message has its outcome recorded and its Sent copy made (tests)."""
@@ -107,7 +110,7 @@ class DeliveryWorker:
 
     async def drain(self) -> None:
         """Claim and dispatch until nothing is due (the scheduler's `poll_due_messages` job)."""
-        self._draining = True
+        self._not_draining.clear()
         try:
             while True:
                 self._wanted.clear()
@@ -126,7 +129,7 @@ class DeliveryWorker:
                 if len(claimed) < limit and not self._wanted.is_set():
                     return
         finally:
-            self._draining = False
+            self._not_draining.set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
