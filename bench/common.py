@@ -134,6 +134,11 @@ class SinkProcess:
     async def reset(self) -> None:
         await self._ask("reset")
 
+    async def turnaround(self) -> dict[str, Any]:
+        """Percentiles of the clients' turnaround since the last reset (see bench/sink.py)."""
+        answer: dict[str, Any] = await self._ask("turnaround")
+        return answer
+
     async def records(self) -> list[tuple[str, float]]:
         return [(m, t) for m, t in await self._ask("records")]
 

@@ -110,6 +110,8 @@ async def run(messages: int = 5000, connections: int = CONNECTIONS, rounds: int 
     neighbour's load on a shared machine skews both sides of a ratio alike."""
     refs: list[float] = []
     ours: list[dict[str, Any]] = []
+    # The sink's view of each client: how long it took to act on a reply (bench/sink.py).
+    turnarounds: dict[str, list[dict[str, Any]]] = {"reference": [], "gql_mail": []}
     with SinkProcess() as sink:
         async with bench_server(sink) as server:
             sent_events: set[str] = set()
@@ -123,9 +125,12 @@ async def run(messages: int = 5000, connections: int = CONNECTIONS, rounds: int 
                 for i in range(rounds):
                     log(f"delivery round {i + 1}/{rounds}: reference, {messages} msgs, {connections} conns")
                     refs.append(await reference(sink, messages, connections))
+                    turnarounds["reference"].append(await sink.turnaround())
                     log(f"delivery round {i + 1}/{rounds}: gql-mail, {messages} pre-filled messages")
                     ours.append(await gql_mail_round(sink, server, sent_events, messages))
+                    turnarounds["gql_mail"].append(await sink.turnaround())
                 refs.append(await reference(sink, messages, connections))
+                turnarounds["reference"].append(await sink.turnaround())
             _, peak = server.rss_kib()
     ratios = [o["rate"] / ((refs[i] + refs[i + 1]) / 2) for i, o in enumerate(ours)]
     ratio = statistics.median(ratios)
@@ -145,6 +150,13 @@ async def run(messages: int = 5000, connections: int = CONNECTIONS, rounds: int 
             "server_cpu_per_msg_ms": round(statistics.median(o["server_cpu_per_msg_ms"] for o in ours), 3),
             "sink_cpu_per_msg_ms": round(statistics.median(o["sink_cpu_per_msg_ms"] for o in ours), 3),
             "server_peak_rss_mb": round(peak / 1024, 1),
+            "turnaround_ms": {
+                client: {
+                    figure: round(statistics.median(t[figure] for t in runs), 3)
+                    for figure in ("p50_ms", "p90_ms", "p99_ms")
+                }
+                for client, runs in turnarounds.items()
+            },
         }
     )
 

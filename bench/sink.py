@@ -5,8 +5,12 @@
 Accepts any AUTH (or none) without TLS, answers DATA with Postfix's wording, and records each message's
 Message-ID with the wall-clock time (time.time()) at which DATA completed. A line protocol on the control
 port lets the benchmark read it: `count` (with the last acceptance time), `reset`, `records` (one JSON
-array), and `watch`, which streams one `message-id<TAB>time` line per accepted message from then on.
-Prints "ready" once both listen.
+array), `turnaround` (percentiles of the clients' turnaround, below) and `watch`, which streams one
+`message-id<TAB>time` line per accepted message from then on. Prints "ready" once both listen.
+
+Turnaround is the time from the sink's reply being written to the client's next line arriving: how long
+the client took to act on a reply. With a fixed number of connections each waiting on its replies, it is
+what separates one client's throughput from another's on the same sink.
 """
 
 from __future__ import annotations
@@ -31,6 +35,17 @@ class Sink:
         self.count = 0
         self.records: list[tuple[str, float]] = []
         self.watchers: set[asyncio.StreamWriter] = set()
+        self.turnarounds: list[float] = []
+
+    def turnaround(self) -> dict[str, Any]:
+        t = sorted(self.turnarounds)
+        if not t:
+            return {"n": 0}
+        n = len(t)
+        return {
+            "n": n,
+            **{f"p{p}_ms": round(1000 * t[min(n - 1, n * p // 100)], 3) for p in (50, 90, 99)},
+        }
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         received = time.time()
@@ -56,7 +71,10 @@ class Sink:
                 elif command == "reset":
                     self.count = 0
                     self.records.clear()
+                    self.turnarounds.clear()
                     writer.write(b'{"ok": true}\n')
+                elif command == "turnaround":
+                    writer.write(json.dumps(self.turnaround()).encode() + b"\n")
                 elif command == "records":
                     writer.write(json.dumps(self.records).encode() + b"\n")
                 elif command == "watch":
@@ -68,6 +86,32 @@ class Sink:
         finally:
             self.watchers.discard(writer)
             writer.close()
+
+
+class TimedSMTP(SMTP):
+    """aiosmtpd's server, noting when each reply is written and when the client's next line arrives."""
+
+    def __init__(self, sink: Sink, **kwargs: Any) -> None:
+        super().__init__(sink, **kwargs)
+        self._sink = sink
+        self._replied_at: float | None = None
+
+    async def push(self, status: Any) -> None:
+        await super().push(status)
+        self._replied_at = time.perf_counter()
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        read_line = self._reader.readuntil
+
+        async def timed_read_line(separator: bytes = b"\n") -> bytes:
+            line = await read_line(separator)
+            if self._replied_at is not None:
+                self._sink.turnarounds.append(time.perf_counter() - self._replied_at)
+                self._replied_at = None
+            return line
+
+        self._reader.readuntil = timed_read_line  # type: ignore[method-assign]
 
 
 def _accept_any(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
@@ -89,7 +133,7 @@ async def main(smtp_port: int, control_port: int) -> None:
     loop = asyncio.get_running_loop()
 
     def factory() -> SMTP:
-        return SMTP(
+        return TimedSMTP(
             sink,
             hostname="sink.bench",
             authenticator=_accept_any,
