@@ -18,55 +18,27 @@ is blocked, and for servers that run as subprocesses. ``connections`` counts acc
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
-from collections.abc import Coroutine
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
-T = TypeVar("T")
+from tests.servers.threaded_loop import ThreadedListener
+
 Mode = Literal["pass", "blackhole", "greet"]
-_CONTROL_TIMEOUT = 5.0
 
 
-class FaultProxy:
+class FaultProxy(ThreadedListener):
+    # OSError, not only ConnectionError: the proxy opens connections of its own, and reaching the
+    # target can fail in other ways too (no route, a timeout); for the client that is one more network
+    # fault, not a bug in the proxy.
+    _hangups = (OSError,)
+
     def __init__(self, target_host: str, target_port: int, *, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self.port = 0
+        super().__init__(host, name="fault-proxy")
         self._target = (target_host, target_port)
         self._lock = threading.Lock()
         self._mode: Mode = "pass"
         self._greeting = b""
         self._connections = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    # -- lifecycle -----------------------------------------------------------------------------------
-
-    def start(self) -> FaultProxy:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy", daemon=True)
-        self._thread.start()
-        self._call(self._listen())
-        return self
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        self._call(self._close())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(_CONTROL_TIMEOUT)
-        loop.close()
-        self._loop = self._thread = None
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- scripting -----------------------------------------------------------------------------------
 
@@ -80,14 +52,6 @@ class FaultProxy:
         with self._lock:
             self._target = (host, port)
 
-    def down(self) -> None:
-        """Refuse connections: close the listener and every open connection. The port stays ours."""
-        self._call(self._close())
-
-    def up(self) -> None:
-        """Listen again, on the same port."""
-        self._call(self._listen())
-
     @property
     def connections(self) -> int:
         with self._lock:
@@ -95,59 +59,19 @@ class FaultProxy:
 
     # -- proxy side (runs on the proxy's thread) -----------------------------------------------------
 
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        assert self._loop is not None, "proxy not started"
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(_CONTROL_TIMEOUT)
-
-    async def _listen(self) -> None:
-        if self._server is not None:
-            return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self._server = await asyncio.start_server(self._serve, sock=sock)
-        self.port = int(sock.getsockname()[1])
-
-    async def _close(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with self._lock:
             self._connections += 1
             mode, greeting, target = self._mode, self._greeting, self._target
-        upstream: asyncio.StreamWriter | None = None
-        try:
-            if mode == "blackhole":
-                await reader.read()  # until the client gives up
-            elif mode == "greet":
-                writer.write(greeting)
-                await writer.drain()
-            else:
-                up_reader, upstream = await asyncio.open_connection(*target)
-                self._writers.add(upstream)
+        if mode == "blackhole":
+            await reader.read()  # until the client gives up
+        elif mode == "greet":
+            writer.write(greeting)
+            await writer.drain()
+        else:
+            up_reader, upstream = await asyncio.open_connection(*target)
+            with self._owned(upstream):
                 await asyncio.gather(_pump(reader, upstream), _pump(up_reader, writer))
-        except (ConnectionError, OSError, asyncio.CancelledError):
-            pass
-        finally:
-            self._tasks.discard(task)
-            for w in (writer, upstream):
-                if w is not None:
-                    self._writers.discard(w)
-                    w.transport.abort()
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -6,8 +6,7 @@ between steps without restarting it (``fail_next``, ``reject_recipients``, ``set
 ``delay_data``, ``close_in_data``) and wait for deliveries with ``await wait_for_messages(n)``,
 which sleeps on an event the server thread sets, never on a polling loop.
 
-Also here: ``RecordLog`` (the thread-safe "append and wake the waiters" list shared with the
-webhook receiver), ``closed_port()``, ``silent_server()`` (accepts TCP, never says a word) and
+Also here: ``closed_port()``, ``silent_server()`` (accepts TCP, never says a word) and
 ``SelfSignedCert`` for STARTTLS/implicit-TLS tests.
 """
 
@@ -26,63 +25,14 @@ from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-T = TypeVar("T")
+from tests.servers.recording import RecordLog
+
 Stage = Literal["MAIL", "RCPT", "DATA"]
-
-
-class RecordLog(Generic[T]):
-    """A list appended from any thread whose length can be awaited from any event loop."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: list[T] = []
-        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
-
-    def append(self, item: T) -> None:
-        with self._lock:
-            self._items.append(item)
-            waiters = list(self._waiters)
-        for loop, event in waiters:
-            try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # that loop is closed; its waiter is gone with it
-                pass
-
-    def snapshot(self) -> list[T]:
-        with self._lock:
-            return list(self._items)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
-
-    async def wait_for(self, n: int, timeout: float, what: str = "items") -> list[T]:  # noqa: ASYNC109
-        """Return all items once there are at least ``n``; ``TimeoutError`` after ``timeout`` seconds."""
-        entry = (asyncio.get_running_loop(), asyncio.Event())
-        with self._lock:
-            self._waiters.add(entry)
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    entry[1].clear()
-                    with self._lock:
-                        if len(self._items) >= n:
-                            return list(self._items)
-                    await entry[1].wait()
-        except TimeoutError:
-            raise TimeoutError(f"waited {timeout}s for {n} {what}, got {len(self)}") from None
-        finally:
-            with self._lock:
-                self._waiters.discard(entry)
 
 
 @dataclass(frozen=True)

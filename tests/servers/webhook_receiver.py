@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import h11
 
-from tests.servers.smtp import RecordLog
+from tests.servers.recording import RecordLog
+from tests.servers.threaded_loop import ThreadedListener
 
-T = TypeVar("T")
-_CONTROL_TIMEOUT = 5.0
 CLOSE = 0  # the recorded status of a request answered by closing the connection (``close_next``)
 
 
@@ -49,56 +46,24 @@ class ReceivedRequest:
         return self.headers.get(name.lower())
 
 
-class WebhookReceiver:
+class WebhookReceiver(ThreadedListener):
     """An HTTP endpoint on 127.0.0.1; any path and method is accepted and recorded."""
 
+    # A malformed request ends its connection, as it would on a real server.
+    _hangups = (ConnectionError, h11.ProtocolError)
+
     def __init__(self, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self.port = 0
+        super().__init__(host, name="webhook-receiver")
         self._lock = threading.Lock()
         self._status = 200
         self._failures: list[int] = []
         self._delay = 0.0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.StreamWriter] = set()
-        self._handlers: set[asyncio.Task[None]] = set()
         self.requests: RecordLog[ReceivedRequest] = RecordLog()
 
     @property
     def url(self) -> str:
         """Where to point a webhook; any path works, this one reads well in logs."""
         return f"http://{self.host}:{self.port}/webhook"
-
-    @property
-    def is_up(self) -> bool:
-        return self._server is not None
-
-    # -- lifecycle -----------------------------------------------------------------------------------
-
-    def start(self) -> WebhookReceiver:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="webhook-receiver", daemon=True)
-        self._thread.start()
-        self._call(self._listen())
-        return self
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        self._call(self._close())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(_CONTROL_TIMEOUT)
-        loop.close()
-        self._loop = self._thread = None
-
-    def __enter__(self) -> WebhookReceiver:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- scripting -----------------------------------------------------------------------------------
 
@@ -131,14 +96,6 @@ class WebhookReceiver:
         with self._lock:
             self._delay = seconds
 
-    def down(self) -> None:
-        """Refuse connections: close the listener and every open connection. The port stays ours."""
-        self._call(self._close())
-
-    def up(self) -> None:
-        """Listen again, on the same port."""
-        self._call(self._listen())
-
     # -- observing -----------------------------------------------------------------------------------
 
     @property
@@ -151,54 +108,12 @@ class WebhookReceiver:
 
     # -- server side (runs on the receiver's thread) -------------------------------------------------
 
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        assert self._loop is not None, "receiver not started"
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(_CONTROL_TIMEOUT)
-
-    async def _listen(self) -> None:
-        if self._server is not None:
-            return
-        # proto=IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted sockets whose proto says TCP
-        # (a plain socket() has proto 0), and without it Nagle + delayed ACK add 40 ms per reply.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self._server = await asyncio.start_server(self._serve, sock=sock)
-        self.port = int(sock.getsockname()[1])
-
-    async def _close(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for writer in list(self._connections):
-            writer.transport.abort()
-        handlers = list(self._handlers)
-        for task in handlers:
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
-
     def _next_answer(self) -> tuple[int, float]:
         with self._lock:
             status = self._failures.pop(0) if self._failures else self._status
             return status, self._delay
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        self._connections.add(writer)
-        try:
-            await self._converse(reader, writer)
-        except (ConnectionError, h11.ProtocolError, asyncio.CancelledError):
-            pass
-        finally:
-            self._handlers.discard(task)
-            self._connections.discard(writer)
-            writer.transport.abort()
-
-    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER)
         request: h11.Request | None = None
         body = bytearray()
