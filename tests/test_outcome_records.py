@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from gql_mail.models import DeliveryAttempt, OutboxMessage
 from tests.conftest import account_input, register_connected
@@ -44,8 +45,8 @@ async def stored(server: Server, queue_id: str) -> tuple[OutboxMessage, list[Del
             (
                 await session.execute(
                     select(DeliveryAttempt)
-                    .where(DeliveryAttempt.outbox_id == queue_id)
-                    .order_by(DeliveryAttempt.attempt)
+                    .where(col(DeliveryAttempt.outbox_id) == queue_id)
+                    .order_by(col(DeliveryAttempt.attempt))
                 )
             )
             .scalars()
