@@ -78,11 +78,12 @@ def _fuzz_schema(url: str, token: str) -> int:
     with httpx.Client(timeout=30, headers=headers) as client:
         for mode in (Mode.POSITIVE, Mode.NEGATIVE):
             for root in ("query", "mutation"):
-                strategy = from_schema(schema, custom_scalars=SCALARS, mode=mode) if root == "query" else None
                 if root == "mutation":
                     from hypothesis_graphql import mutations
 
                     strategy = mutations(schema, custom_scalars=SCALARS, mode=mode)
+                else:
+                    strategy = from_schema(schema, custom_scalars=SCALARS, mode=mode)
 
                 @FUZZ
                 @given(document=strategy)

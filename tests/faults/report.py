@@ -45,8 +45,11 @@ class Collector:
                 row.fault = str(value)
             elif key == "checked":
                 row.checked = str(value)
-            elif key == "figure" and tuple(value) not in row.figures:
-                row.figures.append(tuple(value))
+            elif key == "figure":
+                # Recorded as (name, figure) by the `figures` fixture; user_properties are typed `object`.
+                pair: tuple[str, Any] = (str(value[0]), value[1])  # type: ignore[index]
+                if pair not in row.figures:
+                    row.figures.append(pair)
         row.duration += report.duration
         if report.when == "call" or report.failed or report.skipped:
             if report.failed:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,8 @@ async def wait_delivered(
 
 
 def check_log(
-    received: list[ReceivedRequest], expected: Expected, *, timed_out: set[str] = frozenset()
-) -> dict[str, int]:  # type: ignore[assignment]
+    received: list[ReceivedRequest], expected: Expected, *, timed_out: AbstractSet[str] = frozenset()
+) -> dict[str, int]:
     """Every expected event arrived with a 2xx; none was POSTed again after a 2xx gql-mail saw; per key, the
     2xx'd events arrived in the order they happened. Returns counts for the report."""
     by_delivery: dict[str, list[ReceivedRequest]] = defaultdict(list)
