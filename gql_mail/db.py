@@ -71,9 +71,7 @@ def _make_sqlite_engine(url: str, *, immediate: bool, inline: bool = False) -> A
     connect_args: dict[str, Any] = {"timeout": 30}
     if inline:
         connect_args["check_same_thread"] = False  # used from the event loop's thread (run_on_event_loop)
-    engine = create_async_engine(
-        url, connect_args=connect_args, pool_reset_on_return=None, **JSON_CODEC
-    )
+    engine = create_async_engine(url, connect_args=connect_args, pool_reset_on_return=None, **JSON_CODEC)
     dialect = engine.sync_engine.dialect
     plain_rollback = dialect.do_rollback
 
