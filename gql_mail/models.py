@@ -32,6 +32,15 @@ class AccountState(StrEnum):
     DISCONNECTED = "DISCONNECTED"
 
 
+class CopyStatus(StrEnum):
+    """The Sent-folder copy of a sent message: an obligation recorded with `sent`, retried until done."""
+
+    PENDING = "pending"
+    COPYING = "copying"
+    DONE = "done"
+    FAILED = "failed"
+
+
 class MessageStatus(StrEnum):
     QUEUED = "queued"
     SENDING = "sending"
@@ -79,6 +88,8 @@ class Account(SQLModel, table=True):
     updated_at: datetime = _ts(nullable=False)
     connected_at: datetime | None = _ts()
     checked_at: datetime | None = _ts()
+    # Consecutive failed periodic checks of a CONNECTED account: one network blip does not flip its state.
+    check_failures: int = 0
 
 
 class OutboxMessage(SQLModel, table=True):
@@ -86,6 +97,7 @@ class OutboxMessage(SQLModel, table=True):
     __table_args__ = (
         Index("ix_outbox_due", "status", "next_attempt_at"),
         Index("ix_outbox_account_status", "account_id", "status"),
+        Index("ix_outbox_copy_due", "copy_status", "copy_next_attempt_at"),
         UniqueConstraint("account_id", "idempotency_key", name="uq_outbox_idempotency"),
     )
 
@@ -104,6 +116,10 @@ class OutboxMessage(SQLModel, table=True):
     send_at: datetime | None = _ts()
     next_attempt_at: datetime = _ts(nullable=False)
     lease_until: datetime | None = _ts()
+    # The worker (see `Worker`) that claimed the row to send it or to copy it to the Sent folder.
+    claimed_by: str | None = Field(default=None, max_length=64)
+    # How often the row came back because its worker died mid-send (EmailEngine's maxStalledCount idea).
+    stalled_count: int = 0
     idempotency_key: str | None = Field(default=None, max_length=256)
     last_error_message: str | None = None
     last_error_code: str | None = Field(default=None, max_length=64)
@@ -113,6 +129,9 @@ class OutboxMessage(SQLModel, table=True):
     rejected: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     copied_to: str | None = None
     copy_error: str | None = None
+    copy_status: str | None = Field(default=None, max_length=16)
+    copy_attempts: int = 0
+    copy_next_attempt_at: datetime | None = _ts()
     created_at: datetime = _ts(nullable=False)
     updated_at: datetime = _ts(nullable=False)
     sent_at: datetime | None = _ts()
@@ -169,6 +188,7 @@ class WebhookDelivery(SQLModel, table=True):
     attempts_made: int = 0
     next_attempt_at: datetime = _ts(nullable=False)
     lease_until: datetime | None = _ts()
+    claimed_by: str | None = Field(default=None, max_length=64)
     last_error: str | None = None
     created_at: datetime = _ts(nullable=False)
     delivered_at: datetime | None = _ts()
@@ -184,6 +204,20 @@ class AccessToken(SQLModel, table=True):
     created_at: datetime = _ts(nullable=False)
     revoked_at: datetime | None = _ts()
     last_used_at: datetime | None = _ts()
+
+
+class Worker(SQLModel, table=True):
+    """A live gql-mail process that claims work. Its heartbeat, written on a timer of its own, is what keeps
+    its claims: rows claimed by a worker whose heartbeat is older than the lease go back to the queue, so a
+    process that dies (kill -9) costs seconds, while a live one keeps its claims however long they wait."""
+
+    __tablename__ = "worker"
+
+    id: str = Field(sa_column=Column(String(64), primary_key=True))
+    host: str = Field(max_length=256)
+    pid: int
+    started_at: datetime = _ts(nullable=False)
+    heartbeat_at: datetime = _ts(nullable=False, index=True)
 
 
 class EventPayload(SQLModel, table=True):

@@ -6,6 +6,7 @@ Built once by the app's lifespan (or by a test); time, randomness and the bus li
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,8 @@ class Runtime:
     wake: Wakers = field(default_factory=Wakers)
     # New outbox rows of concurrent submissions, written together (services/outbox.py).
     new_messages: GroupCommit[dict[str, Any]] = field(default_factory=GroupCommit)
+    # This process's identity as a claimer of work (the `worker` table; see workers/heartbeat.py).
+    worker_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def delivery_retry(self) -> RetryPolicy:
