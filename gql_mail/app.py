@@ -24,10 +24,11 @@ from gql_mail.graphql.schema import build_schema
 from gql_mail.graphql.view import GqlMailView, GraphQLEndpoint, KeepServerSend
 from gql_mail.migrations import upgrade
 from gql_mail.pg_events import EventRelay, relay_for
-from gql_mail.queue import reclaim_expired_leases
 from gql_mail.runtime import Runtime, Wakers
+from gql_mail.services.delivery import recover_stalled
 from gql_mail.workers.account_check import AccountChecker
 from gql_mail.workers.delivery import DeliveryWorker
+from gql_mail.workers.heartbeat import Heartbeat, beat_interval
 from gql_mail.workers.scheduler import Scheduler
 from gql_mail.workers.webhook_dispatch import WebhookDispatcher
 
@@ -60,6 +61,7 @@ class Workers:
         self.rt = rt
         self.relay = relay
         self.scheduler = Scheduler()
+        self.heartbeat = Heartbeat(rt)
         self.delivery = DeliveryWorker(rt)
         self.webhooks = WebhookDispatcher(rt)
         self.accounts = AccountChecker(rt)
@@ -72,13 +74,12 @@ class Workers:
         self.webhooks.wake()
         self.scheduler.run_now("dispatch_webhooks")
 
-    async def _reclaim(self) -> None:
-        if await reclaim_expired_leases(self.rt):
-            self._wake_delivery()
-            self._wake_webhooks()
+    async def _recover_stalled(self) -> None:
+        await recover_stalled(self.rt)
 
-    def start(self) -> None:
+    async def start(self) -> None:
         s = self.rt.settings
+        await self.heartbeat.start()
         wake = Wakers(
             delivery=self._wake_delivery, webhooks=self._wake_webhooks, account_check=self.accounts.request
         )
@@ -87,18 +88,23 @@ class Workers:
         self.webhooks.start()
         self.scheduler.every("poll_due_messages", s.poll_interval_seconds, self.delivery.drain)
         self.scheduler.every("dispatch_webhooks", s.poll_interval_seconds, self.webhooks.drain)
-        self.scheduler.every("reclaim_expired_leases", max(1.0, s.lease_seconds / 4), self._reclaim)
+        # As often as workers beat: a dead worker's claims come back within a lease and a beat of its death.
+        self.scheduler.every("requeue_stalled", beat_interval(self.rt), self._recover_stalled)
         self.scheduler.every("check_accounts", s.account_check_interval_seconds, self.accounts.check_all)
         self.scheduler.start()
 
     async def stop(self) -> None:
-        self.scheduler.shutdown()
         self.rt.wake = Wakers()
         if self.relay is not None:
             self.relay.detach()
-        await self.accounts.stop()
+        # Before the scheduler: a drain it is running must end its claim and give the rows back, not be
+        # cancelled with them in hand.
         await self.delivery.stop()
+        self.scheduler.shutdown()
+        await self.accounts.stop()
         await self.webhooks.stop()
+        # Last: with the row gone, anything still claimed (a send cut off by the grace) is stalled at once.
+        await self.heartbeat.stop()
 
 
 async def health(request: Request) -> JSONResponse:
@@ -134,7 +140,7 @@ def create_app(
         app.state.relay = relay
         workers = Workers(rt, relay)
         app.state.workers = workers
-        workers.start()
+        await workers.start()
         try:
             yield
         finally:

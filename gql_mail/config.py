@@ -24,7 +24,13 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(5.0, gt=0)
     retry_max_seconds: float = Field(3600.0, gt=0)
     poll_interval_seconds: float = Field(1.0, gt=0)
-    lease_seconds: float = Field(300.0, gt=0)
+    # A worker whose heartbeat is older than this is dead and its claims go back to the queue (crash
+    # recovery in about this long); live workers beat every lease/5 and keep their claims however long.
+    lease_seconds: float = Field(15.0, gt=0)
+    # A message that comes back from a dead worker more often than this fails instead of being sent again.
+    max_stalled: int = Field(3, ge=0)
+    # A graceful stop waits this long for SMTP transactions in progress; what has not started is given back.
+    shutdown_grace_seconds: float = Field(10.0, ge=0)
     account_check_interval_seconds: float = Field(300.0, gt=0)
 
     webhook_attempts: int = Field(10, ge=1, le=100)

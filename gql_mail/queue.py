@@ -3,23 +3,36 @@
 A claim is one statement: `UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING …`. SQLite runs it under its
 single writer lock; PostgreSQL adds `FOR UPDATE SKIP LOCKED` to the inner select, so workers in many
 processes never take the same row. Both read the due rows through the (status, next_attempt_at) index and
-never scan the queue. A crashed worker's rows come back when their lease expires.
+never scan the queue. A claim names its worker (`claimed_by`); a worker that stops beating its heartbeat
+(see workers/heartbeat.py) for longer than the lease has its rows handed back by `requeue_stalled`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Result, bindparam, exists, select, update
+from sqlalchemy import ColumnElement, CursorResult, Result, bindparam, case, delete, exists, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from gql_mail.models import Account, AccountState, MessageStatus, OutboxMessage, WebhookDelivery, table
+from gql_mail.models import (
+    Account,
+    AccountState,
+    CopyStatus,
+    MessageStatus,
+    OutboxMessage,
+    WebhookDelivery,
+    Worker,
+    table,
+)
 from gql_mail.runtime import Runtime
 
 OUTBOX = table(OutboxMessage)
 ACCOUNT = table(Account)
 DELIVERY = table(WebhookDelivery)
+WORKER = table(Worker)
 
 
 class ClaimedMessage(NamedTuple):
@@ -60,8 +73,9 @@ def _rowcount(result: Result[Any]) -> int:
     return int(cast(CursorResult[Any], result).rowcount or 0)
 
 
-def _lease(rt: Runtime, now: datetime) -> datetime:
-    return now + timedelta(seconds=rt.settings.lease_seconds)
+def alive_since(rt: Runtime, now: datetime) -> datetime:
+    """Workers whose last heartbeat is older than this are dead: their claims go back to the queue."""
+    return now - timedelta(seconds=rt.settings.lease_seconds)
 
 
 def _claim_statement(*, skip_locked: bool) -> Any:
@@ -72,6 +86,7 @@ def _claim_statement(*, skip_locked: bool) -> Any:
             OUTBOX.c.status == MessageStatus.QUEUED,
             OUTBOX.c.next_attempt_at <= bindparam("now"),
             ACCOUNT.c.state == AccountState.CONNECTED,
+            OUTBOX.c.account_id.not_in(bindparam("busy", expanding=True)),
         )
         .order_by(OUTBOX.c.next_attempt_at)
         .limit(bindparam("limit"))
@@ -81,8 +96,14 @@ def _claim_statement(*, skip_locked: bool) -> Any:
     return (
         update(OUTBOX)
         .where(OUTBOX.c.id.in_(due.scalar_subquery()))
+        # The attempt is counted here, when it is claimed: whatever happens next (a crash, an outcome that
+        # cannot be recorded), the message is not sent more often than its budget.
+        .where(OUTBOX.c.attempts_made < OUTBOX.c.attempts)
         .values(
-            status=MessageStatus.SENDING, lease_until=bindparam("lease_until"), updated_at=bindparam("now")
+            status=MessageStatus.SENDING,
+            claimed_by=bindparam("worker"),
+            attempts_made=OUTBOX.c.attempts_made + 1,
+            updated_at=bindparam("now"),
         )
         # In ClaimedMessage's field order.
         .returning(
@@ -105,11 +126,16 @@ _CLAIM_SQLITE = _claim_statement(skip_locked=False)
 _CLAIM_SKIP_LOCKED = _claim_statement(skip_locked=True)  # PostgreSQL: workers in other processes claim too
 
 
-async def claim_messages(rt: Runtime, limit: int, *, bulk: bool = False) -> list[ClaimedMessage]:
-    """Due, queued messages of CONNECTED accounts, oldest due first, now leased to this worker.
+async def claim_messages(
+    rt: Runtime, limit: int, *, bulk: bool = False, busy: Collection[str] = ()
+) -> list[ClaimedMessage]:
+    """Due, queued messages of CONNECTED accounts, oldest due first, now claimed by this worker, each with
+    its attempt counted (`attempts_made` is the number of the attempt about to be made). Messages of the
+    `busy` accounts are left for a later claim, so one account's backlog cannot fill the pipeline.
     `bulk`: many rows are expected (see `Database.write`)."""
     now = rt.clock.now()
-    params = {"now": now, "limit": limit, "lease_until": _lease(rt, now)}
+    # An empty expanding list renders as a never-true IN; NOT IN of it keeps every row.
+    params = {"now": now, "limit": limit, "worker": rt.worker_id, "busy": list(busy)}
     async with rt.db.write(bulk=bulk) as session:
         rows = (await session.execute(_CLAIM_SQLITE if rt.db.is_sqlite else _CLAIM_SKIP_LOCKED, params)).all()
     claimed = [ClaimedMessage(r[0], r[1], r[2], r[3], tuple(r[4]), *r[5:]) for r in rows]
@@ -117,48 +143,126 @@ async def claim_messages(rt: Runtime, limit: int, *, bulk: bool = False) -> list
     return claimed
 
 
-async def release_messages(rt: Runtime, ids: list[str]) -> None:
-    """Give claimed messages back untried (their account stopped being usable); no attempt is counted."""
+async def release_messages(rt: Runtime, ids: Collection[str]) -> None:
+    """Give claimed messages back untried (their account stopped being usable, or this worker is stopping):
+    the attempt counted by the claim is given back too."""
     if not ids:
         return
     async with rt.db.write() as session:
         await session.execute(
             update(OUTBOX)
-            .where(OUTBOX.c.id.in_(ids), still(OUTBOX.c.status, MessageStatus.SENDING))
-            .values(status=MessageStatus.QUEUED, lease_until=None)
+            .where(
+                OUTBOX.c.id.in_(list(ids)),
+                still(OUTBOX.c.status, MessageStatus.SENDING),
+                OUTBOX.c.claimed_by == rt.worker_id,
+            )
+            .values(status=MessageStatus.QUEUED, claimed_by=None, attempts_made=OUTBOX.c.attempts_made - 1)
             .execution_options(synchronize_session=False)
         )
 
 
-async def renew_message_leases(rt: Runtime, ids: list[str]) -> None:
-    """Extend the leases of messages a live worker still holds (claimed, not yet recorded)."""
+class StalledMessage(NamedTuple):
+    """A message that came back from a worker that stopped mid-send (see `requeue_stalled`)."""
+
+    id: str
+    account_id: str
+    message_id: str
+    status: str
+    attempts_made: int
+    attempts: int
+    stalled_count: int
+
+
+def _stalled_statement(owner_gone: ColumnElement[bool]) -> Any:
+    """Messages in `sending` whose owner is gone go back to the queue, counted as a stall; one that has
+    stalled more than `max_stalled` times, or has no attempt left, fails instead of being sent again."""
+    stalls = OUTBOX.c.stalled_count + 1
+    give_up = (stalls > bindparam("max_stalled")) | (OUTBOX.c.attempts_made >= OUTBOX.c.attempts)
+    return (
+        update(OUTBOX)
+        .where(OUTBOX.c.status == MessageStatus.SENDING, owner_gone)
+        .values(
+            status=case((give_up, MessageStatus.FAILED.value), else_=MessageStatus.QUEUED.value),
+            stalled_count=stalls,
+            claimed_by=None,
+            updated_at=bindparam("now"),
+            last_error_message=case((give_up, bindparam("stalled_error")), else_=OUTBOX.c.last_error_message),
+            last_error_code=case((give_up, STALLED_CODE), else_=OUTBOX.c.last_error_code),
+            raw=case((give_up, b""), else_=OUTBOX.c.raw),
+        )
+        .returning(
+            OUTBOX.c.id,
+            OUTBOX.c.account_id,
+            OUTBOX.c.message_id,
+            OUTBOX.c.status,
+            OUTBOX.c.attempts_made,
+            OUTBOX.c.attempts,
+            OUTBOX.c.stalled_count,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+STALLED_CODE = "ESTALLED"
+STALLED_ERROR = (
+    "Delivery was interrupted (the worker sending it stopped) too often or with no attempt left; "
+    "not sent again to avoid duplicates"
+)
+
+
+def _live_workers() -> Any:
+    return select(WORKER.c.id).where(WORKER.c.heartbeat_at >= bindparam("alive_since")).scalar_subquery()
+
+
+def _owner_dead(claimed_by: ColumnElement[str | None]) -> ColumnElement[bool]:
+    """Claimed by no live worker. Never this process's own claims: it still holds them in memory (a test's
+    manual clock may make its own heartbeat look old for a moment)."""
+    return (claimed_by.is_(None) | claimed_by.not_in(_live_workers())) & (
+        claimed_by.is_(None) | (claimed_by != bindparam("me"))
+    )
+
+
+_REQUEUE_DEAD = _stalled_statement(_owner_dead(OUTBOX.c.claimed_by))
+_REQUEUE_IDS = _stalled_statement(
+    OUTBOX.c.id.in_(bindparam("ids", expanding=True)) & (OUTBOX.c.claimed_by == bindparam("me"))
+)
+_REQUEUE_DEAD_DELIVERIES = (
+    update(DELIVERY)
+    .where(DELIVERY.c.status == "sending", _owner_dead(DELIVERY.c.claimed_by))
+    .values(status="pending", claimed_by=None)
+    .execution_options(synchronize_session=False)
+)
+_REQUEUE_DEAD_COPIES = (
+    update(OUTBOX)
+    .where(OUTBOX.c.copy_status == CopyStatus.COPYING, _owner_dead(OUTBOX.c.claimed_by))
+    .values(copy_status=CopyStatus.PENDING, claimed_by=None)
+    .execution_options(synchronize_session=False)
+)
+_FORGET_DEAD_WORKERS = delete(WORKER).where(WORKER.c.heartbeat_at < bindparam("alive_since"))
+
+
+async def requeue_stalled(
+    session: AsyncSession, rt: Runtime, ids: Collection[str] | None = None
+) -> tuple[list[StalledMessage], int]:
+    """Work whose worker died mid-flight goes back to the queue (at-least-once delivery), within a lease of
+    the worker's last heartbeat. With `ids`: this worker's own claims that it lost track of (a crashed lane).
+    Returns the messages, and how many webhook deliveries and Sent copies came back."""
     now = rt.clock.now()
-    async with rt.db.write() as session:
-        await session.execute(
-            update(OUTBOX)
-            .where(OUTBOX.c.id.in_(ids), still(OUTBOX.c.status, MessageStatus.SENDING))
-            .values(lease_until=_lease(rt, now))
-            .execution_options(synchronize_session=False)
-        )
-
-
-async def reclaim_expired_leases(rt: Runtime) -> int:
-    """Rows whose worker died mid-flight go back to the queue (at-least-once delivery)."""
-    now = rt.clock.now()
-    async with rt.db.write() as session:
-        messages = await session.execute(
-            update(OUTBOX)
-            .where(OUTBOX.c.status == MessageStatus.SENDING, OUTBOX.c.lease_until < now)
-            .values(status=MessageStatus.QUEUED, lease_until=None)
-            .execution_options(synchronize_session=False)
-        )
-        deliveries = await session.execute(
-            update(DELIVERY)
-            .where(DELIVERY.c.status == "sending", DELIVERY.c.lease_until < now)
-            .values(status="pending", lease_until=None)
-            .execution_options(synchronize_session=False)
-        )
-    return _rowcount(messages) + _rowcount(deliveries)
+    params: dict[str, Any] = {
+        "now": now,
+        "me": rt.worker_id,
+        "alive_since": alive_since(rt, now),
+        "max_stalled": rt.settings.max_stalled,
+        "stalled_error": STALLED_ERROR,
+    }
+    if ids is not None:
+        rows = (await session.execute(_REQUEUE_IDS, {**params, "ids": list(ids)})).all()
+        return [StalledMessage(*r) for r in rows], 0
+    rows = (await session.execute(_REQUEUE_DEAD, params)).all()
+    others = _rowcount(await session.execute(_REQUEUE_DEAD_DELIVERIES, params))
+    others += _rowcount(await session.execute(_REQUEUE_DEAD_COPIES, params))
+    await session.execute(_FORGET_DEAD_WORKERS, params)
+    return [StalledMessage(*r) for r in rows], others
 
 
 async def claim_webhook_deliveries(rt: Runtime, limit: int) -> list[ClaimedDelivery]:
@@ -183,7 +287,7 @@ async def claim_webhook_deliveries(rt: Runtime, limit: int) -> list[ClaimedDeliv
     stmt = (
         update(DELIVERY)
         .where(DELIVERY.c.seq.in_(due.scalar_subquery()))
-        .values(status="sending", lease_until=_lease(rt, now))
+        .values(status="sending", claimed_by=rt.worker_id)
         .returning(
             DELIVERY.c.seq,
             DELIVERY.c.id,

@@ -9,7 +9,7 @@ was the largest cost of delivering a message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,15 +28,28 @@ from gql_mail.events import (
 from gql_mail.mail.errors import MailError
 from gql_mail.mail.smtp import SendResult
 from gql_mail.models import DeliveryAttempt, MessageStatus, OutboxMessage, table
-from gql_mail.queue import OUTBOX, ClaimedMessage, still
+from gql_mail.queue import (
+    OUTBOX,
+    STALLED_CODE,
+    STALLED_ERROR,
+    ClaimedMessage,
+    StalledMessage,
+    requeue_stalled,
+    still,
+)
 from gql_mail.runtime import Runtime
 from gql_mail.services.unit import ANY_ENABLED_WEBHOOK, UnitOfWork, unit_of_work
 
 # The statements are built once: building a SQLAlchemy expression costs more than executing it (it was a
 # third of recording a batch). Core inserts, too: an ORM entity's goes through the ORM's bulk path.
 _STILL_OURS = select(OUTBOX.c.id, ANY_ENABLED_WEBHOOK.label("hooks")).where(
-    OUTBOX.c.id.in_(bindparam("ids", expanding=True)), still(OUTBOX.c.status, MessageStatus.SENDING)
+    OUTBOX.c.id.in_(bindparam("ids", expanding=True)),
+    still(OUTBOX.c.status, MessageStatus.SENDING),
+    OUTBOX.c.claimed_by == bindparam("me"),
 )
+# PostgreSQL: the rows checked are locked until the commit, so a cancel or a reclaim on another node cannot
+# change them between the check and the update (SQLite's one write lock already serialises them).
+_STILL_OURS_LOCKED = _STILL_OURS.with_for_update(of=OUTBOX)
 _UPDATE_SENDING = update(OUTBOX).where(
     OUTBOX.c.id == bindparam("outbox_id"), OUTBOX.c.status == MessageStatus.SENDING
 )
@@ -44,19 +57,18 @@ _ATTEMPTS = table(DeliveryAttempt)
 _INSERT_ATTEMPTS = insert(_ATTEMPTS)
 # A message every recipient accepted (nearly all of them) is recorded with the fewest values per row that can
 # differ: its other columns are constants or copies of columns it has (`accepted` is its envelope, and its
-# attempt row copies the message's). Each bound value costs a processor call per row; this path binds four.
+# attempt row copies the message's). Each bound value costs a processor call per row; this path binds three.
 _MARK_SENT = (
     update(OUTBOX)
     .where(OUTBOX.c.id == bindparam("outbox_id"), OUTBOX.c.status == MessageStatus.SENDING)
     .values(
         status=literal_column(f"'{MessageStatus.SENT.value}'"),
-        attempts_made=bindparam("attempt"),
         sent_at=bindparam("now"),
         updated_at=bindparam("now"),
         response=bindparam("response"),
         accepted=OUTBOX.c.envelope_to,
         rejected=null(),
-        lease_until=null(),
+        claimed_by=null(),
         last_error_message=null(),
         last_error_code=null(),
         last_smtp_code=null(),
@@ -99,7 +111,9 @@ async def record_outcomes(rt: Runtime, outcomes: Sequence[Outcome]) -> None:
         # Only rows still ours: a message whose account was deleted (or that was reclaimed) meanwhile has
         # nothing to record, and its attempt row would break the whole batch's foreign keys.
         # The same query says whether any webhook is enabled, which spares staging its own when none is.
-        found = (await uow.session.execute(_STILL_OURS, {"ids": [o.message.id for o in outcomes]})).all()
+        still_ours = _STILL_OURS if rt.db.is_sqlite else _STILL_OURS_LOCKED
+        ids = [o.message.id for o in outcomes]
+        found = (await uow.session.execute(still_ours, {"ids": ids, "me": rt.worker_id})).all()
         ours = {r.id for r in found}
         if found and not any(r.hooks for r in found):
             uow.no_webhooks()
@@ -107,15 +121,13 @@ async def record_outcomes(rt: Runtime, outcomes: Sequence[Outcome]) -> None:
             m = outcome.message
             if m.id not in ours:
                 continue
-            attempt = m.attempts_made + 1
+            attempt = m.attempts_made  # counted when it was claimed
             if outcome.result is not None and not outcome.result.rejected:
-                sent.append(
-                    {"outbox_id": m.id, "attempt": attempt, "now": now, "response": outcome.result.response}
-                )
+                sent.append({"outbox_id": m.id, "now": now, "response": outcome.result.response})
                 uow.emit(_sent_event(m, outcome.result, now, {}))
                 continue
             values, row = _record_other(rt, uow, outcome, attempt, now)
-            values.update(attempts_made=attempt, lease_until=None, updated_at=now, outbox_id=m.id)
+            values.update(claimed_by=None, updated_at=now, outbox_id=m.id)
             updates.setdefault(tuple(sorted(values)), []).append(values)
             row.update(outbox_id=m.id, attempt=attempt, at=now)
             attempt_rows.append(row)
@@ -255,3 +267,37 @@ async def record_copy(
                     order_key=message.id,
                 )
             )
+
+
+async def recover_stalled(rt: Runtime, lost: Collection[str] | None = None) -> int:
+    """Hand back what dead workers held (the scheduler's `requeue_stalled` job), or with `lost`, this
+    worker's own claims it can no longer account for. A message that stalled too often or has no attempt
+    left fails with `messageFailed` (errorCode ESTALLED) instead of going out again. Returns how many rows
+    came back to the queue."""
+    async with unit_of_work(rt) as uow:
+        messages, others = await requeue_stalled(uow.session, rt, lost)
+        now = rt.clock.now()
+        for m in messages:
+            if m.status == MessageStatus.FAILED:
+                uow.emit(_stalled_event(m, now))
+    requeued = others + sum(1 for m in messages if m.status == MessageStatus.QUEUED)
+    if requeued:
+        rt.wake.delivery()
+        rt.wake.webhooks()
+    return requeued
+
+
+def _stalled_event(m: StalledMessage, now: datetime) -> Event:
+    return Event(
+        MESSAGE_FAILED,
+        m.account_id,
+        now,
+        {
+            "messageId": m.message_id,
+            "queueId": m.id,
+            "error": STALLED_ERROR,
+            "errorCode": STALLED_CODE,
+            "smtpResponseCode": None,
+        },
+        order_key=m.id,
+    )

@@ -152,13 +152,24 @@ def _draft(rt: Runtime, account: _Sender, spec: SubmitSpec) -> Draft:
     )
 
 
+def _model_defaults() -> dict[str, Any]:
+    """Every outbox_message column with the model's default (None where it has none)."""
+    fields = OutboxMessage.model_fields
+    return {
+        name: fields[name].get_default(call_default_factory=True)
+        if name in fields and not fields[name].is_required()
+        else None
+        for name in OUTBOX.c.keys()
+    }
+
+
+_OUTBOX_DEFAULTS = _model_defaults()
+
+
 def _outbox_values(**given: Any) -> dict[str, Any]:
     """A new outbox_message row's every column, as the ORM would insert it: a Core insert of these skips
     building (and validating) an `OutboxMessage`, a large part of a submission's cost."""
-    values: dict[str, Any] = dict.fromkeys(OUTBOX.c.keys())
-    values["attempts_made"] = 0
-    values.update(given)
-    return values
+    return {**_OUTBOX_DEFAULTS, **given}
 
 
 def _result(row: OutboxMessage, *, duplicate: bool = False) -> SubmitResult:

@@ -32,6 +32,8 @@ class Batcher(Generic[T]):
         self._pending: list[tuple[T, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # The batch being written now (no longer in `_pending`).
+        self._writing: list[tuple[T, asyncio.Future[None]]] = []
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="batcher")
@@ -57,6 +59,7 @@ class Batcher(Generic[T]):
                     await asyncio.sleep(self._gather_seconds)
                 streaming = True
                 batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+                self._writing = batch
                 try:
                     await self._write([item for item, _ in batch])
                 except Exception as exc:  # the callers decide what a failed write means
@@ -71,9 +74,9 @@ class Batcher(Generic[T]):
 
     async def stop(self) -> None:
         if self._task is not None:
-            # Let what is already queued be written before stopping.
-            while self._pending:
-                await asyncio.wait([future for _, future in self._pending])
+            # Let what is queued, and the batch being written, be written before stopping.
+            while unwritten := [f for _, f in (*self._writing, *self._pending) if not f.done()]:
+                await asyncio.wait(unwritten)
             self._task.cancel()
             try:
                 await self._task

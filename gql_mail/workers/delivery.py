@@ -3,14 +3,19 @@
 Per account, a lane holds claimed messages and runs up to `max_concurrent_per_account` connections that
 each send message after message; a global semaphore caps connections overall. The drain loop keeps
 claiming while there is room, so a pre-filled queue streams through without pauses, and a submission's
-wake-up starts a drain at once. Outcomes are recorded in batches (see `Batcher`).
+wake-up starts a drain at once. No account holds more than its share of the pipeline (`_account_cap`): a
+claim skips accounts at their share, so one account's backlog of thousands never delays another's
+message. Outcomes are recorded in batches (see `Batcher`).
+
+Claims are kept by this process's heartbeat (workers/heartbeat.py), not by per-message leases. A graceful
+stop gives back at once what no connection has started and lets the transactions in progress finish.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,10 +24,10 @@ from gql_mail.mail.errors import MailError
 from gql_mail.mail.imap import append_to_sent
 from gql_mail.mail.smtp import SmtpConnection, SmtpSettings
 from gql_mail.models import Account, AccountState
-from gql_mail.queue import ClaimedMessage, claim_messages, release_messages, renew_message_leases
+from gql_mail.queue import ClaimedMessage, claim_messages, release_messages
 from gql_mail.runtime import Runtime
 from gql_mail.services.accounts import imap_settings, record_account_state, smtp_settings
-from gql_mail.services.delivery import Outcome, record_copy, record_outcomes
+from gql_mail.services.delivery import Outcome, record_copy, record_outcomes, recover_stalled
 from gql_mail.workers.batcher import Batcher
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,8 @@ class Lane:
     connections: int = 0
     # Set by the first connection that meets an authentication failure (see `_connect_failed`).
     auth_failed: bool = False
+    # The settings version the lane's connections were opened with (see `record_account_state`).
+    version: int | None = None
     # Set when a message is added, for a connection that waits for more (`_wait_for_more`).
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -58,6 +65,12 @@ class DeliveryWorker:
         # own made most claims one or two rows long, and a claim's cost is per statement, not per row.
         self._claim_at_least = max(1, min(s.delivery_batch_size, self._max_in_flight) // 2)
         self._in_flight = 0
+        # Claimed and not yet recorded, per account. An account holding half its share is left out of claims
+        # (one claim may add a batch on top) and a drain waiting for it claims again once it is down to a
+        # quarter: claiming after every single outcome would cost a statement per message.
+        self._held: Counter[str] = Counter()
+        self._account_share = max(s.max_concurrent_per_account * 16, self._max_in_flight // 2)
+        self._account_room = asyncio.Event()
         self._last_claim = 0
         self._slot_free = asyncio.Event()
         self._wanted = asyncio.Event()
@@ -70,20 +83,37 @@ class DeliveryWorker:
         # Set while no drain runs (see `no_drain_running`).
         self._not_draining = asyncio.Event()
         self._not_draining.set()
-        # Claimed and not yet recorded: their leases are renewed while they wait in a lane (_renew_leases).
-        self._held: set[str] = set()
-        self._renewer: asyncio.Task[None] | None = None
         # While set, a connection whose lane is empty closes at once instead of waiting (see `idle`).
         self._no_idle_connections = False
+        self._stopping = False
 
     def start(self) -> None:
         self._recorder.start()
-        self._renewer = asyncio.create_task(self._renew_leases(), name="renew-leases")
 
     async def stop(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            await asyncio.gather(self._renewer, return_exceptions=True)
+        """Graceful stop: what no connection has started goes back to the queue now (a restart or another
+        node sends it at once, and nothing is sent twice); SMTP transactions in progress get
+        `shutdown_grace_seconds` to finish and be recorded; what is still running then is cut off and comes
+        back as stalled once this worker's heartbeat row is gone."""
+        self._stopping = True
+        self._no_idle_connections = True
+        self._slot_free.set()
+        self._account_room.set()
+        # A drain in the middle of a claim finishes it and gives the rows back itself (see `drain`).
+        await self._not_draining.wait()
+        unstarted: list[ClaimedMessage] = []
+        for lane in self._lanes.values():
+            unstarted.extend(lane.pending)
+            lane.pending.clear()
+            lane.arrived.set()
+        for message in unstarted:
+            self._done(message.account_id)
+        try:
+            await release_messages(self.rt, [m.id for m in unstarted])
+        except Exception:
+            log.exception("giving back %d unstarted messages failed", len(unstarted))
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self.rt.settings.shutdown_grace_seconds)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -91,6 +121,7 @@ class DeliveryWorker:
 
     def wake(self) -> None:
         self._wanted.set()
+        self._account_room.set()  # a drain waiting for a busy account's room claims for the others now
 
     async def no_drain_running(self) -> None:
         """Return once no drain is claiming: a caller about to drain by hand lets a running one dispatch
@@ -112,7 +143,7 @@ class DeliveryWorker:
         """Claim and dispatch until nothing is due (the scheduler's `poll_due_messages` job)."""
         self._not_draining.clear()
         try:
-            while True:
+            while not self._stopping:
                 self._wanted.clear()
                 room = self._max_in_flight - self._in_flight
                 if room < self._claim_at_least:
@@ -120,14 +151,23 @@ class DeliveryWorker:
                     await self._slot_free.wait()
                     continue
                 limit = min(room, self.rt.settings.delivery_batch_size)
+                busy = self._busy_accounts()
                 # A busy queue's claims return many rows (with their bodies): off the event loop, so the
                 # SMTP conversations in flight go on meanwhile; a trickle's are small and quick inline.
-                claimed = await claim_messages(self.rt, limit, bulk=self._last_claim >= BULK_CLAIM)
+                claimed = await claim_messages(self.rt, limit, bulk=self._last_claim >= BULK_CLAIM, busy=busy)
                 self._last_claim = len(claimed)
+                if self._stopping:
+                    await release_messages(self.rt, [m.id for m in claimed])
+                    return
                 for message in claimed:
                     self._dispatch(message)
                 if len(claimed) < limit and not self._wanted.is_set():
-                    return
+                    if not busy:
+                        return
+                    # More may be due for the accounts left out: claim again once one has room (or a
+                    # wake-up says something new arrived).
+                    self._account_room.clear()
+                    await self._account_room.wait()
         finally:
             self._not_draining.set()
 
@@ -136,9 +176,12 @@ class DeliveryWorker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _busy_accounts(self) -> list[str]:
+        return [account for account, held in self._held.items() if held >= self._account_share // 2]
+
     def _dispatch(self, message: ClaimedMessage) -> None:
         self._in_flight += 1
-        self._held.add(message.id)
+        self._held[message.account_id] += 1
         lane = self._lanes.get(message.account_id)
         if lane is None:
             lane = self._lanes[message.account_id] = Lane(message.account_id)
@@ -150,22 +193,14 @@ class DeliveryWorker:
             lane.connections += 1
             self._spawn(self._run_connection(lane), f"smtp:{lane.account_id}")
 
-    def _done(self, count: int = 1) -> None:
-        self._in_flight -= count
+    def _done(self, account_id: str) -> None:
+        self._in_flight -= 1
+        held = self._held[account_id] = self._held[account_id] - 1
+        if held <= 0:
+            del self._held[account_id]
+        if held == self._account_share // 4:
+            self._account_room.set()
         self._slot_free.set()
-
-    async def _renew_leases(self) -> None:
-        """Keep the lease of every message this worker holds fresh. A claimed message can wait in its lane
-        longer than a lease (a slow server, many messages for one account); without renewal
-        `reclaim_expired_leases` hands it back to the queue while it waits, and this same process sends it
-        twice (found by tests/faults/test_kill.py). Only a dead worker's leases may expire."""
-        while True:
-            await asyncio.sleep(self.rt.settings.lease_seconds / 3)
-            if self._held:
-                try:
-                    await renew_message_leases(self.rt, list(self._held))
-                except Exception:
-                    log.exception("renewing the leases of %d messages failed", len(self._held))
 
     async def _account_settings(self, account_id: str) -> tuple[SmtpSettings, Account] | None:
         async with self.rt.db.read() as session:
@@ -182,15 +217,15 @@ class DeliveryWorker:
                     await self._release(lane)
                     return
                 settings, account = loaded
+                lane.version = account.version
                 await self._send_all(lane, settings, account)
         except Exception:
-            log.exception(
-                "delivery lane for %s crashed; its messages come back when their lease expires",
-                lane.account_id,
-            )
-            self._held.difference_update(m.id for m in lane.pending)
-            self._done(len(lane.pending))
+            log.exception("delivery lane for %s crashed; its messages go back to the queue", lane.account_id)
+            lost = list(lane.pending)
             lane.pending.clear()
+            for message in lost:
+                self._done(message.account_id)
+            self._spawn(self._recover([m.id for m in lost]), f"recover:{lane.account_id}")
         finally:
             lane.connections -= 1
             if lane.connections == 0:
@@ -202,11 +237,22 @@ class DeliveryWorker:
                     self._lanes.pop(lane.account_id, None)
 
     async def _release(self, lane: Lane) -> None:
-        ids = [m.id for m in lane.pending]
+        released = list(lane.pending)
         lane.pending.clear()
-        self._held.difference_update(ids)
-        await release_messages(self.rt, ids)
-        self._done(len(ids))
+        await release_messages(self.rt, [m.id for m in released])
+        for message in released:
+            self._done(message.account_id)
+
+    async def _recover(self, ids: list[str]) -> None:
+        """Claims this worker can no longer account for (a crashed lane, an outcome that could not be
+        recorded): back to the queue as stalled, or failed when they stalled too often. Without this they
+        would stay `sending` for as long as this process lives, its heartbeat keeping them."""
+        if not ids:
+            return
+        try:
+            await recover_stalled(self.rt, ids)
+        except Exception:
+            log.exception("handing back %d messages failed; they come back when this worker stops", len(ids))
 
     async def _send_all(self, lane: Lane, settings: SmtpSettings, account: Account) -> None:
         connection: SmtpConnection | None = None
@@ -260,7 +306,8 @@ class DeliveryWorker:
             else:
                 lane.auth_failed = True
                 await self._finish(Outcome(first, error=error), None)
-                await record_account_state(self.rt, lane.account_id, error)
+                # Only against the settings this lane tried: an update meanwhile is checked afresh.
+                await record_account_state(self.rt, lane.account_id, error, version=lane.version)
             await self._release(lane)
             return
         failed = [first, *lane.pending]
@@ -281,13 +328,12 @@ class DeliveryWorker:
 
     def _recorded(self, outcome: Outcome, account: Account | None, future: asyncio.Future[None]) -> None:
         self._recording.discard(future)
-        self._held.discard(outcome.message.id)
-        self._done()
+        self._done(outcome.message.account_id)
         if future.cancelled():
             return
         if (error := future.exception()) is not None:
-            # Not recorded: the lease is no longer renewed, so the message is tried again once it expires.
             log.error("recording the outcome of %s failed", outcome.message.id, exc_info=error)
+            self._spawn(self._recover([outcome.message.id]), f"recover:{outcome.message.id}")
             return
         if outcome.result is not None and outcome.message.copy_to_sent and account is not None:
             self._spawn(self._copy_to_sent(outcome.message, account), f"copy:{outcome.message.id}")

@@ -113,7 +113,7 @@ class WebhookDispatcher:
         async with self.rt.db.write() as session:
             for delivery, error in results:
                 attempts = delivery.attempts_made + 1
-                values: dict[str, object] = {"attempts_made": attempts, "lease_until": None}
+                values: dict[str, object] = {"attempts_made": attempts, "claimed_by": None}
                 if error is None:
                     values.update(status="delivered", delivered_at=now, last_error=None)
                 else:
@@ -131,7 +131,12 @@ class WebhookDispatcher:
                         values.update(status="pending", next_attempt_at=retry_at)
                 await session.execute(
                     update(WebhookDelivery)
-                    .where(col(WebhookDelivery.seq) == delivery.seq)
+                    # Still ours: a delivery handed back meanwhile (this worker was declared dead) is
+                    # another worker's now.
+                    .where(
+                        col(WebhookDelivery.seq) == delivery.seq,
+                        col(WebhookDelivery.claimed_by) == self.rt.worker_id,
+                    )
                     .values(**values)
                     .execution_options(synchronize_session=False)
                 )

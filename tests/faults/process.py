@@ -32,7 +32,6 @@ class ServerProcess:
             "GQL_MAIL_DATABASE_URL": f"sqlite+aiosqlite:///{self.db_path}",
             "GQL_MAIL_SECRET": "fault-suite-secret-" + "x" * 20,
             "GQL_MAIL_DATA_DIR": str(directory / "data"),
-            "GQL_MAIL_LEASE_SECONDS": "2",
             "GQL_MAIL_POLL_INTERVAL_SECONDS": "0.2",
             "GQL_MAIL_LOG_LEVEL": "warning",
             "PYTHONUNBUFFERED": "1",
@@ -85,7 +84,7 @@ class ServerProcess:
         raise RuntimeError(f"gql-mail did not answer /health within {_START_TIMEOUT}s:\n{self.logs()}")
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, nothing is flushed, leases stay taken."""
+        """SIGKILL: nothing runs at shutdown or is flushed; claims stay taken until its heartbeat lapses."""
         assert self.process is not None
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
