@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 from sqlmodel import col
 
 from gql_mail.clock import utc
@@ -152,11 +153,18 @@ def _draft(rt: Runtime, account: _Sender, spec: SubmitSpec) -> Draft:
     )
 
 
+# Every column's Python-side default (None where it has none), as the ORM fills them in. An explicit NULL
+# overrides a server default, so a NOT NULL column added later (stalled_count, copy_attempts) needs its
+# default here or every submission fails.
+_OUTBOX_DEFAULTS: dict[str, Any] = {
+    c.key: c.default.arg if isinstance(c.default, ScalarElementColumnDefault) else None for c in OUTBOX.c
+}
+
+
 def _outbox_values(**given: Any) -> dict[str, Any]:
     """A new outbox_message row's every column, as the ORM would insert it: a Core insert of these skips
     building (and validating) an `OutboxMessage`, a large part of a submission's cost."""
-    values: dict[str, Any] = dict.fromkeys(OUTBOX.c.keys())
-    values["attempts_made"] = 0
+    values = dict(_OUTBOX_DEFAULTS)
     values.update(given)
     return values
 
