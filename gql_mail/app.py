@@ -26,6 +26,7 @@ from gql_mail.migrations import upgrade
 from gql_mail.pg_events import EventRelay, relay_for
 from gql_mail.queue import reclaim_expired_leases
 from gql_mail.runtime import Runtime, Wakers
+from gql_mail.services.retention import prune
 from gql_mail.workers.account_check import AccountChecker
 from gql_mail.workers.delivery import DeliveryWorker
 from gql_mail.workers.scheduler import Scheduler
@@ -77,6 +78,23 @@ class Workers:
             self._wake_delivery()
             self._wake_webhooks()
 
+    async def prune_finished(self) -> None:
+        """The scheduler's `prune_finished` job. An error is logged and the next run tries again: what
+        a failed run left behind is still old enough then."""
+        try:
+            counts = await prune(self.rt)
+        except Exception:
+            log.exception("pruning finished rows failed")
+            return
+        if counts.total:
+            log.info(
+                "pruned %d finished messages, %d webhook deliveries, %d event payloads (retention %g days)",
+                counts.messages,
+                counts.webhook_deliveries,
+                counts.event_payloads,
+                self.rt.settings.retention_days,
+            )
+
     def start(self) -> None:
         s = self.rt.settings
         wake = Wakers(
@@ -89,6 +107,7 @@ class Workers:
         self.scheduler.every("dispatch_webhooks", s.poll_interval_seconds, self.webhooks.drain)
         self.scheduler.every("reclaim_expired_leases", max(1.0, s.lease_seconds / 4), self._reclaim)
         self.scheduler.every("check_accounts", s.account_check_interval_seconds, self.accounts.check_all)
+        self.scheduler.every("prune_finished", s.prune_interval_seconds, self.prune_finished)
         self.scheduler.start()
 
     async def stop(self) -> None:

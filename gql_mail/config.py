@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(300.0, gt=0)
     account_check_interval_seconds: float = Field(300.0, gt=0)
 
+    # Finished messages (with their attempts), finished webhook deliveries and relayed event payloads are
+    # deleted this long after they finished, by a job that runs every `prune_interval_seconds`.
+    retention_days: float = Field(30.0, gt=0)
+    prune_interval_seconds: float = Field(3600.0, gt=0)
+
     webhook_attempts: int = Field(10, ge=1, le=100)
     webhook_timeout_seconds: float = Field(10.0, gt=0)
 
