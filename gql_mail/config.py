@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     poll_interval_seconds: float = Field(1.0, gt=0)
     lease_seconds: float = Field(300.0, gt=0)
     account_check_interval_seconds: float = Field(300.0, gt=0)
+    # Consecutive failed periodic checks (a connection, timeout or TLS error; never a refused login) that
+    # move a CONNECTED account to CONNECT_ERROR: one network blip must not pause its queue.
+    account_check_failures_before_error: int = Field(3, ge=1)
 
     # Finished messages (with their attempts), finished webhook deliveries and relayed event payloads are
     # deleted this long after they finished, by a job that runs every `prune_interval_seconds`.
