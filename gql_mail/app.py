@@ -26,6 +26,7 @@ from gql_mail.migrations import upgrade
 from gql_mail.pg_events import EventRelay, relay_for
 from gql_mail.runtime import Runtime, Wakers
 from gql_mail.services.delivery import recover_stalled
+from gql_mail.services.retention import prune
 from gql_mail.workers.account_check import AccountChecker
 from gql_mail.workers.delivery import DeliveryWorker
 from gql_mail.workers.heartbeat import Heartbeat, beat_interval
@@ -77,6 +78,23 @@ class Workers:
     async def _recover_stalled(self) -> None:
         await recover_stalled(self.rt)
 
+    async def prune_finished(self) -> None:
+        """The scheduler's `prune_finished` job. An error is logged and the next run tries again: what
+        a failed run left behind is still old enough then."""
+        try:
+            counts = await prune(self.rt)
+        except Exception:
+            log.exception("pruning finished rows failed")
+            return
+        if counts.total:
+            log.info(
+                "pruned %d finished messages, %d webhook deliveries, %d event payloads (retention %g days)",
+                counts.messages,
+                counts.webhook_deliveries,
+                counts.event_payloads,
+                self.rt.settings.retention_days,
+            )
+
     async def start(self) -> None:
         s = self.rt.settings
         await self.heartbeat.start()
@@ -91,6 +109,7 @@ class Workers:
         # As often as workers beat: a dead worker's claims come back within a lease and a beat of its death.
         self.scheduler.every("requeue_stalled", beat_interval(self.rt), self._recover_stalled)
         self.scheduler.every("check_accounts", s.account_check_interval_seconds, self.accounts.check_all)
+        self.scheduler.every("prune_finished", s.prune_interval_seconds, self.prune_finished)
         self.scheduler.start()
 
     async def stop(self) -> None:

@@ -32,6 +32,14 @@ class Settings(BaseSettings):
     # A graceful stop waits this long for SMTP transactions in progress; what has not started is given back.
     shutdown_grace_seconds: float = Field(10.0, ge=0)
     account_check_interval_seconds: float = Field(300.0, gt=0)
+    # Consecutive failed periodic checks (a connection, timeout or TLS error; never a refused login) that
+    # move a CONNECTED account to CONNECT_ERROR: one network blip must not pause its queue.
+    account_check_failures_before_error: int = Field(3, ge=1)
+
+    # Finished messages (with their attempts), finished webhook deliveries and relayed event payloads are
+    # deleted this long after they finished, by a job that runs every `prune_interval_seconds`.
+    retention_days: float = Field(30.0, gt=0)
+    prune_interval_seconds: float = Field(3600.0, gt=0)
 
     webhook_attempts: int = Field(10, ge=1, le=100)
     webhook_timeout_seconds: float = Field(10.0, gt=0)

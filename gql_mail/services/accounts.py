@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlmodel import col
 
+from gql_mail.clock import utc
 from gql_mail.events import (
     ACCOUNT_ADDED,
     ACCOUNT_CONNECTED,
@@ -257,9 +259,11 @@ _STATE_EVENTS = {
 }
 
 
-async def check_account(rt: Runtime, account_id: str) -> AccountState | None:
+async def check_account(rt: Runtime, account_id: str, *, periodic: bool = False) -> AccountState | None:
     """Log in over IMAP (unless disabled) and SMTP, and record the outcome. None: nothing was recorded
-    (the account is gone or changed while we checked; the newer check decides)."""
+    (the account is gone or changed while we checked; the newer check decides). `periodic`: the
+    scheduler's check, whose network errors a CONNECTED account tolerates a few times (see
+    `record_account_state`); a check asked for (register, update, reconnect) records what it found."""
     async with rt.db.write() as session:
         row = await session.get(Account, account_id)
         if row is None:
@@ -276,20 +280,45 @@ async def check_account(rt: Runtime, account_id: str) -> AccountState | None:
         await verify_smtp(smtp)
     except MailError as exc:
         error = exc
-    return await record_account_state(rt, account_id, error, version=version)
+    return await record_account_state(rt, account_id, error, version=version, periodic=periodic)
+
+
+def _blip(rt: Runtime, row: Account, error: MailError | None, now: datetime) -> bool:
+    """Whether a periodic check's failure leaves a CONNECTED account CONNECTED: a network error (not a
+    refused login: a wrong password is no blip) before `account_check_failures_before_error` of them in
+    a row. Counts the failure in `row.check_failures`, once per round of checks: every node runs the
+    periodic check, often at the same moment, and one blip seen by three nodes is still one blip."""
+    if error is None or error.auth_failure or row.state != AccountState.CONNECTED:
+        return False
+    half_round = timedelta(seconds=rt.settings.account_check_interval_seconds / 2)
+    if row.checked_at is None or now - utc(row.checked_at) >= half_round:
+        row.check_failures += 1
+    return row.check_failures < rt.settings.account_check_failures_before_error
 
 
 async def record_account_state(
-    rt: Runtime, account_id: str, error: MailError | None, *, version: int | None = None
+    rt: Runtime,
+    account_id: str,
+    error: MailError | None,
+    *,
+    version: int | None = None,
+    periodic: bool = False,
 ) -> AccountState | None:
     """Set the state an outcome implies; emit its event when the state changes. Also used by delivery
-    when SMTP authentication fails at send time."""
+    when SMTP authentication fails at send time.
+
+    `periodic`: a tolerated failure (`_blip`) keeps the account CONNECTED and its queue running; it is
+    still shown, as `lastError` beside the CONNECTED state, until a check succeeds."""
     state = _state_for(error)
     async with unit_of_work(rt) as uow:
         row = await uow.session.get(Account, account_id)
         if row is None or (version is not None and row.version != version):
             return None
         now = rt.clock.now()
+        if periodic and _blip(rt, row, error, now):
+            state = AccountState.CONNECTED
+        else:
+            row.check_failures = 0
         changed = row.state != state
         row.state = state
         row.checked_at = now

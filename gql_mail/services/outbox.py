@@ -329,5 +329,8 @@ async def cancel_message(rt: Runtime, queue_id: str) -> bool:
             return False
         row.status = MessageStatus.CANCELLED
         row.updated_at = rt.clock.now()
+        # No longer due at its send time: a finished row is found by retention through (status,
+        # next_attempt_at), and one due a year from now would otherwise outlive its retention by a year.
+        row.next_attempt_at = row.updated_at
         row.raw = b""
     return True
