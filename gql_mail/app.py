@@ -29,6 +29,7 @@ from gql_mail.runtime import Runtime, Wakers
 from gql_mail.workers.account_check import AccountChecker
 from gql_mail.workers.delivery import DeliveryWorker
 from gql_mail.workers.scheduler import Scheduler
+from gql_mail.workers.sent_copy import SentCopier
 from gql_mail.workers.webhook_dispatch import WebhookDispatcher
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class Workers:
         self.delivery = DeliveryWorker(rt)
         self.webhooks = WebhookDispatcher(rt)
         self.accounts = AccountChecker(rt)
+        self.sent_copy = SentCopier(rt)
 
     def _wake_delivery(self) -> None:
         self.delivery.wake()
@@ -72,6 +74,10 @@ class Workers:
         self.webhooks.wake()
         self.scheduler.run_now("dispatch_webhooks")
 
+    def _wake_sent_copy(self) -> None:
+        self.sent_copy.wake()
+        self.scheduler.run_now("copy_to_sent")
+
     async def _reclaim(self) -> None:
         if await reclaim_expired_leases(self.rt):
             self._wake_delivery()
@@ -80,13 +86,18 @@ class Workers:
     def start(self) -> None:
         s = self.rt.settings
         wake = Wakers(
-            delivery=self._wake_delivery, webhooks=self._wake_webhooks, account_check=self.accounts.request
+            delivery=self._wake_delivery,
+            webhooks=self._wake_webhooks,
+            account_check=self.accounts.request,
+            sent_copy=self._wake_sent_copy,
         )
         self.rt.wake = self.relay.attach(wake) if self.relay is not None else wake
         self.delivery.start()
         self.webhooks.start()
+        self.sent_copy.start()
         self.scheduler.every("poll_due_messages", s.poll_interval_seconds, self.delivery.drain)
         self.scheduler.every("dispatch_webhooks", s.poll_interval_seconds, self.webhooks.drain)
+        self.scheduler.every("copy_to_sent", s.poll_interval_seconds, self.sent_copy.drain)
         self.scheduler.every("reclaim_expired_leases", max(1.0, s.lease_seconds / 4), self._reclaim)
         self.scheduler.every("check_accounts", s.account_check_interval_seconds, self.accounts.check_all)
         self.scheduler.start()
@@ -98,6 +109,7 @@ class Workers:
             self.relay.detach()
         await self.accounts.stop()
         await self.delivery.stop()
+        await self.sent_copy.stop()
         await self.webhooks.stop()
 
 
