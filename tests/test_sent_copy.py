@@ -138,6 +138,23 @@ async def test_copy_is_made_once_and_the_body_dropped(
     assert received(smtp_server, answer["messageId"]) == 1
 
 
+async def test_a_message_some_recipients_refused_is_copied_too(
+    server: Server, smtp_server: SmtpServer, imap_server: ImapServer
+) -> None:
+    """The partial-acceptance outcome is recorded by its own statement; it writes the obligation too."""
+    await register(server, "partly", smtp_server, imap_server)
+    smtp_server.reject_recipients({"bad@example.org": (550, "5.1.1 User unknown")})
+    message = {"to": [{"address": "good@example.org"}, {"address": "bad@example.org"}], "text": "Hi"}
+    async with subscribe(server, account="partly") as sub:
+        answer = (await server.gql(SUBMIT, {"account": "partly", "input": message}))["submitMessage"]
+        sent = await sub.wait_for(lambda e: e["event"] == "messageSent")
+    assert sent["data"]["rejected"]
+    await server.workers.sent_copy.drain()
+    stored = await row(server, answer["queueId"])
+    assert (stored.status, stored.copy_status, stored.copied_to, stored.raw) == ("sent", "done", "Sent", b"")
+    assert await in_sent(imap_server, answer["messageId"]) == 1
+
+
 async def test_a_message_without_a_copy_has_no_copy_status(server: Server, smtp_server: SmtpServer) -> None:
     await register_connected(server, account_input("nocopy", smtp_server))  # IMAP disabled
     answer = await send(server, "nocopy")
