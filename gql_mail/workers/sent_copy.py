@@ -37,7 +37,7 @@ class SentCopier:
         # One pass at a time: a test (or a wake-up) that drains while a scheduled pass runs waits for it, so a
         # drain that returns has seen every copy that was due when it was called to its outcome.
         self._draining = asyncio.Lock()
-        self._drains: set[asyncio.Task[object]] = set()
+        self._drains: set[asyncio.Task[None]] = set()
         # Claimed and without a recorded outcome; `_started` are those whose APPEND began.
         self._held: set[str] = set()
         self._started: set[str] = set()
@@ -70,26 +70,29 @@ class SentCopier:
 
     async def drain(self) -> None:
         """The scheduler's `copy_to_sent` job: copy until nothing is due."""
-        task = asyncio.current_task()
-        assert task is not None
+        # The pass runs in a task of its own, so `stop` cancels it and never its caller's task.
+        task = asyncio.create_task(self._drain(), name="copy-to-sent")
         self._drains.add(task)
         try:
-            async with self._draining:
-                if self._held:
-                    # Copies whose outcome could not be recorded (the database failed us): due again now.
-                    await release_copies(self.rt, sorted(self._held), tried=True)
-                    self._held.clear()
-                    self._started.clear()
-                while True:
-                    self._wanted.clear()
-                    claimed = await claim_copies(self.rt, self._batch)
-                    self._held.update(c.id for c in claimed)
-                    if claimed:
-                        await self._copy_all(claimed)
-                    elif not self._wanted.is_set():
-                        return
+            await task
         finally:
             self._drains.discard(task)
+
+    async def _drain(self) -> None:
+        async with self._draining:
+            if self._held:
+                # Copies whose outcome could not be recorded (the database failed us): due again now.
+                await release_copies(self.rt, sorted(self._held), tried=True)
+                self._held.clear()
+                self._started.clear()
+            while True:
+                self._wanted.clear()
+                claimed = await claim_copies(self.rt, self._batch)
+                self._held.update(c.id for c in claimed)
+                if claimed:
+                    await self._copy_all(claimed)
+                elif not self._wanted.is_set():
+                    return
 
     async def _copy_all(self, claimed: Sequence[ClaimedCopy]) -> None:
         account_ids = {c.account_id for c in claimed}
