@@ -94,7 +94,6 @@ class Workers:
         self.rt.wake = self.relay.attach(wake) if self.relay is not None else wake
         self.delivery.start()
         self.webhooks.start()
-        self.sent_copy.start()
         self.scheduler.every("poll_due_messages", s.poll_interval_seconds, self.delivery.drain)
         self.scheduler.every("dispatch_webhooks", s.poll_interval_seconds, self.webhooks.drain)
         self.scheduler.every("copy_to_sent", s.poll_interval_seconds, self.sent_copy.drain)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Result, bindparam, exists, select, update
+from sqlalchemy import ColumnElement, CursorResult, Result, and_, bindparam, exists, select, update
 
 from gql_mail.models import (
     Account,
@@ -261,6 +261,16 @@ async def claim_copies(rt: Runtime, limit: int) -> list[ClaimedCopy]:
     return sorted((ClaimedCopy(*r) for r in rows), key=lambda c: c.id)
 
 
+def held_copies(rt: Runtime, ids: list[str]) -> ColumnElement[bool]:
+    """These copies, if this worker still holds them: a copy whose worker was taken for dead and which was
+    claimed again belongs to its new holder, and nothing the old one does may change it."""
+    return and_(
+        OUTBOX.c.id.in_(ids),
+        still(OUTBOX.c.copy_status, CopyStatus.COPYING),
+        OUTBOX.c.claimed_by == rt.worker_id,
+    )
+
+
 async def release_copies(rt: Runtime, ids: list[str], *, tried: bool = False) -> None:
     """Give held copies back, due at once (a graceful stop). An untried copy gets its attempt back; a tried
     one (cut off mid-APPEND) keeps it, and may end up in the Sent folder twice -- never sent twice."""
@@ -270,11 +280,7 @@ async def release_copies(rt: Runtime, ids: list[str], *, tried: bool = False) ->
     async with rt.db.write() as session:
         await session.execute(
             update(OUTBOX)
-            .where(
-                OUTBOX.c.id.in_(ids),
-                still(OUTBOX.c.copy_status, CopyStatus.COPYING),
-                OUTBOX.c.claimed_by == rt.worker_id,
-            )
+            .where(held_copies(rt, ids))
             .values(copy_status=CopyStatus.PENDING, claimed_by=None, copy_attempts=attempts)
             .execution_options(synchronize_session=False)
         )

@@ -37,7 +37,7 @@ from gql_mail.events import (
 from gql_mail.mail.errors import MailError
 from gql_mail.mail.smtp import SendResult
 from gql_mail.models import CopyStatus, DeliveryAttempt, MessageStatus, table
-from gql_mail.queue import OUTBOX, ClaimedCopy, ClaimedMessage, still
+from gql_mail.queue import OUTBOX, ClaimedCopy, ClaimedMessage, held_copies, still
 from gql_mail.runtime import Runtime
 from gql_mail.services.unit import ANY_ENABLED_WEBHOOK, UnitOfWork, unit_of_work
 
@@ -253,8 +253,7 @@ async def record_copy(rt: Runtime, copy: ClaimedCopy, folder: str | None, error:
     unreachable, a timeout) is retried with the delivery backoff until `sent_copy_attempts` tries are spent,
     silently: the message was sent, and only giving up is worth an event. A permanent one (no such folder,
     no Sent folder, login refused) gives up at once. Giving up emits `messageCopyError` once; the message's
-    body is dropped when the copy is done or given up. Only a copy still held by this worker is recorded
-    (one whose worker was thought dead and which was claimed again belongs to its new holder)."""
+    body is dropped when the copy is done or given up. Only a copy this worker still holds is recorded."""
     now = rt.clock.now()
     values: dict[str, Any] = {"claimed_by": None, "updated_at": now}
     retry_at = None
@@ -310,12 +309,4 @@ async def abandon_copy(rt: Runtime, copy: ClaimedCopy, reason: str) -> None:
 
 
 def _update_held_copy(rt: Runtime, copy: ClaimedCopy) -> Update:
-    return (
-        update(OUTBOX)
-        .where(
-            OUTBOX.c.id == copy.id,
-            OUTBOX.c.copy_status == CopyStatus.COPYING,
-            OUTBOX.c.claimed_by == rt.worker_id,
-        )
-        .execution_options(synchronize_session=False)
-    )
+    return update(OUTBOX).where(held_copies(rt, [copy.id])).execution_options(synchronize_session=False)

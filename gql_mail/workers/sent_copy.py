@@ -42,9 +42,6 @@ class SentCopier:
         self._held: set[str] = set()
         self._started: set[str] = set()
 
-    def start(self) -> None:
-        """Nothing to start: the scheduler's `copy_to_sent` job drives `drain` (kept for symmetry)."""
-
     def wake(self) -> None:
         self._wanted.set()
 
