@@ -31,6 +31,7 @@ from gql_mail.workers.account_check import AccountChecker
 from gql_mail.workers.delivery import DeliveryWorker
 from gql_mail.workers.heartbeat import Heartbeat, beat_interval
 from gql_mail.workers.scheduler import Scheduler
+from gql_mail.workers.sent_copy import SentCopier
 from gql_mail.workers.webhook_dispatch import WebhookDispatcher
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Workers:
         self.delivery = DeliveryWorker(rt)
         self.webhooks = WebhookDispatcher(rt)
         self.accounts = AccountChecker(rt)
+        self.sent_copy = SentCopier(rt)
 
     def _wake_delivery(self) -> None:
         self.delivery.wake()
@@ -77,6 +79,10 @@ class Workers:
 
     async def _recover_stalled(self) -> None:
         await recover_stalled(self.rt)
+
+    def _wake_sent_copy(self) -> None:
+        self.sent_copy.wake()
+        self.scheduler.run_now("copy_to_sent")
 
     async def prune_finished(self) -> None:
         """The scheduler's `prune_finished` job. An error is logged and the next run tries again: what
@@ -99,7 +105,10 @@ class Workers:
         s = self.rt.settings
         await self.heartbeat.start()
         wake = Wakers(
-            delivery=self._wake_delivery, webhooks=self._wake_webhooks, account_check=self.accounts.request
+            delivery=self._wake_delivery,
+            webhooks=self._wake_webhooks,
+            account_check=self.accounts.request,
+            sent_copy=self._wake_sent_copy,
         )
         self.rt.wake = self.relay.attach(wake) if self.relay is not None else wake
         self.delivery.start()
@@ -108,6 +117,7 @@ class Workers:
         self.scheduler.every("dispatch_webhooks", s.poll_interval_seconds, self.webhooks.drain)
         # As often as workers beat: a dead worker's claims come back within a lease and a beat of its death.
         self.scheduler.every("requeue_stalled", beat_interval(self.rt), self._recover_stalled)
+        self.scheduler.every("copy_to_sent", s.poll_interval_seconds, self.sent_copy.drain)
         self.scheduler.every("check_accounts", s.account_check_interval_seconds, self.accounts.check_all)
         self.scheduler.every("prune_finished", s.prune_interval_seconds, self.prune_finished)
         self.scheduler.start()
@@ -121,6 +131,7 @@ class Workers:
         await self.delivery.stop()
         self.scheduler.shutdown()
         await self.accounts.stop()
+        await self.sent_copy.stop()
         await self.webhooks.stop()
         # Last: with the row gone, anything still claimed (a send cut off by the grace) is stalled at once.
         await self.heartbeat.stop()

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     max_concurrent_deliveries: int = Field(32, ge=1)
     max_concurrent_per_account: int = Field(4, ge=1)
     delivery_batch_size: int = Field(100, ge=1)
+    # Tries of a sent message's copy to the Sent folder (backoff as for delivery). Spent, the copy is given up
+    # (messageCopyError) and the kept body dropped; 10 bridge an IMAP outage of about an hour by default.
+    sent_copy_attempts: int = Field(10, ge=1, le=100)
 
     max_message_bytes: int = Field(25 * 1024 * 1024, ge=1024)
     max_request_bytes: int = Field(40 * 1024 * 1024, ge=1024)

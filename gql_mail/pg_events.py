@@ -154,7 +154,13 @@ class EventRelay:
             local.webhooks()
             self._broadcast_wake("webhooks")
 
-        return Wakers(delivery=delivery, webhooks=webhooks, account_check=local.account_check)
+        # A Sent copy is woken only here: the process that recorded `sent` has a copier; others poll.
+        return Wakers(
+            delivery=delivery,
+            webhooks=webhooks,
+            account_check=local.account_check,
+            sent_copy=local.sent_copy,
+        )
 
     def detach(self) -> None:
         self._local = Wakers()

@@ -14,7 +14,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Result, bindparam, case, delete, exists, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Result,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gql_mail.models import (
@@ -303,3 +314,80 @@ async def claim_webhook_deliveries(rt: Runtime, limit: int) -> list[ClaimedDeliv
     out = [ClaimedDelivery(r.seq, r.id, r.webhook_id, r.event, r.body, r.attempts_made) for r in rows]
     out.sort(key=lambda d: d.seq)
     return out
+
+
+# -- Sent-folder copies ------------------------------------------------------------------------------------
+# A sent message that asked for a Sent copy is recorded with copy_status 'pending' in the transaction that
+# records `sent`; the copier claims it here ('copying', claimed_by this worker), like a message. The claim
+# counts the attempt (a claim is an attempt), so copies cut off by crashes still spend their budget.
+
+
+class ClaimedCopy(NamedTuple):
+    id: str
+    account_id: str
+    message_id: str
+    raw: bytes
+    copy_attempts: int  # including this one
+
+
+def _claim_copies_statement(*, skip_locked: bool) -> Any:
+    due = (
+        select(OUTBOX.c.id)
+        .where(OUTBOX.c.copy_status == CopyStatus.PENDING, OUTBOX.c.copy_next_attempt_at <= bindparam("now"))
+        .order_by(OUTBOX.c.copy_next_attempt_at)
+        .limit(bindparam("limit"))
+    )
+    if skip_locked:
+        due = due.with_for_update(skip_locked=True, of=OUTBOX)
+    return (
+        update(OUTBOX)
+        .where(OUTBOX.c.id.in_(due.scalar_subquery()))
+        .values(
+            copy_status=CopyStatus.COPYING,
+            claimed_by=bindparam("worker"),
+            copy_attempts=OUTBOX.c.copy_attempts + 1,
+        )
+        # In ClaimedCopy's field order.
+        .returning(
+            OUTBOX.c.id, OUTBOX.c.account_id, OUTBOX.c.message_id, OUTBOX.c.raw, OUTBOX.c.copy_attempts
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+_CLAIM_COPIES_SQLITE = _claim_copies_statement(skip_locked=False)
+_CLAIM_COPIES_SKIP_LOCKED = _claim_copies_statement(skip_locked=True)
+
+
+async def claim_copies(rt: Runtime, limit: int) -> list[ClaimedCopy]:
+    """Due Sent-folder copies, oldest due first, now held by this worker with one more attempt counted."""
+    params = {"now": rt.clock.now(), "limit": limit, "worker": rt.worker_id}
+    statement = _CLAIM_COPIES_SQLITE if rt.db.is_sqlite else _CLAIM_COPIES_SKIP_LOCKED
+    async with rt.db.write() as session:
+        rows = (await session.execute(statement, params)).all()
+    return sorted((ClaimedCopy(*r) for r in rows), key=lambda c: c.id)
+
+
+def held_copies(rt: Runtime, ids: list[str]) -> ColumnElement[bool]:
+    """These copies, if this worker still holds them: a copy whose worker was taken for dead and which was
+    claimed again belongs to its new holder, and nothing the old one does may change it."""
+    return and_(
+        OUTBOX.c.id.in_(ids),
+        still(OUTBOX.c.copy_status, CopyStatus.COPYING),
+        OUTBOX.c.claimed_by == rt.worker_id,
+    )
+
+
+async def release_copies(rt: Runtime, ids: list[str], *, tried: bool = False) -> None:
+    """Give held copies back, due at once (a graceful stop). An untried copy gets its attempt back; a tried
+    one (cut off mid-APPEND) keeps it, and may end up in the Sent folder twice -- never sent twice."""
+    if not ids:
+        return
+    attempts = OUTBOX.c.copy_attempts if tried else OUTBOX.c.copy_attempts - 1
+    async with rt.db.write() as session:
+        await session.execute(
+            update(OUTBOX)
+            .where(held_copies(rt, ids))
+            .values(copy_status=CopyStatus.PENDING, claimed_by=None, copy_attempts=attempts)
+            .execution_options(synchronize_session=False)
+        )

@@ -31,6 +31,7 @@ class Wakers:
     delivery: Callable[[], None] = _noop
     webhooks: Callable[[], None] = _noop
     account_check: Callable[[str], None] = _noop
+    sent_copy: Callable[[], None] = _noop
 
 
 @dataclass

@@ -100,6 +100,7 @@ class Server:
         self.clock.advance(seconds)
         self.runtime.wake.delivery()
         self.runtime.wake.webhooks()
+        self.runtime.wake.sent_copy()
 
 
 @dataclass

@@ -114,11 +114,17 @@ async def test_seed_flow(
     assert request.header("X-GqlMail-Delivery")
 
     # The Sent folder holds the copy.
-    await server.workers.delivery.idle()
+    await server.workers.sent_copy.drain()
     copied = await server.gql(
-        "query($q: ID!) { message(queueId: $q) { status copiedTo copyError } }", {"q": answer["queueId"]}
+        "query($q: ID!) { message(queueId: $q) { status copiedTo copyError copyStatus } }",
+        {"q": answer["queueId"]},
     )
-    assert copied["message"] == {"status": "sent", "copiedTo": "Sent", "copyError": None}
+    assert copied["message"] == {
+        "status": "sent",
+        "copiedTo": "Sent",
+        "copyError": None,
+        "copyStatus": "done",
+    }
     assert await imap_server.find("Sent", answer["messageId"]) is not None
 
 

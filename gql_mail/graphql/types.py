@@ -128,6 +128,10 @@ class OutboxMessage:
     rejected: JSON | None
     copied_to: str | None
     copy_error: str | None
+    copy_status: str | None = strawberry.field(
+        description="The Sent-folder copy of a sent message: pending (due, retried after an IMAP failure), "
+        "copying, done (see copiedTo) or failed (given up, see copyError); null when no copy was asked for."
+    )
 
     @classmethod
     def from_row(cls, row: models.OutboxMessage) -> OutboxMessage:
@@ -150,6 +154,7 @@ class OutboxMessage:
             rejected=cast(JSON, row.rejected),
             copied_to=row.copied_to,
             copy_error=row.copy_error,
+            copy_status=row.copy_status,
         )
 
 

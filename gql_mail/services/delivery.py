@@ -14,8 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, insert, literal_column, null, select, true, update
-from sqlmodel import col
+from sqlalchemy import (
+    Update,
+    bindparam,
+    case,
+    insert,
+    literal_column,
+    null,
+    select,
+    true,
+    update,
+)
 
 from gql_mail.events import (
     MESSAGE_COPY_ERROR,
@@ -27,13 +36,15 @@ from gql_mail.events import (
 )
 from gql_mail.mail.errors import MailError
 from gql_mail.mail.smtp import SendResult
-from gql_mail.models import DeliveryAttempt, MessageStatus, OutboxMessage, table
+from gql_mail.models import CopyStatus, DeliveryAttempt, MessageStatus, table
 from gql_mail.queue import (
     OUTBOX,
     STALLED_CODE,
     STALLED_ERROR,
+    ClaimedCopy,
     ClaimedMessage,
     StalledMessage,
+    held_copies,
     requeue_stalled,
     still,
 )
@@ -73,6 +84,13 @@ _MARK_SENT = (
         last_error_code=null(),
         last_smtp_code=null(),
         raw=case((OUTBOX.c.copy_to_sent, OUTBOX.c.raw), else_=bindparam("no_raw", b"")),
+        # The Sent copy becomes an obligation in the same statement as `sent`: a crash cannot lose it.
+        copy_status=case(
+            (OUTBOX.c.copy_to_sent, literal_column(f"'{CopyStatus.PENDING.value}'")), else_=null()
+        ),
+        copy_next_attempt_at=case(
+            (OUTBOX.c.copy_to_sent, bindparam("now", type_=OUTBOX.c.copy_next_attempt_at.type)), else_=null()
+        ),
     )
 )
 _COPY_SENT_ATTEMPTS = insert(_ATTEMPTS).from_select(
@@ -171,8 +189,10 @@ def _record_other(
             "last_error_code": None,
             "last_smtp_code": None,
         }
-        if not m.copy_to_sent:
-            values["raw"] = b""  # kept only until the Sent copy is made
+        if m.copy_to_sent:  # the body is kept until the Sent copy is done or given up
+            values.update(copy_status=CopyStatus.PENDING, copy_next_attempt_at=now)
+        else:
+            values["raw"] = b""
         uow.emit(_sent_event(m, r, now, rejected))
         row = {"ok": True, "response": r.response, "accepted": list(r.accepted), "rejected": rejected or None}
         return values, row
@@ -240,31 +260,46 @@ def _record_other(
     return values, row
 
 
-async def record_copy(
-    rt: Runtime, message: ClaimedMessage, folder: str | None, error: MailError | None
-) -> None:
-    """The Sent-folder copy's outcome. A failed copy is reported, never a reason to send again."""
+async def record_copy(rt: Runtime, copy: ClaimedCopy, folder: str | None, error: MailError | None) -> None:
+    """The outcome of one try at the Sent-folder copy of a sent message: done, due again later, or given up.
+
+    A copy never makes a message be sent again, whatever happens to it. A transient failure (the IMAP server
+    unreachable, a timeout) is retried with the delivery backoff until `sent_copy_attempts` tries are spent,
+    silently: the message was sent, and only giving up is worth an event. A permanent one (no such folder,
+    no Sent folder, login refused) gives up at once. Giving up emits `messageCopyError` once; the message's
+    body is dropped when the copy is done or given up. Only a copy this worker still holds is recorded."""
     now = rt.clock.now()
+    values: dict[str, Any] = {"claimed_by": None, "updated_at": now}
+    retry_at = None
+    if error is None:
+        values.update(copy_status=CopyStatus.DONE, copied_to=folder, copy_error=None)
+    else:
+        if not error.permanent:
+            retry_at = rt.delivery_retry.next_attempt(
+                attempts_made=copy.copy_attempts, attempts=rt.settings.sent_copy_attempts, now=now, rng=rt.rng
+            )
+        values["copy_error"] = str(error)
+        if retry_at is not None:
+            values.update(copy_status=CopyStatus.PENDING, copy_next_attempt_at=retry_at)
+        else:
+            values["copy_status"] = CopyStatus.FAILED
+    if values["copy_status"] != CopyStatus.PENDING:
+        values.update(raw=b"", copy_next_attempt_at=None)
     async with unit_of_work(rt) as uow:
-        await uow.session.execute(
-            update(OutboxMessage)
-            .where(col(OutboxMessage.id) == message.id)
-            .values(copied_to=folder, copy_error=str(error) if error else None, raw=b"", updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if error is not None:
+        held = await uow.session.execute(_update_held_copy(rt, copy).values(**values).returning(OUTBOX.c.id))
+        if error is not None and retry_at is None and held.first() is not None:
             uow.emit(
                 Event(
                     MESSAGE_COPY_ERROR,
-                    message.account_id,
+                    copy.account_id,
                     now,
                     {
-                        "messageId": message.message_id,
-                        "queueId": message.id,
+                        "messageId": copy.message_id,
+                        "queueId": copy.id,
                         "error": str(error),
                         "errorCode": error.code,
                     },
-                    order_key=message.id,
+                    order_key=copy.id,
                 )
             )
 
@@ -301,3 +336,25 @@ def _stalled_event(m: StalledMessage, now: datetime) -> Event:
         },
         order_key=m.id,
     )
+
+
+async def abandon_copy(rt: Runtime, copy: ClaimedCopy, reason: str) -> None:
+    """End a copy that cannot be made because its account has no IMAP any more (turned off after the message
+    was sent): `failed` with the reason, the body dropped, and no event -- nothing went wrong that the user
+    did not choose, and EmailEngine makes no copy without IMAP either."""
+    now = rt.clock.now()
+    async with rt.db.write() as session:
+        await session.execute(
+            _update_held_copy(rt, copy).values(
+                copy_status=CopyStatus.FAILED,
+                copy_error=reason,
+                copy_next_attempt_at=None,
+                raw=b"",
+                claimed_by=None,
+                updated_at=now,
+            )
+        )
+
+
+def _update_held_copy(rt: Runtime, copy: ClaimedCopy) -> Update:
+    return update(OUTBOX).where(held_copies(rt, [copy.id])).execution_options(synchronize_session=False)

@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gql_mail.mail.errors import MailError
-from gql_mail.mail.imap import append_to_sent
 from gql_mail.mail.smtp import SmtpConnection, SmtpSettings
 from gql_mail.models import Account, AccountState
 from gql_mail.queue import ClaimedMessage, claim_messages, release_messages
 from gql_mail.runtime import Runtime
-from gql_mail.services.accounts import imap_settings, record_account_state, smtp_settings
-from gql_mail.services.delivery import Outcome, record_copy, record_outcomes, recover_stalled
+from gql_mail.services.accounts import record_account_state, smtp_settings
+from gql_mail.services.delivery import Outcome, record_outcomes, recover_stalled
 from gql_mail.workers.batcher import Batcher
 
 log = logging.getLogger(__name__)
@@ -129,7 +128,7 @@ class DeliveryWorker:
         await self._not_draining.wait()
 
     async def idle(self) -> None:
-        """Wait until every claimed message has its outcome recorded and its Sent copy made (tests)."""
+        """Wait until every claimed message has its outcome recorded (tests; Sent copies: `SentCopier`)."""
         self._no_idle_connections = True
         try:
             while self._tasks or self._recording:
@@ -335,20 +334,8 @@ class DeliveryWorker:
             log.error("recording the outcome of %s failed", outcome.message.id, exc_info=error)
             self._spawn(self._recover([outcome.message.id]), f"recover:{outcome.message.id}")
             return
-        if outcome.result is not None and outcome.message.copy_to_sent and account is not None:
-            self._spawn(self._copy_to_sent(outcome.message, account), f"copy:{outcome.message.id}")
-
-    async def _copy_to_sent(self, message: ClaimedMessage, account: Account) -> None:
-        settings = imap_settings(self.rt, account)
-        if settings is None:
-            return
-        try:
-            folder = await append_to_sent(settings, message.raw, account.sent_mail_path)
-        except MailError as exc:
-            log.warning("copy of %s to the Sent folder failed: %s", message.id, exc)
-            await record_copy(self.rt, message, None, exc)
-        else:
-            await record_copy(self.rt, message, folder, None)
 
     async def _record(self, outcomes: Sequence[Outcome]) -> None:
         await record_outcomes(self.rt, outcomes)
+        if any(o.result is not None and o.message.copy_to_sent for o in outcomes):
+            self.rt.wake.sent_copy()  # their Sent copies are recorded as due now
