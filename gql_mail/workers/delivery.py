@@ -22,7 +22,7 @@ from gql_mail.models import Account, AccountState
 from gql_mail.queue import ClaimedMessage, claim_messages, release_messages, renew_message_leases
 from gql_mail.runtime import Runtime
 from gql_mail.services.accounts import imap_settings, record_account_state, smtp_settings
-from gql_mail.services.delivery import Outcome, record_copy, record_outcomes
+from gql_mail.services.delivery import Outcome, record_copy, record_outcomes, record_unrecordable
 from gql_mail.workers.batcher import Batcher
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,13 @@ class DeliveryWorker:
         self._wanted = asyncio.Event()
         # Under a stream of outcomes, 25 ms of gathering makes a batch of tens instead of a few: a batch's
         # transaction costs about the same whatever its size (measured: 5 outcomes 2.4 ms, 20 outcomes 4 ms).
-        self._recorder: Batcher[Outcome] = Batcher(self._record, gather_seconds=OUTCOME_GATHER_SECONDS)
+        # An outcome that can't be recorded even alone ends its message `failed` (INTERNAL) instead of
+        # leaving it `sending`, to be sent again once its lease lapses (see `record_unrecordable`).
+        self._recorder: Batcher[Outcome] = Batcher(
+            self._record, on_item_failed=self._unrecordable, gather_seconds=OUTCOME_GATHER_SECONDS
+        )
+        # Messages ended by `_unrecordable` whose futures are still to be seen by `_recorded`.
+        self._ended_unrecorded: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         # Outcomes handed to the recorder and not yet written (see `_record_later`).
         self._recording: set[asyncio.Future[None]] = set()
@@ -286,9 +292,13 @@ class DeliveryWorker:
         if future.cancelled():
             return
         if (error := future.exception()) is not None:
-            # Not recorded: the lease is no longer renewed, so the message is tried again once it expires.
+            # Neither recorded nor ended (the database refuses every write): the lease is no longer renewed,
+            # so the message is tried again once it expires.
             log.error("recording the outcome of %s failed", outcome.message.id, exc_info=error)
             return
+        if outcome.message.id in self._ended_unrecorded:
+            self._ended_unrecorded.discard(outcome.message.id)
+            return  # ended `failed` by `_unrecordable`: no Sent copy of a message reported as failed
         if outcome.result is not None and outcome.message.copy_to_sent and account is not None:
             self._spawn(self._copy_to_sent(outcome.message, account), f"copy:{outcome.message.id}")
 
@@ -306,3 +316,7 @@ class DeliveryWorker:
 
     async def _record(self, outcomes: Sequence[Outcome]) -> None:
         await record_outcomes(self.rt, outcomes)
+
+    async def _unrecordable(self, outcome: Outcome, error: Exception) -> None:
+        await record_unrecordable(self.rt, outcome, error)
+        self._ended_unrecorded.add(outcome.message.id)
