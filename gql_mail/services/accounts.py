@@ -7,6 +7,7 @@ result for settings that changed meanwhile.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,8 @@ from gql_mail.runtime import Runtime
 from gql_mail.services import validation as v
 from gql_mail.services.errors import BadInput, Conflict, NotFound
 from gql_mail.services.unit import unit_of_work
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -283,12 +286,39 @@ async def record_account_state(
     rt: Runtime, account_id: str, error: MailError | None, *, version: int | None = None
 ) -> AccountState | None:
     """Set the state an outcome implies; emit its event when the state changes. Also used by delivery
-    when SMTP authentication fails at send time."""
+    when SMTP authentication fails at send time.
+
+    Should the error's texts fail to be written (whatever the database refuses in a server's answer), the
+    same state is written again with a constant text: an account must not stay CONNECTING, or CONNECTED
+    with a refused password, because of how its server worded the refusal."""
     state = _state_for(error)
+    try:
+        recorded = await _write_account_state(rt, account_id, state, error, version)
+    except Exception:
+        if error is None:
+            raise
+        log.exception("recording the state of account %s failed; recording it without its text", account_id)
+        safe = MailError(_UNRECORDABLE_TEXT, code=error.code, auth_failure=error.auth_failure)
+        recorded = await _write_account_state(rt, account_id, state, safe, version)
+    if not recorded:
+        return None
+    if state == AccountState.CONNECTED:
+        rt.wake.delivery()
+    return state
+
+
+# What an account's last error says when the server's own words could not be recorded.
+_UNRECORDABLE_TEXT = "connecting or logging in failed, and the error's text could not be recorded"
+
+
+async def _write_account_state(
+    rt: Runtime, account_id: str, state: AccountState, error: MailError | None, version: int | None
+) -> bool:
+    """False: nothing written (the account is gone, or changed since `version`)."""
     async with unit_of_work(rt) as uow:
         row = await uow.session.get(Account, account_id)
         if row is None or (version is not None and row.version != version):
-            return None
+            return False
         now = rt.clock.now()
         changed = row.state != state
         row.state = state
@@ -302,6 +332,4 @@ async def record_account_state(
             if error is not None:
                 data.update(error=str(error), errorCode=error.code, response=error.response)
             uow.emit(Event(_STATE_EVENTS[state], account_id, now, data, order_key=account_id))
-    if state == AccountState.CONNECTED:
-        rt.wake.delivery()
-    return state
+    return True
