@@ -20,6 +20,7 @@ from gql_mail.mail.errors import MailError
 from gql_mail.mail.smtp import SendResult
 from gql_mail.models import DeliveryAttempt, OutboxMessage, WebhookDelivery
 from gql_mail.queue import claim_messages, claim_webhook_deliveries
+from gql_mail.services.accounts import record_account_state
 from gql_mail.services.delivery import Outcome
 from gql_mail.workers.delivery import DeliveryWorker
 from gql_mail.workers.webhook_dispatch import WebhookDispatcher
@@ -163,3 +164,23 @@ async def test_a_webhook_result_that_cannot_be_recorded_ends_failed(
     assert (ended.status, ended.attempts_made, ended.lease_until) == ("failed", 1, None)
     assert ended.last_error is not None and ended.last_error.startswith("INTERNAL: ")
     assert (rows[fine.seq].status, rows[fine.seq].attempts_made) == ("delivered", 1)
+
+
+async def test_an_account_state_whose_error_cannot_be_recorded_is_recorded_without_it(
+    server: Server, smtp_server: SmtpServer
+) -> None:
+    await register_connected(server, account_input("broken", smtp_server))
+    refusal = MailError("Invalid login", code="EAUTH", smtp_code=535, permanent=True, auth_failure=True)
+    # Past the sanitiser on purpose: the texts a Latin-1 535 carried before.
+    refusal.message, refusal.response = "Invalid login: 535 refus\udce9", "535 refus\udce9"
+    refusal.args = (refusal.message,)
+    async with subscribe(server, account="broken") as sub:
+        state = await record_account_state(server.runtime, "broken", refusal)
+        event = await sub.wait_for(of("authenticationError"))
+    assert state is not None and state.value == "AUTHENTICATION_ERROR"
+    assert event["data"]["errorCode"] == "EAUTH" and "could not be recorded" in event["data"]["error"]
+    account = (await server.gql('{ account(account: "broken") { state lastError { message code } } }'))[
+        "account"
+    ]
+    assert account["state"] == "AUTHENTICATION_ERROR"
+    assert account["lastError"] == {"message": event["data"]["error"], "code": "EAUTH"}
