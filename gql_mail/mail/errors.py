@@ -20,6 +20,10 @@ place and failed in another. The reply-code rule (4xx transient, 5xx permanent) 
 that only the enhanced status code or the text reveal (Gmail's "550 5.4.5 daily sending quota" is
 a 5xx that passes tomorrow); those live in ``_OVERRIDES`` and ``_TRANSIENT_TEXT`` (the idea of
 nylas/sync-engine's table, without its HTTP codes).
+
+Every text in a ``MailError`` (its message, the server's ``response``) and every reply ``reply_text``
+builds has passed through ``peer_text``: a server's reply is the peer's bytes, and one undecodable byte
+in it must not make the record that stores it fail (see ``gql_mail.mail.peer_text``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import ssl
 from collections.abc import Iterator
 
 import aiosmtplib
+
+from gql_mail.mail.peer_text import peer_text
 
 __all__ = [
     "MailError",
@@ -43,7 +49,8 @@ __all__ = [
 
 
 class MailError(Exception):
-    """A classified mail failure; safe to store and show (it never carries credentials)."""
+    """A classified mail failure; safe to store and show: it never carries credentials, and its texts
+    are made valid and bounded here (they quote the server, or a library's wording of what it saw)."""
 
     def __init__(
         self,
@@ -55,13 +62,14 @@ class MailError(Exception):
         auth_failure: bool = False,
         response: str | None = None,
     ) -> None:
+        message = peer_text(message)
         super().__init__(message)
         self.message = message
         self.code = code
         self.smtp_code = smtp_code
         self.permanent = permanent
         self.auth_failure = auth_failure
-        self.response = response
+        self.response = peer_text(response) if response is not None else None
 
     def __repr__(self) -> str:
         return (
@@ -121,8 +129,8 @@ def is_permanent_reply(code: int, message: str = "") -> bool:
 
 
 def reply_text(code: int, message: str) -> str:
-    """A server reply as one line ("550 5.1.1 <x@y>: Recipient address rejected")."""
-    return f"{code} {' '.join(message.split())}".strip()
+    """A server reply as one line ("550 5.1.1 <x@y>: Recipient address rejected"), made safe to store."""
+    return peer_text(f"{code} {message}")
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import aioimaplib  # type: ignore[import-untyped]  # no py.typed marker in aioimaplib 2.x
 
 from gql_mail.mail.errors import MailError, classify_imap_exception, classify_imap_login_refusal
+from gql_mail.mail.peer_text import peer_text
 
 __all__ = ["ImapSettings", "append_to_sent", "find_sent_folder", "verify_imap"]
 
@@ -78,7 +79,8 @@ async def append_to_sent(settings: ImapSettings, raw: bytes, folder: str | None)
                 permanent=True,
             )
         await session.append(target, raw)
-        return target
+        # A name the server gave is the server's text: it is stored (`copiedTo`) only once made safe.
+        return target if folder else peer_text(target)
 
 
 class _Session:
@@ -281,12 +283,12 @@ def _tls_context(settings: ImapSettings) -> ssl.SSLContext:
 
 
 def _text(lines: list[Any]) -> str:
-    """A response's lines as one line of text, for error messages."""
+    """A response's lines as one line of text, for error messages; the server's bytes made safe to store."""
     parts = (
-        bytes(line).decode("utf-8", "replace") if isinstance(line, (bytes, bytearray)) else str(line)
+        bytes(line).decode("utf-8", "surrogateescape") if isinstance(line, (bytes, bytearray)) else str(line)
         for line in lines
     )
-    return " ".join(part.strip() for part in parts).strip()
+    return peer_text(" ".join(parts))
 
 
 def _quote(value: str) -> str:

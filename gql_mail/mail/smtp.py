@@ -22,6 +22,7 @@ from aiosmtplib.email import parse_address
 from aiosmtplib.protocol import normalize_message_line_endings
 
 from gql_mail.mail.errors import MailError, classify_smtp_exception, reply_text
+from gql_mail.mail.peer_text import peer_text
 
 __all__ = ["SendResult", "SmtpConnection", "SmtpSettings", "verify_smtp"]
 
@@ -48,9 +49,9 @@ class SmtpSettings:
 class SendResult:
     """What the server said about one accepted message."""
 
-    response: str  # final reply to DATA, one line: "250 2.0.0 Ok: queued as ABC"
+    response: str  # final reply to DATA, one line: "250 2.0.0 Ok: queued as ABC" (through `peer_text`)
     accepted: tuple[str, ...]  # recipients accepted at RCPT
-    rejected: dict[str, tuple[int, str]]  # recipient -> (code, message) refused at RCPT
+    rejected: dict[str, tuple[int, str]]  # recipient -> (code, message) refused at RCPT (`peer_text`)
 
 
 class SmtpConnection:
@@ -218,7 +219,7 @@ class SmtpConnection:
                 accepted.append(recipient)
             else:
                 refusals.append(aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient))
-                rejected[recipient] = (response.code, " ".join(response.message.split()))
+                rejected[recipient] = (response.code, peer_text(response.message))
         if not accepted:
             raise aiosmtplib.SMTPRecipientsRefused(refusals)
 

@@ -7,6 +7,7 @@ result for settings that changed meanwhile.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,6 +34,8 @@ from gql_mail.runtime import Runtime
 from gql_mail.services import validation as v
 from gql_mail.services.errors import BadInput, Conflict, NotFound
 from gql_mail.services.unit import unit_of_work
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -307,8 +310,33 @@ async def record_account_state(
     """Set the state an outcome implies; emit its event when the state changes. Also used by delivery
     when SMTP authentication fails at send time.
 
+    Should the error's texts fail to be written (whatever the database refuses in a server's answer), the
+    same state is written again with a constant text: an account must not stay CONNECTING, or CONNECTED
+    with a refused password, because of how its server worded the refusal.
+
     `periodic`: a tolerated failure (`_blip`) keeps the account CONNECTED and its queue running; it is
     still shown, as `lastError` beside the CONNECTED state, until a check succeeds."""
+    try:
+        state = await _write_account_state(rt, account_id, error, version, periodic)
+    except Exception:
+        if error is None:
+            raise
+        log.exception("recording the state of account %s failed; recording it without its text", account_id)
+        safe = MailError(_UNRECORDABLE_TEXT, code=error.code, auth_failure=error.auth_failure)
+        state = await _write_account_state(rt, account_id, safe, version, periodic)
+    if state == AccountState.CONNECTED:
+        rt.wake.delivery()
+    return state
+
+
+# What an account's last error says when the server's own words could not be recorded.
+_UNRECORDABLE_TEXT = "connecting or logging in failed, and the error's text could not be recorded"
+
+
+async def _write_account_state(
+    rt: Runtime, account_id: str, error: MailError | None, version: int | None, periodic: bool
+) -> AccountState | None:
+    """The state written; None: nothing written (the account is gone, or changed since `version`)."""
     state = _state_for(error)
     async with unit_of_work(rt) as uow:
         row = await uow.session.get(Account, account_id)
@@ -331,6 +359,4 @@ async def record_account_state(
             if error is not None:
                 data.update(error=str(error), errorCode=error.code, response=error.response)
             uow.emit(Event(_STATE_EVENTS[state], account_id, now, data, order_key=account_id))
-    if state == AccountState.CONNECTED:
-        rt.wake.delivery()
     return state

@@ -158,6 +158,71 @@ async def record_outcomes(rt: Runtime, outcomes: Sequence[Outcome]) -> None:
             await uow.session.execute(_INSERT_ATTEMPTS, attempt_rows)
 
 
+# The texts `record_unrecordable` writes: constants, so nothing a peer said can make that write fail too.
+_UNRECORDED_SENT = "the server accepted the message, but its answer could not be recorded"
+_UNRECORDED_FAILED = "the delivery attempt failed, and its error could not be recorded"
+
+
+async def record_unrecordable(rt: Runtime, outcome: Outcome, error: Exception) -> None:
+    """End a message whose outcome could not be recorded, even alone: `failed`, error code INTERNAL.
+
+    Without it the message stays `sending` for as long as this worker lives, and is then handed back as
+    stalled and sent again. Every value written is a constant or the
+    claim's own (ids, counters), so this write cannot fail for the reason the outcome's did; what the server
+    said is lost, and the body is dropped. `failed` even when the server accepted the message: it is not
+    sent again, and the error says it may well have arrived. Only a message still `sending` is touched, as
+    in `record_outcomes`. The delivery worker's recorder calls this (`Batcher`'s `on_item_failed`)."""
+    m = outcome.message
+    now = rt.clock.now()
+    attempt = m.attempts_made  # counted when it was claimed
+    text = _UNRECORDED_SENT if outcome.result is not None else _UNRECORDED_FAILED
+    text = f"{text} ({type(error).__name__})"
+    async with unit_of_work(rt) as uow:
+        ended = await uow.session.execute(
+            _UPDATE_SENDING.where(OUTBOX.c.claimed_by == rt.worker_id)
+            .values(
+                status=MessageStatus.FAILED,
+                claimed_by=None,
+                updated_at=now,
+                raw=b"",
+                response=None,
+                last_error_message=text,
+                last_error_code="INTERNAL",
+                last_smtp_code=None,
+            )
+            .returning(OUTBOX.c.id),
+            {"outbox_id": m.id},
+        )
+        if ended.first() is None:
+            return  # recorded after all, reclaimed, or its account deleted: not ours to end
+        await uow.session.execute(
+            _INSERT_ATTEMPTS,
+            {
+                "outbox_id": m.id,
+                "attempt": attempt,
+                "at": now,
+                "ok": False,
+                "error": text,
+                "error_code": "INTERNAL",
+            },
+        )
+        uow.emit(
+            Event(
+                MESSAGE_FAILED,
+                m.account_id,
+                now,
+                {
+                    "messageId": m.message_id,
+                    "queueId": m.id,
+                    "error": text,
+                    "errorCode": "INTERNAL",
+                    "smtpResponseCode": None,
+                },
+                order_key=m.id,
+            )
+        )
+
+
 def _sent_event(m: ClaimedMessage, result: SendResult, now: datetime, rejected: dict[str, Any]) -> Event:
     data: dict[str, Any] = {
         "messageId": m.message_id,

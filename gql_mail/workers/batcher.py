@@ -5,6 +5,12 @@ together in the next one, so the number of commits grows much slower than the nu
 `gather_seconds`, a stream (items arrived while the last batch was being written) also waits that long
 before the next write, so a batch holds more than the few items one write's duration collects: a write's
 cost is mostly per statement, not per item.
+
+A batch is one transaction, so one item the database refuses would fail all the others with it (found: one
+outcome carrying an undecodable SMTP reply kept a whole batch of other accounts' messages `sending`, and
+they were sent again once their leases lapsed). So when a batch's write fails, each of its items is written
+alone (as `GroupCommit` does), and an item that fails alone is handed to `on_item_failed`, which writes a
+terminal state for it from safe values. Only when that fails too does the item's future get the exception.
 """
 
 from __future__ import annotations
@@ -23,10 +29,14 @@ class Batcher(Generic[T]):
         self,
         write: Callable[[Sequence[T]], Awaitable[None]],
         *,
+        on_item_failed: Callable[[T, Exception], Awaitable[None]] | None = None,
         max_batch: int = 500,
         gather_seconds: float = 0.0,
     ) -> None:
+        """`write` writes a list of items in one transaction; `on_item_failed(item, error)` ends an item
+        that `write` refused even alone (without it, the item's future gets the error)."""
         self._write = write
+        self._on_item_failed = on_item_failed
         self._max_batch = max_batch
         self._gather_seconds = gather_seconds
         self._pending: list[tuple[T, asyncio.Future[None]]] = []
@@ -39,11 +49,12 @@ class Batcher(Generic[T]):
         self._task = asyncio.create_task(self._run(), name="batcher")
 
     async def add(self, item: T) -> None:
-        """Returns once the item is written (raises if its batch failed)."""
+        """Returns once the item is written, or ended by `on_item_failed`; raises if neither could be done."""
         await self.submit(item)
 
     def submit(self, item: T) -> asyncio.Future[None]:
-        """Queue the item; the future is done once it is written (its exception if its batch failed)."""
+        """Queue the item; the future is done once it is written or ended by `on_item_failed` (the error if
+        neither could be done)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         self._wake.set()
@@ -62,15 +73,35 @@ class Batcher(Generic[T]):
                 self._writing = batch
                 try:
                     await self._write([item for item, _ in batch])
-                except Exception as exc:  # the callers decide what a failed write means
-                    log.exception("batched write of %d items failed", len(batch))
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
+                except Exception as exc:
+                    if len(batch) == 1:
+                        await self._item_failed(*batch[0], exc)
+                        continue
+                    log.warning("batched write of %d items failed (%r); writing each alone", len(batch), exc)
+                    for item, future in batch:
+                        try:
+                            await self._write([item])
+                        except Exception as alone:
+                            await self._item_failed(item, future, alone)
+                        else:
+                            _settle(future, None)
                 else:
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_result(None)
+                    for _, future in batch:
+                        _settle(future, None)
+
+    async def _item_failed(self, item: T, future: asyncio.Future[None], error: Exception) -> None:
+        """An item `write` refused alone: `on_item_failed` ends it; its future gets the error only if that
+        fails too (or there is no `on_item_failed`)."""
+        log.error("an item could not be written", exc_info=error)
+        if self._on_item_failed is not None:
+            try:
+                await self._on_item_failed(item, error)
+            except Exception:
+                log.exception("an item that could not be written could not be ended either")
+            else:
+                _settle(future, None)
+                return
+        _settle(future, error)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -83,3 +114,12 @@ class Batcher(Generic[T]):
             except asyncio.CancelledError:
                 pass
             self._task = None
+
+
+def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
+    if future.done():  # its waiter was cancelled
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)

@@ -26,7 +26,7 @@ from gql_mail.models import Account, AccountState
 from gql_mail.queue import ClaimedMessage, claim_messages, release_messages
 from gql_mail.runtime import Runtime
 from gql_mail.services.accounts import record_account_state, smtp_settings
-from gql_mail.services.delivery import Outcome, record_outcomes, recover_stalled
+from gql_mail.services.delivery import Outcome, record_outcomes, record_unrecordable, recover_stalled
 from gql_mail.workers.batcher import Batcher
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,11 @@ class DeliveryWorker:
         self._wanted = asyncio.Event()
         # Under a stream of outcomes, 25 ms of gathering makes a batch of tens instead of a few: a batch's
         # transaction costs about the same whatever its size (measured: 5 outcomes 2.4 ms, 20 outcomes 4 ms).
-        self._recorder: Batcher[Outcome] = Batcher(self._record, gather_seconds=OUTCOME_GATHER_SECONDS)
+        # An outcome that can't be recorded even alone ends its message `failed` (INTERNAL) instead of
+        # leaving it `sending` until this worker stops and then sending it again (see `record_unrecordable`).
+        self._recorder: Batcher[Outcome] = Batcher(
+            self._record, on_item_failed=self._unrecordable, gather_seconds=OUTCOME_GATHER_SECONDS
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         # Outcomes handed to the recorder and not yet written (see `_record_later`).
         self._recording: set[asyncio.Future[None]] = set()
@@ -339,3 +343,6 @@ class DeliveryWorker:
         await record_outcomes(self.rt, outcomes)
         if any(o.result is not None and o.message.copy_to_sent for o in outcomes):
             self.rt.wake.sent_copy()  # their Sent copies are recorded as due now
+
+    async def _unrecordable(self, outcome: Outcome, error: Exception) -> None:
+        await record_unrecordable(self.rt, outcome, error)

@@ -17,6 +17,7 @@ import httpx
 from sqlalchemy import select, update
 from sqlmodel import col
 
+from gql_mail.mail.peer_text import peer_text
 from gql_mail.models import Webhook, WebhookDelivery
 from gql_mail.queue import ClaimedDelivery, claim_webhook_deliveries
 from gql_mail.runtime import Runtime
@@ -36,7 +37,10 @@ class WebhookDispatcher:
         self._batch = batch
         self._wanted = asyncio.Event()
         self._client: httpx.AsyncClient | None = None
-        self._recorder: Batcher[tuple[ClaimedDelivery, str | None]] = Batcher(self._record)
+        # A result that can't be recorded even alone ends its delivery `failed` (see `_record_unrecordable`).
+        self._recorder: Batcher[tuple[ClaimedDelivery, str | None]] = Batcher(
+            self._record, on_item_failed=self._record_unrecordable
+        )
 
     def start(self) -> None:
         self._recorder.start()
@@ -103,7 +107,8 @@ class WebhookDispatcher:
         try:
             response = await self._client.post(hook.url, content=delivery.body, headers=headers)
         except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            # httpx words what the receiver did (a protocol error quotes its bytes): the peer's text.
+            return peer_text(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         if 200 <= response.status_code < 300:
             return None
         return f"HTTP {response.status_code}"
@@ -140,3 +145,25 @@ class WebhookDispatcher:
                     .values(**values)
                     .execution_options(synchronize_session=False)
                 )
+
+    async def _record_unrecordable(
+        self, result: tuple[ClaimedDelivery, str | None], error: Exception
+    ) -> None:
+        """End a delivery whose result could not be recorded, even alone: `failed`, with a constant error
+        (left `sending`, it would be POSTed again each time its lease lapsed, its attempts never counted).
+        Only a delivery still `sending` is touched."""
+        delivery, _ = result
+        text = f"INTERNAL: the delivery result could not be recorded ({type(error).__name__})"
+        log.warning("webhook delivery %s failed for good: %s", delivery.id, text)
+        async with self.rt.db.write() as session:
+            await session.execute(
+                update(WebhookDelivery)
+                .where(col(WebhookDelivery.seq) == delivery.seq, col(WebhookDelivery.status) == "sending")
+                .values(
+                    status="failed",
+                    attempts_made=delivery.attempts_made + 1,
+                    lease_until=None,
+                    last_error=text,
+                )
+                .execution_options(synchronize_session=False)
+            )

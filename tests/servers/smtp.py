@@ -3,8 +3,14 @@
 The server runs on its own event loop in a thread so it keeps answering whatever the test's loop
 is doing (a test blocked in a subprocess call, a CLI run, a sync HTTP client). Tests script it
 between steps without restarting it (``fail_next``, ``reject_recipients``, ``set_password``,
-``delay_data``, ``close_in_data``) and wait for deliveries with ``await wait_for_messages(n)``,
-which sleeps on an event the server thread sets, never on a polling loop.
+``delay_data``, ``close_in_data``, ``set_greeting``, ``set_accept_reply``, ``set_auth_refusal``) and wait
+for deliveries with ``await wait_for_messages(n)``, which sleeps on an event the server thread sets, never
+on a polling loop.
+
+Reply texts may be ``bytes``: they go on the wire exactly as given, UTF-8 or not, as a server answering in
+Latin-1 does (``b"250 2.0.0 Message accept\xe9 \xe0 la livraison"``). Inside, such a text is kept as the
+``surrogateescape``'d str that stands for those bytes (aiosmtpd's handlers return str), and
+``_ConnectionSMTP.push`` turns it back into them.
 
 Also here: ``closed_port()``, ``silent_server()`` (accepts TCP, never says a word) and
 ``SelfSignedCert`` for STARTTLS/implicit-TLS tests.
@@ -59,6 +65,15 @@ class _Script:
     rejections: dict[str, tuple[int, str]] = field(default_factory=dict)
     data_delay: float = 0.0
     drops_in_data: int = 0
+    greeting: str | None = None  # the whole 220 line; None: aiosmtpd's
+    accept_reply: str | None = None  # the whole reply to an accepted DATA; None: Postfix's wording
+    auth_refusal: str | None = None  # the whole reply to refused credentials; None: aiosmtpd's 535
+
+
+def _wire(text: str | bytes) -> str:
+    """A reply text as the server keeps it: bytes (perhaps not UTF-8) as the surrogateescape'd str that
+    `_ConnectionSMTP.push` sends as exactly those bytes."""
+    return text.decode("utf-8", "surrogateescape") if isinstance(text, bytes) else text
 
 
 class _QuietSession(Session):
@@ -68,12 +83,22 @@ class _QuietSession(Session):
 
 
 class _ConnectionSMTP(SMTP):
-    """aiosmtpd's SMTP protocol, numbered per connection so tests can see connection reuse."""
+    """aiosmtpd's SMTP protocol, numbered per connection so tests can see connection reuse, with the
+    greeting scripted and replies sent as the bytes they stand for (see `_wire`)."""
 
     connection_id: int = 0
+    greeting: str | None = None  # replaces aiosmtpd's greeting, the first thing pushed
+    _greeted: bool = False
 
     def _create_session(self) -> Session:
         return _QuietSession(self.loop)
+
+    async def push(self, status: str | bytes) -> None:
+        if not self._greeted:
+            self._greeted = True
+            status = self.greeting if self.greeting is not None else status
+        # aiosmtpd encodes a str strictly (ASCII without SMTPUTF8); a scripted reply may stand for any bytes.
+        await super().push(status.encode("utf-8", "surrogateescape") if isinstance(status, str) else status)
 
 
 class _Handler:
@@ -111,7 +136,7 @@ class _Controller(Controller):
 
     def factory(self) -> SMTP:
         smtp = _ConnectionSMTP(self.handler, **self.SMTP_kwargs)
-        smtp.connection_id = self._owner._next_connection_id()
+        smtp.connection_id, smtp.greeting = self._owner._new_connection()
         return smtp
 
     def _create_server(self) -> Awaitable[asyncio.AbstractServer]:
@@ -203,16 +228,39 @@ class SmtpServer:
         self.received.clear()
 
     def fail_next(
-        self, n: int = 1, *, code: int = 451, message: str = "4.3.0 Try again later", stage: Stage = "DATA"
+        self,
+        n: int = 1,
+        *,
+        code: int = 451,
+        message: str | bytes = "4.3.0 Try again later",
+        stage: Stage = "DATA",
     ) -> None:
         """The next ``n`` answers at ``stage`` (DATA, RCPT per recipient, or MAIL) are ``code message``."""
         with self._lock:
-            self._script.failures[stage].extend([(code, message)] * n)
+            self._script.failures[stage].extend([(code, _wire(message))] * n)
 
-    def reject_recipients(self, rejections: Mapping[str, tuple[int, str]]) -> None:
+    def reject_recipients(self, rejections: Mapping[str, tuple[int, str | bytes]]) -> None:
         """Refuse these recipients at RCPT with (code, message) until reset()."""
         with self._lock:
-            self._script.rejections.update({k.lower(): v for k, v in rejections.items()})
+            self._script.rejections.update({k.lower(): (c, _wire(m)) for k, (c, m) in rejections.items()})
+
+    def set_greeting(self, reply: str | bytes | None) -> None:
+        """New connections are greeted with this whole line (``b"220 smtp.test pr\xeat"``, or a refusing
+        ``554 ...``) until reset(); None: aiosmtpd's own."""
+        with self._lock:
+            self._script.greeting = None if reply is None else _wire(reply)
+
+    def set_accept_reply(self, reply: str | bytes | None) -> None:
+        """An accepted DATA is answered with this whole line until reset(); None: ``250 2.0.0 Ok: queued as
+        <QUEUEID>``."""
+        with self._lock:
+            self._script.accept_reply = None if reply is None else _wire(reply)
+
+    def set_auth_refusal(self, reply: str | bytes | None) -> None:
+        """Refused credentials (LOGIN/PLAIN) are answered with this whole line until reset(); None:
+        aiosmtpd's ``535 5.7.8 Authentication credentials invalid``."""
+        with self._lock:
+            self._script.auth_refusal = None if reply is None else _wire(reply)
 
     def set_password(self, password: str) -> None:
         with self._lock:
@@ -267,10 +315,11 @@ class SmtpServer:
 
     # -- server side (runs on the server's thread) ---------------------------------------------------
 
-    def _next_connection_id(self) -> int:
+    def _new_connection(self) -> tuple[int, str | None]:
+        """The new connection's number and greeting."""
         with self._lock:
             self._connection_count += 1
-            return self._connection_count
+            return self._connection_count, self._script.greeting
 
     def _take_failure(self, stage: Stage) -> tuple[int, str] | None:
         with self._lock:
@@ -282,9 +331,10 @@ class SmtpServer:
     ) -> AuthResult:
         with self._lock:
             expected = (self._user.encode(), self._password.encode())
+            refusal = self._script.auth_refusal
         if isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == expected:
             return AuthResult(success=True, auth_data=auth_data.login.decode())
-        return AuthResult(success=False, handled=False)
+        return AuthResult(success=False, handled=False, message=refusal)
 
     async def _xoauth2(self, server: SMTP, args: list[str]) -> AuthResult:
         """XOAUTH2 as Gmail does it: on a bad token, a 334 JSON challenge, then 535 after the empty reply."""
@@ -345,6 +395,8 @@ class SmtpServer:
         if failure is not None:
             return f"{failure[0]} {failure[1]}"
         assert envelope.mail_from is not None and isinstance(envelope.content, bytes)
+        with self._lock:
+            accept_reply = self._script.accept_reply
         auth_data = session.auth_data
         self.received.append(
             ReceivedMessage(
@@ -358,7 +410,7 @@ class SmtpServer:
                 tls=session.ssl is not None or self._implicit_tls_context is not None,
             )
         )
-        return f"250 2.0.0 Ok: queued as Q{next(self._queue_ids):06d}"
+        return accept_reply or f"250 2.0.0 Ok: queued as Q{next(self._queue_ids):06d}"
 
 
 # -- network helpers ---------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 
 import aiosmtplib
@@ -64,6 +65,42 @@ async def test_smtp_scripting_and_reset(smtp_server: SmtpServer) -> None:
     smtp_server.reset()
     await smtp_send(smtp_server, ["x@example.net"])
     assert len(await smtp_server.wait_for_messages(1)) == 1
+
+
+async def test_smtp_replies_go_out_as_the_scripted_bytes(smtp_server: SmtpServer) -> None:
+    """A server answering in Latin-1: what reaches the socket is exactly the scripted bytes."""
+    smtp_server.set_greeting(b"220 smtp.test ESMTP pr\xeat")
+    smtp_server.set_auth_refusal(b"535 5.7.8 Identifiants refus\xe9s")
+    smtp_server.reject_recipients({"x@example.net": (550, b"5.1.1 Destinataire inconnu \xe0 ce domaine")})
+    smtp_server.set_accept_reply(b"250 2.0.0 Message accept\xe9 \xe0 la livraison")
+    reader, writer = await asyncio.open_connection(smtp_server.host, smtp_server.port)
+
+    async def reply(command: bytes | None = None) -> bytes:
+        """The reply's last line (EHLO's is several)."""
+        if command is not None:
+            writer.write(command + b"\r\n")
+        while True:
+            line = await asyncio.wait_for(reader.readline(), 5)
+            if line[3:4] != b"-":
+                return line.rstrip(b"\r\n")
+
+    def plain(password: str) -> bytes:
+        return b"AUTH PLAIN " + base64.b64encode(f"\0{smtp_server.user}\0{password}".encode())
+
+    try:
+        assert await reply() == b"220 smtp.test ESMTP pr\xeat"
+        await reply(b"EHLO client.test")
+        assert await reply(plain("wrong")) == b"535 5.7.8 Identifiants refus\xe9s"
+        assert (await reply(plain(smtp_server.password))).startswith(b"235 ")
+        await reply(b"MAIL FROM:<a@example.com>")
+        assert await reply(b"RCPT TO:<x@example.net>") == b"550 5.1.1 Destinataire inconnu \xe0 ce domaine"
+        await reply(b"RCPT TO:<b@example.net>")
+        assert (await reply(b"DATA")).startswith(b"354 ")
+        assert await reply(RAW + b".") == b"250 2.0.0 Message accept\xe9 \xe0 la livraison"
+        await reply(b"QUIT")
+    finally:
+        writer.close()
+    assert [m.rcpt_tos for m in await smtp_server.wait_for_messages(1)] == [("b@example.net",)]
 
 
 async def test_smtp_wait_times_out(smtp_server: SmtpServer) -> None:
