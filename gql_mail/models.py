@@ -115,7 +115,6 @@ class OutboxMessage(SQLModel, table=True):
     copy_to_sent: bool = False
     send_at: datetime | None = _ts()
     next_attempt_at: datetime = _ts(nullable=False)
-    lease_until: datetime | None = _ts()
     # The worker (see `Worker`) that claimed the row to send it or to copy it to the Sent folder.
     claimed_by: str | None = Field(default=None, max_length=64)
     # How often the row came back because its worker died mid-send (EmailEngine's maxStalledCount idea).
@@ -187,7 +186,6 @@ class WebhookDelivery(SQLModel, table=True):
     status: str = Field(default="pending", max_length=16)
     attempts_made: int = 0
     next_attempt_at: datetime = _ts(nullable=False)
-    lease_until: datetime | None = _ts()
     claimed_by: str | None = Field(default=None, max_length=64)
     last_error: str | None = None
     created_at: datetime = _ts(nullable=False)

@@ -141,3 +141,16 @@ async def test_a_graceful_stop_gives_back_what_it_has_not_started(
         await smtp_server.wait_for_messages(count)
     received = Counter(message_id_of(m) for m in smtp_server.messages)
     assert received == Counter({a["messageId"]: 1 for a in answers}), "nothing was sent twice"
+
+
+async def test_a_message_another_worker_is_sending_cannot_be_cancelled(
+    server: Server, smtp_server: SmtpServer
+) -> None:
+    await register_connected(server, account_input("busy", smtp_server))
+    send_at = server.clock.now() + timedelta(days=1)
+    answer = await submit(server, "busy", simple(sendAt=send_at.isoformat()))
+    other = ghost_of(server, ManualClock(send_at + timedelta(seconds=1)))
+    (claimed,) = await claim_messages(other, 10)
+    cancel = "mutation C($q: ID!) { cancelMessage(queueId: $q) }"
+    assert (await server.gql(cancel, {"q": answer["queueId"]}))["cancelMessage"] is False
+    assert (await server.gql(MESSAGE, {"q": answer["queueId"]}))["message"]["status"] == "sending"

@@ -69,7 +69,7 @@ async def test_a_message_every_recipient_accepted(server: Server, smtp_server: S
 
     message, attempts = await stored(server, queue_id)
     assert message.raw == b"", "the body is dropped once sent (no Sent copy asked for)"
-    assert message.lease_until is None and message.sent_at is not None
+    assert message.claimed_by is None and message.sent_at is not None
     assert [(a.attempt, a.ok, a.response, a.accepted, a.rejected, a.error) for a in attempts] == [
         (1, True, shown["response"], ["a@example.org", "b@example.org"], None, None)
     ]

@@ -110,7 +110,7 @@ async def test_one_poisoned_outcome_in_a_batch_of_50(
         ["sent"] * (50 - UNSENT - 1) + ["queued"] * UNSENT + ["failed"]
     )
     assert statuses[poisoned.id] == "failed" and all(statuses[m.id] == "queued" for m in unsent)
-    assert all(row.attempts_made == 1 and row.lease_until is None for row in by_id.values())
+    assert all(row.attempts_made == 1 and row.claimed_by is None for row in by_id.values())
     ended = by_id[poisoned.id]
     assert (ended.last_error_code, ended.last_smtp_code, ended.response, ended.raw) == (
         "INTERNAL",
@@ -161,7 +161,7 @@ async def test_a_webhook_result_that_cannot_be_recorded_ends_failed(
             ).scalars()
         }
     ended = rows[poisoned.seq]
-    assert (ended.status, ended.attempts_made, ended.lease_until) == ("failed", 1, None)
+    assert (ended.status, ended.attempts_made, ended.claimed_by) == ("failed", 1, None)
     assert ended.last_error is not None and ended.last_error.startswith("INTERNAL: ")
     assert (rows[fine.seq].status, rows[fine.seq].attempts_made) == ("delivered", 1)
 

@@ -322,15 +322,22 @@ async def get_message(rt: Runtime, queue_id: str) -> OutboxMessage:
 
 
 async def cancel_message(rt: Runtime, queue_id: str) -> bool:
-    """Take a message out of the queue. False when it is already being sent or has finished."""
+    """Take a message out of the queue. False when it is already being sent or has finished.
+
+    One conditional update, not a read then a write: on PostgreSQL another node may claim the message
+    between the two, and a cancel must never mark a message `cancelled` while it is being sent."""
+    now = rt.clock.now()
     async with rt.db.write() as session:
-        row = await _require_message(session, queue_id)
-        if row.status != MessageStatus.QUEUED:
-            return False
-        row.status = MessageStatus.CANCELLED
-        row.updated_at = rt.clock.now()
-        # No longer due at its send time: a finished row is found by retention through (status,
-        # next_attempt_at), and one due a year from now would otherwise outlive its retention by a year.
-        row.next_attempt_at = row.updated_at
-        row.raw = b""
-    return True
+        cancelled = await session.execute(
+            update(OUTBOX)
+            .where(OUTBOX.c.id == queue_id, OUTBOX.c.status == MessageStatus.QUEUED)
+            # No longer due at its send time: a finished row is found by retention through (status,
+            # next_attempt_at), and one due a year from now would otherwise outlive its retention by a year.
+            .values(status=MessageStatus.CANCELLED, updated_at=now, next_attempt_at=now, raw=b"")
+            .returning(OUTBOX.c.id)
+        )
+        if cancelled.first() is not None:
+            return True
+        if (await session.execute(select(OUTBOX.c.id).where(OUTBOX.c.id == queue_id))).first() is None:
+            raise NotFound(f"no queued message {queue_id!r}", field="queueId")
+    return False

@@ -158,11 +158,15 @@ class WebhookDispatcher:
         async with self.rt.db.write() as session:
             await session.execute(
                 update(WebhookDelivery)
-                .where(col(WebhookDelivery.seq) == delivery.seq, col(WebhookDelivery.status) == "sending")
+                .where(
+                    col(WebhookDelivery.seq) == delivery.seq,
+                    col(WebhookDelivery.status) == "sending",
+                    col(WebhookDelivery.claimed_by) == self.rt.worker_id,
+                )
                 .values(
                     status="failed",
                     attempts_made=delivery.attempts_made + 1,
-                    lease_until=None,
+                    claimed_by=None,
                     last_error=text,
                 )
                 .execution_options(synchronize_session=False)
