@@ -280,17 +280,17 @@ async def cluster(
     tmp: Path,
     nodes: int,
     *,
-    lease_seconds: float = 30,
+    lease_seconds: float | None = 30,
     extra_env: dict[str, str] | None = None,
 ) -> AsyncIterator[Cluster]:
-    """`nodes` server processes on one database, and a token."""
+    """`nodes` server processes on one database, and a token. `lease_seconds=None`: the default."""
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "GQL_MAIL_DATABASE_URL": database_url,
         "GQL_MAIL_SECRET": "multinode-secret-" + "x" * 20,
         "GQL_MAIL_DATA_DIR": str(tmp / "data"),
-        "GQL_MAIL_LEASE_SECONDS": str(lease_seconds),
+        **({} if lease_seconds is None else {"GQL_MAIL_LEASE_SECONDS": str(lease_seconds)}),
         "GQL_MAIL_POLL_INTERVAL_SECONDS": "0.2",
         "GQL_MAIL_LOG_LEVEL": "warning",
         **(extra_env or {}),

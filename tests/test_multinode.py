@@ -6,8 +6,8 @@ cores, and running them in both passes would double that for no new information.
 - shared queue: 3,000 messages, each Message-ID arrives exactly once;
 - shared event stream: one websocket subscriber on one process sees all 3,000 `messageSent` events,
   most of them produced by deliveries in the other two;
-- crash: one process is killed with SIGKILL halfway; the others take its leased messages over once the
-  lease expires, and every message arrives at least once and ends `sent`.
+- crash: one process is killed with SIGKILL halfway; the others take its claimed messages over once its
+  heartbeat is a lease old, and every message arrives at least once and ends `sent`.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ async def test_three_processes_deliver_each_message_once_and_share_events(
     pg_url: str, tmp_path: Path, sink: SmtpServer
 ) -> None:
     ids = _ids("once")
-    # A lease far longer than a message waits in a worker, so no lease expires in a healthy cluster.
-    async with cluster(pg_url, tmp_path, 3, lease_seconds=60) as c:
+    # Heartbeats: no claim of a live worker lapses, however long its messages wait.
+    async with cluster(pg_url, tmp_path, 3) as c:
         first = c.nodes[0]
         await c.register_send_only(first, "bulk", sink.host, sink.port)
         async with c.subscribe(first, ["messageSent"]) as sub:
@@ -73,17 +73,18 @@ async def test_three_processes_deliver_each_message_once_and_share_events(
 
 
 @pytest.mark.timeout(300)
-async def test_a_killed_process_leased_work_is_finished_by_the_others(
+async def test_a_killed_process_claimed_work_is_finished_by_the_others(
     pg_url: str, tmp_path: Path, sink: SmtpServer
 ) -> None:
     ids = _ids("kill")
-    async with cluster(pg_url, tmp_path, 3, lease_seconds=3) as c:
+    # The default settings: the victim's claims come back once its heartbeat is a lease (15 s) old.
+    async with cluster(pg_url, tmp_path, 3, lease_seconds=None) as c:
         first, _, victim = c.nodes
         await c.register_send_only(first, "bulk", sink.host, sink.port)
         await c.submit_many("bulk", ids, send_at=LATER)
         assert await c.make_due() == COUNT
         await sink.received.wait_for(COUNT // 2, timeout=240, what="messages")
-        # Each worker holds up to a few hundred leased messages, so the victim dies with work in hand.
+        # Each worker holds up to a few hundred claimed messages, so the victim dies with work in hand.
         victim.kill()
         async with asyncio.timeout(240):
             while True:

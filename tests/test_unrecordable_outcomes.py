@@ -65,7 +65,6 @@ async def test_one_poisoned_outcome_in_a_batch_of_50(
                                 rejected={},
                             ),
                         ),
-                        None,
                     )
                     for m in claimed
                 ]

@@ -205,12 +205,13 @@ class DeliveryWorker:
             self._account_room.set()
         self._slot_free.set()
 
-    async def _account_settings(self, account_id: str) -> tuple[SmtpSettings, Account] | None:
+    async def _account_settings(self, account_id: str) -> tuple[SmtpSettings, int] | None:
+        """The account's SMTP settings and their version, or None when it is not CONNECTED (any more)."""
         async with self.rt.db.read() as session:
             account = await session.get(Account, account_id)
         if account is None or account.state != AccountState.CONNECTED:
             return None
-        return smtp_settings(self.rt, account), account
+        return smtp_settings(self.rt, account), account.version
 
     async def _run_connection(self, lane: Lane) -> None:
         try:
@@ -219,9 +220,8 @@ class DeliveryWorker:
                 if loaded is None:
                     await self._release(lane)
                     return
-                settings, account = loaded
-                lane.version = account.version
-                await self._send_all(lane, settings, account)
+                settings, lane.version = loaded
+                await self._send_all(lane, settings)
         except Exception:
             log.exception("delivery lane for %s crashed; its messages go back to the queue", lane.account_id)
             lost = list(lane.pending)
@@ -257,7 +257,7 @@ class DeliveryWorker:
         except Exception:
             log.exception("handing back %d messages failed; they come back when this worker stops", len(ids))
 
-    async def _send_all(self, lane: Lane, settings: SmtpSettings, account: Account) -> None:
+    async def _send_all(self, lane: Lane, settings: SmtpSettings) -> None:
         connection: SmtpConnection | None = None
         try:
             while lane.pending or (connection is not None and await self._wait_for_more(lane, connection)):
@@ -276,9 +276,9 @@ class DeliveryWorker:
                 try:
                     result = await connection.send(message.envelope_from, message.envelope_to, message.raw)
                 except MailError as exc:
-                    self._record_later(Outcome(message, error=exc), account)
+                    self._record_later(Outcome(message, error=exc))
                 else:
-                    self._record_later(Outcome(message, result=result), account)
+                    self._record_later(Outcome(message, result=result))
         finally:
             if connection is not None:
                 await connection.__aexit__(None, None, None)
@@ -308,28 +308,28 @@ class DeliveryWorker:
                 lane.pending.appendleft(first)
             else:
                 lane.auth_failed = True
-                await self._finish(Outcome(first, error=error), None)
+                await self._finish(Outcome(first, error=error))
                 # Only against the settings this lane tried: an update meanwhile is checked afresh.
                 await record_account_state(self.rt, lane.account_id, error, version=lane.version)
             await self._release(lane)
             return
         failed = [first, *lane.pending]
         lane.pending.clear()
-        await asyncio.gather(*(self._finish(Outcome(m, error=error), None) for m in failed))
+        await asyncio.gather(*(self._finish(Outcome(m, error=error)) for m in failed))
 
-    async def _finish(self, outcome: Outcome, account: Account | None) -> None:
+    async def _finish(self, outcome: Outcome) -> None:
         """Record the outcome and wait until it is written (a failure is `_recorded`'s to handle)."""
-        await asyncio.wait([self._record_later(outcome, account)])
+        await asyncio.wait([self._record_later(outcome)])
 
-    def _record_later(self, outcome: Outcome, account: Account | None) -> asyncio.Future[None]:
+    def _record_later(self, outcome: Outcome) -> asyncio.Future[None]:
         """Hand the outcome to the recorder without a task of its own (a task per message was a visible
         share of delivering one); the bookkeeping runs when its batch is written."""
         future = self._recorder.submit(outcome)
         self._recording.add(future)
-        future.add_done_callback(lambda done: self._recorded(outcome, account, done))
+        future.add_done_callback(lambda done: self._recorded(outcome, done))
         return future
 
-    def _recorded(self, outcome: Outcome, account: Account | None, future: asyncio.Future[None]) -> None:
+    def _recorded(self, outcome: Outcome, future: asyncio.Future[None]) -> None:
         self._recording.discard(future)
         self._done(outcome.message.account_id)
         if future.cancelled():
