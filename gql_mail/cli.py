@@ -50,6 +50,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from gql_mail.app import create_app
+    from gql_mail.graphql.frame_writer import WS_PROTOCOL
 
     host = args.host or settings.host
     port = args.port or settings.port
@@ -65,6 +66,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         port=port,
         log_level=settings.log_level,
         lifespan="on",
+        ws=WS_PROTOCOL,  # the one the fan-out's fast path writes to (see frame_writer)
     )
     return 0
 

@@ -31,9 +31,8 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.util import await_
 
-from gql_mail.sqlite_driver import run_on_event_loop, use_one_handoff_cursor
+from gql_mail.sqlite_driver import await_, run_on_event_loop, use_one_handoff_cursor
 
 log = logging.getLogger(__name__)
 

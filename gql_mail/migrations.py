@@ -1,11 +1,18 @@
 """Applying alembic migrations from code: `serve` and `migrate` both call `upgrade`.
 
 Migrations are the only way tables come to exist, so tests run them too (never `create_all`).
+
+The scripts are the top-level `alembic/` folder of the source tree, which the distribution ships as the
+package `gql_mail._alembic` (pyproject's package-dir), so they are found through the import system
+wherever gql-mail is installed and from any working directory; `alembic.ini` is only for running the
+`alembic` tool in a checkout, and the options it would give are set here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+from importlib.machinery import PathFinder
 from pathlib import Path
 
 from alembic import command
@@ -13,12 +20,27 @@ from alembic.config import Config
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS_PACKAGE = "gql_mail._alembic"
+
+
+def scripts_directory() -> Path:
+    """The folder holding `env.py`, `script.py.mako` and `versions/` (every file there is a migration)."""
+    spec = importlib.util.find_spec(SCRIPTS_PACKAGE)
+    if spec is None:
+        # An editable install (`pip install -e .`): setuptools' finder does not import a namespace
+        # subpackage mapped from another folder (pypa/setuptools#4943), but the path hook it puts on
+        # sys.path answers a search for it.
+        spec = PathFinder.find_spec(SCRIPTS_PACKAGE)
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        if (Path(location) / "env.py").is_file():
+            return Path(location)
+    raise RuntimeError(f"gql-mail's migration scripts ({SCRIPTS_PACKAGE}) are not installed")
 
 
 def alembic_config(database_url: str) -> Config:
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "alembic"))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(scripts_directory()))
+    cfg.set_main_option("path_separator", "os")
     cfg.attributes["database_url"] = database_url
     return cfg
 

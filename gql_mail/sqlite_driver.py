@@ -14,6 +14,16 @@ fetch, close). Two remedies, installed per connection from `gql_mail.db`, on gql
   to be recorded at 100 messages/s with 500 subscribers). Inline, the lock is held for the work alone.
   The statements are small indexed writes (WAL mode: a commit appends to the log, no fsync), and
   reads, which can be large, stay on the thread.
+
+This module is gql-mail's only use of SQLAlchemy's and aiosqlite's internals (hence the upper bounds on
+both in pyproject: SQLAlchemy and aiosqlite 0.x change them in minor releases). It relies on:
+SQLAlchemy's `sqlalchemy.util.await_` (2.1+; `gql_mail.db` takes it from here), the adapter classes
+`AsyncAdapt_aiosqlite_connection` (`_cursor_cls`, `_connection`, `_handle_exception`, `driver_connection`)
+and `AsyncAdapt_aiosqlite_cursor` (its slots `_adapt_connection`, `_connection`, `_rows`,
+`_soft_closed_memoized`; every method of it that touches the driver cursor `_cursor` is overridden below);
+aiosqlite's `Connection._execute(fn, *args, **kwargs)`, `_running`, `_connection` and `_conn`.
+tests/test_sqlite_driver.py fails, naming what is missing, when a release lacks any of it, and when the
+cursor or connection swap below does not happen (which would otherwise fall back silently).
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_cursor,
 )
 from sqlalchemy.util import await_
+
+__all__ = ["OneHandoffCursor", "await_", "run_on_event_loop", "use_one_handoff_cursor"]
 
 
 class OneHandoffCursor(AsyncAdapt_aiosqlite_cursor):

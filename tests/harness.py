@@ -23,6 +23,7 @@ import websockets
 from gql_mail.app import create_app
 from gql_mail.clock import ManualClock
 from gql_mail.config import Settings
+from gql_mail.graphql.frame_writer import WS_PROTOCOL
 from gql_mail.runtime import Runtime
 from gql_mail.services.tokens import create_token
 from tests.databases import fresh_database
@@ -260,7 +261,9 @@ async def _run_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[Server]
     settings = Settings(**values)
     clock = ManualClock()
     app = create_app(settings, clock=clock, rng=random.Random(7))
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", ws=WS_PROTOCOL
+    )
     uv = uvicorn.Server(config)
     task = asyncio.create_task(uv.serve())
     async with asyncio.timeout(20):

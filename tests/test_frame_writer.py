@@ -18,6 +18,8 @@ import websockets
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from gql_mail.events import MESSAGE_FAILED, MESSAGE_SENT, Event, iso
+from gql_mail.graphql.frame_writer import PROTOCOL_ATTRIBUTES, frame_writer
+from gql_mail.graphql.view import RAW_SEND
 from tests.harness import EVENTS_SUBSCRIPTION, Server
 
 GENERAL = """
@@ -103,6 +105,37 @@ async def assert_exactly(ws: Any, server: Server, wanted: list[Event]) -> None:
     server.runtime.bus.publish(sentinel)
     (after,) = await receive(ws, 1)
     assert after["payload"]["data"]["events"] == expected(sentinel), after
+
+
+async def test_uvicorn_still_has_what_the_fast_path_relies_on(
+    server: Server, sansio_connections: list[WebSocketsSansIOProtocol], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """frame_writer reads uvicorn internals; a uvicorn release without them must fail here by name, not
+    make every subscriber fall back to the slow path unnoticed (pyproject's uvicorn bounds)."""
+    sends: list[Any] = []
+    plain_writer = frame_writer
+
+    def spy(send: Any) -> Any:
+        sends.append(send)
+        return plain_writer(send)
+
+    monkeypatch.setattr("gql_mail.graphql.view.frame_writer", spy)
+    ws = await open_subscription(server, EVENTS_SUBSCRIPTION, {"account": "fw", "events": [MESSAGE_SENT]})
+    try:
+        assert len(sansio_connections) == 1, "the server does not run uvicorn's websockets-sansio protocol"
+        protocol = sansio_connections[0]
+        missing = [name for name in PROTOCOL_ATTRIBUTES if not hasattr(protocol, name)]
+        assert not missing, f"uvicorn's WebSocketsSansIOProtocol lacks {missing}"
+        connection_missing = [
+            name for name in ("send_text", "data_to_send") if not hasattr(protocol.conn, name)
+        ]
+        assert not connection_missing, f"WebSocketsSansIOProtocol.conn lacks {connection_missing}"
+        assert sends, "the subscription did not ask for a frame writer"
+        assert getattr(sends[0], "__self__", None) is protocol, (
+            f"the websocket's send kept in scope[{RAW_SEND!r}] is not a bound method of uvicorn's protocol"
+        )
+    finally:
+        await ws.close()
 
 
 async def test_events_published_together_arrive_as_separate_next_messages_from_one_write(

@@ -7,6 +7,15 @@ segment, about half of the fan-out's CPU. When the server is uvicorn's websocket
 frames of one wake-up are serialised by its own connection object and written together; anything else
 (another server or protocol, a paused or closing connection) goes through the plain ASGI `send`, one
 message at a time, which also keeps its flow control and its errors.
+
+This module is gql-mail's only use of uvicorn's internals (hence uvicorn's upper bound in pyproject; its
+0.x minors may change them). It relies on: the ASGI `send` of a websocket being a bound method of
+`uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol` (`KeepServerSend` in
+`view.py` keeps that `send`, unwrapped), and on that protocol's attributes `handshake_complete`,
+`close_sent`, `disconnected`, `initial_response`, `writable` (an asyncio.Event), `transport` and `conn`
+(a `websockets` ServerProtocol: `send_text`, `data_to_send`). `gql-mail serve` and the test servers pick
+that protocol by name (`WS_PROTOCOL`); tests/test_frame_writer.py fails, naming what is missing, when a
+uvicorn release lacks any of it.
 """
 
 from __future__ import annotations
@@ -15,11 +24,20 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.types import Send
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-try:
-    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-except ImportError:  # pragma: no cover - an older uvicorn, or none
-    WebSocketsSansIOProtocol = None  # type: ignore[assignment,misc]
+# uvicorn's name for the protocol above (`uvicorn.run(ws=...)`); "auto" picks another in some releases.
+WS_PROTOCOL = "websockets-sansio"
+# What `write` below reads or calls on the protocol.
+PROTOCOL_ATTRIBUTES = (
+    "handshake_complete",
+    "close_sent",
+    "disconnected",
+    "initial_response",
+    "writable",
+    "transport",
+    "conn",
+)
 
 FrameWriter = Callable[[Sequence[str]], Awaitable[None]]
 
@@ -28,7 +46,7 @@ def frame_writer(send: Send) -> FrameWriter:
     """A function that sends text frames in order over the websocket behind `send`."""
     plain = _one_by_one(send)
     protocol: Any = getattr(send, "__self__", None)
-    if WebSocketsSansIOProtocol is None or not isinstance(protocol, WebSocketsSansIOProtocol):
+    if not isinstance(protocol, WebSocketsSansIOProtocol):
         return plain
 
     async def write(texts: Sequence[str]) -> None:

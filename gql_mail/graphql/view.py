@@ -3,6 +3,15 @@
 HTTP: the token is checked before the schema runs (`GraphQLEndpoint`), so a request without a valid token
 gets HTTP 401 and never data. Websockets: the token comes in `connection_init`; without a valid one the
 connection is closed with 4403 (graphql-transport-ws) or 4401 (legacy graphql-ws).
+
+This module is gql-mail's only use of Strawberry's undocumented websocket handler internals (hence
+Strawberry's upper bound in pyproject: its 0.x minors may change them). It relies on: the view's
+`graphql_ws_handler_class` / `graphql_transport_ws_handler_class`; `BaseGraphQLTransportWSHandler`'s
+`handle_subscribe`, `run_operation`, `send_message`, `operations`, `connection_acknowledged`,
+`max_subscriptions_per_connection`, `context`, `websocket`, and `Operation`'s `id`, `query`,
+`operation_name`, `variables`, `send_operation_message`; `BaseGraphQLWSHandler`'s
+`handle_connection_init`, `handle_start`, `send_message`, `tasks`, `view`, `context`, `websocket`.
+tests/test_view_library.py fails, naming what is missing, when a release lacks any of it.
 """
 
 from __future__ import annotations

@@ -9,6 +9,14 @@ commands pending forever, so we race each command against the connection-lost ca
 STARTTLS, which it lists but cannot perform (we upgrade the transport with ``loop.start_tls``);
 and an answer to the server's error challenge during ``AUTHENTICATE XOAUTH2``, without which a
 rejected token hangs until the timeout.
+
+This module is gql-mail's only use of aioimaplib, internals included (hence the upper bound below its
+next major in pyproject). Beyond ``IMAP4``'s commands it relies on: ``aioimaplib.Command`` (built as
+``Command(name, tag, *args, loop=...)``, its ``_resp_lines`` and ``flush``), ``IMAP4.protocol``,
+``IMAP4.tasks`` and ``IMAP4._client_task``, and on the protocol's ``new_tag``, ``execute(command,
+scrub=...)``, ``simple_command``, ``capability``, ``logout``, ``capabilities``, ``state``, ``transport``
+and ``tasks``, with the states ``NONAUTH``, ``AUTH`` and ``SELECTED``. tests/mail/test_imap_library.py
+fails, naming what is missing, when a release lacks any of it.
 """
 
 from __future__ import annotations
