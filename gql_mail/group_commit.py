@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -67,7 +67,8 @@ class GroupCommit(Generic[T]):
         self._writing = False
 
 
-def _settle(future: asyncio.Future[object], error: BaseException | None) -> None:
+def settle(future: asyncio.Future[Any], error: BaseException | None) -> None:
+    """Finish a waiter's future with `None` or `error`, unless its waiter was cancelled meanwhile."""
     if future.done():  # its caller was cancelled
         return
     if error is None:
@@ -83,16 +84,16 @@ async def _write(
         await write_batch([item for item, _ in batch])
     except Exception as exc:
         if len(batch) == 1:
-            _settle(batch[0][1], exc)
+            settle(batch[0][1], exc)
             return
         # One bad row (its account deleted meanwhile, say) must not fail the others: each alone.
         for item, future in batch:
             try:
                 await write_batch([item])
             except Exception as single:
-                _settle(future, single)
+                settle(future, single)
             else:
-                _settle(future, None)
+                settle(future, None)
         return
     for _, future in batch:
-        _settle(future, None)
+        settle(future, None)

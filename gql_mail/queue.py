@@ -98,6 +98,9 @@ def _claim_statement(*, skip_locked: bool) -> Any:
             OUTBOX.c.next_attempt_at <= bindparam("now"),
             ACCOUNT.c.state == AccountState.CONNECTED,
             OUTBOX.c.account_id.not_in(bindparam("busy", expanding=True)),
+            # Never true for a queued message (one with no attempt left fails instead); a guard, so that
+            # no path can make a claim exceed the budget.
+            OUTBOX.c.attempts_made < OUTBOX.c.attempts,
         )
         .order_by(OUTBOX.c.next_attempt_at)
         .limit(bindparam("limit"))
@@ -109,7 +112,6 @@ def _claim_statement(*, skip_locked: bool) -> Any:
         .where(OUTBOX.c.id.in_(due.scalar_subquery()))
         # The attempt is counted here, when it is claimed: whatever happens next (a crash, an outcome that
         # cannot be recorded), the message is not sent more often than its budget.
-        .where(OUTBOX.c.attempts_made < OUTBOX.c.attempts)
         .values(
             status=MessageStatus.SENDING,
             claimed_by=bindparam("worker"),

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from gql_mail.mail.errors import MailError
+from gql_mail.services.accounts import get_account, record_account_state
 from tests.conftest import ACCOUNT, REGISTER, account_input, imap_block, register_connected, smtp_block
 from tests.databases import database_contents
 from tests.harness import GraphQLErrors, Server, subscribe
@@ -166,3 +168,25 @@ async def test_passwords_never_returned_nor_stored_in_plain_text(
     raw = await database_contents(server.settings.database_url, tmp_path)
     assert raw, "the database holds the account"
     assert b"smtp-Secret-4711" not in raw and b"demopass" not in raw
+
+
+async def test_an_auth_failure_met_with_old_settings_does_not_overwrite_newer_ones(
+    server: Server, smtp_server: SmtpServer
+) -> None:
+    """A delivery that met a 535 with the settings it loaded records it against their version; the user
+    has updated the account meanwhile, so the newer settings' state stands."""
+    await register_connected(server, account_input("stale", smtp_server))
+    loaded_with = (await get_account(server.runtime, "stale")).version
+    async with subscribe(server, account="stale") as sub:
+        await server.gql(
+            "mutation U($a: ID!, $i: UpdateAccountInput!) "
+            "{ updateAccount(account: $a, input: $i) { state } }",
+            {"a": "stale", "i": {"name": "Renamed"}},
+        )
+        await sub.wait_for(lambda e: e["event"] == "accountConnected")
+    refused = MailError(
+        "Invalid login: 535 5.7.8 no", code="EAUTH", smtp_code=535, permanent=True, auth_failure=True
+    )
+    assert await record_account_state(server.runtime, "stale", refused, version=loaded_with) is None
+    account = (await server.gql(ACCOUNT, {"account": "stale"}))["account"]
+    assert account["state"] == "CONNECTED" and account["lastError"] is None

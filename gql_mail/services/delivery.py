@@ -206,21 +206,7 @@ async def record_unrecordable(rt: Runtime, outcome: Outcome, error: Exception) -
                 "error_code": "INTERNAL",
             },
         )
-        uow.emit(
-            Event(
-                MESSAGE_FAILED,
-                m.account_id,
-                now,
-                {
-                    "messageId": m.message_id,
-                    "queueId": m.id,
-                    "error": text,
-                    "errorCode": "INTERNAL",
-                    "smtpResponseCode": None,
-                },
-                order_key=m.id,
-            )
-        )
+        uow.emit(_failed_event(m, now, text, "INTERNAL"))
 
 
 def _sent_event(m: ClaimedMessage, result: SendResult, now: datetime, rejected: dict[str, Any]) -> Event:
@@ -300,21 +286,7 @@ def _record_other(
         )
     )
     if retry_at is None:
-        uow.emit(
-            Event(
-                MESSAGE_FAILED,
-                m.account_id,
-                now,
-                {
-                    "messageId": m.message_id,
-                    "queueId": m.id,
-                    "error": str(err),
-                    "errorCode": err.code,
-                    "smtpResponseCode": err.smtp_code,
-                },
-                order_key=m.id,
-            )
-        )
+        uow.emit(_failed_event(m, now, str(err), err.code, err.smtp_code))
     row = {
         "ok": False,
         "error": str(err),
@@ -379,7 +351,7 @@ async def recover_stalled(rt: Runtime, lost: Collection[str] | None = None) -> i
         now = rt.clock.now()
         for m in messages:
             if m.status == MessageStatus.FAILED:
-                uow.emit(_stalled_event(m, now))
+                uow.emit(_failed_event(m, now, STALLED_ERROR, STALLED_CODE))
     requeued = others + sum(1 for m in messages if m.status == MessageStatus.QUEUED)
     if requeued:
         rt.wake.delivery()
@@ -387,20 +359,19 @@ async def recover_stalled(rt: Runtime, lost: Collection[str] | None = None) -> i
     return requeued
 
 
-def _stalled_event(m: StalledMessage, now: datetime) -> Event:
-    return Event(
-        MESSAGE_FAILED,
-        m.account_id,
-        now,
-        {
-            "messageId": m.message_id,
-            "queueId": m.id,
-            "error": STALLED_ERROR,
-            "errorCode": STALLED_CODE,
-            "smtpResponseCode": None,
-        },
-        order_key=m.id,
-    )
+def _failed_event(
+    m: ClaimedMessage | StalledMessage, now: datetime, error: str, code: str, smtp_code: int | None = None
+) -> Event:
+    """`messageFailed`: the message was given up (attempts spent, a permanent error, stalled too often, or
+    an outcome that could not be recorded)."""
+    data = {
+        "messageId": m.message_id,
+        "queueId": m.id,
+        "error": error,
+        "errorCode": code,
+        "smtpResponseCode": smtp_code,
+    }
+    return Event(MESSAGE_FAILED, m.account_id, now, data, order_key=m.id)
 
 
 async def abandon_copy(rt: Runtime, copy: ClaimedCopy, reason: str) -> None:

@@ -20,6 +20,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from gql_mail.group_commit import settle
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -84,10 +86,10 @@ class Batcher(Generic[T]):
                         except Exception as alone:
                             await self._item_failed(item, future, alone)
                         else:
-                            _settle(future, None)
+                            settle(future, None)
                 else:
                     for _, future in batch:
-                        _settle(future, None)
+                        settle(future, None)
 
     async def _item_failed(self, item: T, future: asyncio.Future[None], error: Exception) -> None:
         """An item `write` refused alone: `on_item_failed` ends it; its future gets the error only if that
@@ -99,9 +101,9 @@ class Batcher(Generic[T]):
             except Exception:
                 log.exception("an item that could not be written could not be ended either")
             else:
-                _settle(future, None)
+                settle(future, None)
                 return
-        _settle(future, error)
+        settle(future, error)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -114,12 +116,3 @@ class Batcher(Generic[T]):
             except asyncio.CancelledError:
                 pass
             self._task = None
-
-
-def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
-    if future.done():  # its waiter was cancelled
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
