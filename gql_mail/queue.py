@@ -251,7 +251,9 @@ _REQUEUE_DEAD_COPIES = (
     .values(copy_status=CopyStatus.PENDING, claimed_by=None)
     .execution_options(synchronize_session=False)
 )
-_FORGET_DEAD_WORKERS = delete(WORKER).where(WORKER.c.heartbeat_at < bindparam("alive_since"))
+_FORGET_DEAD_WORKERS = delete(WORKER).where(
+    WORKER.c.heartbeat_at < bindparam("alive_since"), WORKER.c.id != bindparam("me")
+)
 
 
 async def requeue_stalled(

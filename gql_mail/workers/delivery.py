@@ -3,7 +3,7 @@
 Per account, a lane holds claimed messages and runs up to `max_concurrent_per_account` connections that
 each send message after message; a global semaphore caps connections overall. The drain loop keeps
 claiming while there is room, so a pre-filled queue streams through without pauses, and a submission's
-wake-up starts a drain at once. No account holds more than its share of the pipeline (`_account_cap`): a
+wake-up starts a drain at once. No account holds more than its share of the pipeline (`_account_share`): a
 claim skips accounts at their share, so one account's backlog of thousands never delays another's
 message. Outcomes are recorded in batches (see `Batcher`).
 
