@@ -14,8 +14,9 @@ stop gives back at once what no connection has started and lets the transactions
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,10 +65,10 @@ class DeliveryWorker:
         # own made most claims one or two rows long, and a claim's cost is per statement, not per row.
         self._claim_at_least = max(1, min(s.delivery_batch_size, self._max_in_flight) // 2)
         self._in_flight = 0
-        # Claimed and not yet recorded, per account. An account holding half its share is left out of claims
-        # (one claim may add a batch on top) and a drain waiting for it claims again once it is down to a
-        # quarter: claiming after every single outcome would cost a statement per message.
-        self._held: Counter[str] = Counter()
+        # An account with half its share waiting in its lane (unsent) is left out of claims (one claim may
+        # add a batch on top), and a drain waiting for it claims again once its lane is down to a quarter:
+        # claiming after every single message would cost a statement per message. Counted in the lane, not
+        # until outcomes are recorded: those lag by a batch, and the lane would run dry waiting for them.
         self._account_share = max(s.max_concurrent_per_account * 16, self._max_in_flight // 2)
         self._account_room = asyncio.Event()
         self._last_claim = 0
@@ -109,8 +110,7 @@ class DeliveryWorker:
             unstarted.extend(lane.pending)
             lane.pending.clear()
             lane.arrived.set()
-        for message in unstarted:
-            self._done(message.account_id)
+        self._done(len(unstarted))
         try:
             await release_messages(self.rt, [m.id for m in unstarted])
         except Exception:
@@ -170,7 +170,10 @@ class DeliveryWorker:
                     # More may be due for the accounts left out: claim again once one has room (or a
                     # wake-up says something new arrived).
                     self._account_room.clear()
-                    await self._account_room.wait()
+                    with contextlib.suppress(TimeoutError):  # bounded: a lane emptied some other way
+                        await asyncio.wait_for(
+                            self._account_room.wait(), self.rt.settings.poll_interval_seconds
+                        )
         finally:
             self._not_draining.set()
 
@@ -180,11 +183,11 @@ class DeliveryWorker:
         task.add_done_callback(self._tasks.discard)
 
     def _busy_accounts(self) -> list[str]:
-        return [account for account, held in self._held.items() if held >= self._account_share // 2]
+        busy = self._account_share // 2
+        return [lane.account_id for lane in self._lanes.values() if len(lane.pending) >= busy]
 
     def _dispatch(self, message: ClaimedMessage) -> None:
         self._in_flight += 1
-        self._held[message.account_id] += 1
         lane = self._lanes.get(message.account_id)
         if lane is None:
             lane = self._lanes[message.account_id] = Lane(message.account_id)
@@ -196,14 +199,11 @@ class DeliveryWorker:
             lane.connections += 1
             self._spawn(self._run_connection(lane), f"smtp:{lane.account_id}")
 
-    def _done(self, account_id: str) -> None:
-        self._in_flight -= 1
-        held = self._held[account_id] = self._held[account_id] - 1
-        if held <= 0:
-            del self._held[account_id]
-        if held == self._account_share // 4:
-            self._account_room.set()
+    def _done(self, count: int = 1) -> None:
+        self._in_flight -= count
         self._slot_free.set()
+        if count > 1:  # a lane given back or lost at once: it is not busy any more
+            self._account_room.set()
 
     async def _account_settings(self, account_id: str) -> tuple[SmtpSettings, int] | None:
         """The account's SMTP settings and their version, or None when it is not CONNECTED (any more)."""
@@ -226,8 +226,7 @@ class DeliveryWorker:
             log.exception("delivery lane for %s crashed; its messages go back to the queue", lane.account_id)
             lost = list(lane.pending)
             lane.pending.clear()
-            for message in lost:
-                self._done(message.account_id)
+            self._done(len(lost))
             self._spawn(self._recover([m.id for m in lost]), f"recover:{lane.account_id}")
         finally:
             lane.connections -= 1
@@ -243,8 +242,7 @@ class DeliveryWorker:
         released = list(lane.pending)
         lane.pending.clear()
         await release_messages(self.rt, [m.id for m in released])
-        for message in released:
-            self._done(message.account_id)
+        self._done(len(released))
 
     async def _recover(self, ids: list[str]) -> None:
         """Claims this worker can no longer account for (a crashed lane, an outcome that could not be
@@ -264,6 +262,8 @@ class DeliveryWorker:
                 if not lane.pending:
                     continue
                 message = lane.pending.popleft()
+                if len(lane.pending) == self._account_share // 4:
+                    self._account_room.set()
                 if connection is None or not connection.usable:
                     if connection is not None:
                         await connection.__aexit__(None, None, None)
@@ -331,7 +331,7 @@ class DeliveryWorker:
 
     def _recorded(self, outcome: Outcome, future: asyncio.Future[None]) -> None:
         self._recording.discard(future)
-        self._done(outcome.message.account_id)
+        self._done()
         if future.cancelled():
             return
         if (error := future.exception()) is not None:
