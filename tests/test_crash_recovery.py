@@ -36,6 +36,17 @@ def ghost_of(server: Server, clock: ManualClock) -> Runtime:
     return dataclasses.replace(server.runtime, clock=clock, worker_id="ghost")
 
 
+async def scheduled_message(
+    server: Server, smtp_server: SmtpServer, account: str, **extra: Any
+) -> tuple[dict[str, Any], ManualClock]:
+    """A message of a new account that the server's own worker never finds due (by its clock it is due a
+    day later), and a clock at which another worker does."""
+    await register_connected(server, account_input(account, smtp_server))
+    send_at = server.clock.now() + timedelta(days=1)
+    answer = await submit(server, account, simple(sendAt=send_at.isoformat(), **extra))
+    return answer, ManualClock(send_at + timedelta(seconds=1))
+
+
 async def send_without_recording(ghost: Runtime, smtp: SmtpServer) -> int:
     """Claim what is due, send it for real, then 'die' (record nothing). Returns how many were sent."""
     claimed = await claim_messages(ghost, 10)
@@ -49,11 +60,8 @@ async def send_without_recording(ghost: Runtime, smtp: SmtpServer) -> int:
 
 
 async def stalled_until_done(server: Server, smtp_server: SmtpServer, attempts: int) -> dict[str, Any]:
-    await register_connected(server, account_input("loop", smtp_server))
-    send_at = server.clock.now() + timedelta(days=1)
-    answer = await submit(server, "loop", simple(sendAt=send_at.isoformat(), deliveryAttempts=attempts))
-    # The server's own worker never finds it due (its clock stays a day earlier); the ghost does.
-    ghost = ghost_of(server, ManualClock(send_at + timedelta(seconds=1)))
+    answer, due = await scheduled_message(server, smtp_server, "loop", deliveryAttempts=attempts)
+    ghost = ghost_of(server, due)
     async with subscribe(server, account="loop", events=["messageFailed"]) as sub:
         for _ in range(attempts + server.settings.max_stalled + 5):  # far more rounds than allowed
             if not await send_without_recording(ghost, smtp_server):
@@ -90,10 +98,7 @@ async def test_a_live_worker_keeps_its_claims_however_long_they_wait(
     server: Server, smtp_server: SmtpServer
 ) -> None:
     """Claims of a worker with a fresh heartbeat are never handed back, even far past the lease."""
-    await register_connected(server, account_input("held", smtp_server))
-    send_at = server.clock.now() + timedelta(days=1)
-    answer = await submit(server, "held", simple(sendAt=send_at.isoformat()))
-    clock = ManualClock(send_at + timedelta(seconds=1))
+    answer, clock = await scheduled_message(server, smtp_server, "held")
     live = dataclasses.replace(server.runtime, clock=clock, worker_id="live-worker")
     reaper = dataclasses.replace(server.runtime, clock=clock)
     heartbeat = Heartbeat(live)
@@ -146,10 +151,8 @@ async def test_a_graceful_stop_gives_back_what_it_has_not_started(
 async def test_a_message_another_worker_is_sending_cannot_be_cancelled(
     server: Server, smtp_server: SmtpServer
 ) -> None:
-    await register_connected(server, account_input("busy", smtp_server))
-    send_at = server.clock.now() + timedelta(days=1)
-    answer = await submit(server, "busy", simple(sendAt=send_at.isoformat()))
-    other = ghost_of(server, ManualClock(send_at + timedelta(seconds=1)))
+    answer, due = await scheduled_message(server, smtp_server, "busy")
+    other = ghost_of(server, due)
     (claimed,) = await claim_messages(other, 10)
     cancel = "mutation C($q: ID!) { cancelMessage(queueId: $q) }"
     assert (await server.gql(cancel, {"q": answer["queueId"]}))["cancelMessage"] is False
