@@ -42,7 +42,25 @@ class Settings(BaseSettings):
     prune_interval_seconds: float = Field(3600.0, gt=0)
 
     webhook_attempts: int = Field(10, ge=1, le=100)
+    # The whole POST (connect, send, answer) must end within this; a receiver that never answers holds only
+    # its own webhook's deliveries.
     webhook_timeout_seconds: float = Field(10.0, gt=0)
+    # At most this much of a receiver's answer is read (it is only a status to us).
+    webhook_max_response_bytes: int = Field(64 * 1024, ge=0)
+    # POSTs in flight at once, over all webhooks, and per webhook.
+    webhook_concurrency: int = Field(16, ge=1)
+    webhook_concurrency_per_webhook: int = Field(4, ge=1)
+
+    # Outbound connections (webhooks, SMTP, IMAP, OAuth2) are refused when the *resolved* address is in one
+    # of these networks (checked at connect time, so DNS rebinding cannot bypass it): link-local and cloud
+    # metadata by default. `outbound_allow`, when set, is the only networks allowed (deny still wins).
+    outbound_deny: list[str] = Field(
+        default_factory=lambda: ["169.254.0.0/16", "fe80::/10", "0.0.0.0/8", "fd00:ec2::254/128"]
+    )
+    outbound_allow: list[str] | None = None
+    # Per account `smtp.tls.requireTLS` / `imap.tls.requireTLS` override this default: with it, a server
+    # that offers no STARTTLS, or a failed upgrade, is ETLS and no credential is sent.
+    require_tls: bool = False
 
     smtp_timeout_seconds: float = Field(30.0, gt=0)
     imap_timeout_seconds: float = Field(30.0, gt=0)
@@ -62,6 +80,20 @@ class Settings(BaseSettings):
     max_query_depth: int = Field(12, ge=2)
     max_subscriptions_per_connection: int = Field(20, ge=1)
     max_ws_connections_per_token: int = Field(1000, ge=1)
+    # Websocket connections open at once in this process, over all tokens.
+    max_ws_connections: int = Field(10000, ge=1)
+    # Events queued for one websocket connection (over its subscriptions) before it is closed as too slow.
+    max_ws_queued_events: int = Field(10000, ge=1)
+    # Events waiting in this process's PostgreSQL relay before the oldest are dropped (with a warning).
+    max_relay_queue: int = Field(100000, ge=1000)
+    # Request bodies above this size count as large: at most `max_large_bodies` are read at once.
+    large_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_large_bodies: int = Field(16, ge=1)
+    # Nesting of JSON in a request body (objects and arrays), checked before it is parsed.
+    max_json_depth: int = Field(64, ge=4)
+    # Extra headers of one message: how many, and their names and values together in bytes.
+    max_headers: int = Field(100, ge=0)
+    max_headers_bytes: int = Field(64 * 1024, ge=1024)
     max_aliases: int = Field(50, ge=1)
     max_tokens: int = Field(5000, ge=100)
     # How often an open subscription re-checks that its token was not revoked in another process

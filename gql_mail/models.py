@@ -73,6 +73,9 @@ class Account(SQLModel, table=True):
     smtp_pass_enc: str | None = None
     smtp_token_enc: str | None = None
     smtp_reject_unauthorized: bool = True
+    # None: the deployment's default (`Settings.require_tls`). True: no STARTTLS offered, or a failed
+    # upgrade, is ETLS and no credential is sent.
+    smtp_require_tls: bool | None = None
 
     imap_disabled: bool = True
     imap_host: str | None = None
@@ -82,6 +85,7 @@ class Account(SQLModel, table=True):
     imap_pass_enc: str | None = None
     imap_token_enc: str | None = None
     imap_reject_unauthorized: bool = True
+    imap_require_tls: bool | None = None
     sent_mail_path: str | None = None
 
     created_at: datetime = _ts(nullable=False)
@@ -166,6 +170,11 @@ class Webhook(SQLModel, table=True):
     secret_enc: str | None = None
     enabled: bool = True
     created_at: datetime = _ts(nullable=False)
+    # The last failed POST's reason, and since when every POST has failed (None once one succeeds): an
+    # operator sees a dead receiver on the webhook itself, not only in its deliveries.
+    last_error: str | None = None
+    failing_since: datetime | None = _ts()
+    last_delivered_at: datetime | None = _ts()
 
 
 class WebhookDelivery(SQLModel, table=True):
