@@ -1,5 +1,11 @@
 """Shared fixtures. Real peers (SMTP, IMAP, webhook receiver) live in tests/servers/; a real gql-mail
-server (uvicorn on 127.0.0.1, fresh SQLite file, manual clock) in tests/harness.py."""
+server (uvicorn on 127.0.0.1, fresh SQLite file, manual clock) in tests/harness.py.
+
+The `fault` marker makes a test a row of docs/reliability.md: each such test says what fault or attack it
+injects and what it checks (`@pytest.mark.fault(name, checked)`); figures it measures (duplicates at a kill,
+messages per second under load) go through the `figures` fixture. All of it travels on the test report's
+`user_properties`, which `tests/faults/report.py` turns into the table.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,34 @@ from tests.servers.imap import ImapServer
 from tests.servers.smtp import SmtpServer
 
 pytest_plugins = ["tests.servers.fixtures"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "fault(name, checked): a fault or attack test and its row in docs/reliability.md"
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("fault")
+    if marker is not None:
+        item.user_properties.append(("fault", marker.args[0]))
+        item.user_properties.append(("checked", marker.args[1]))
+
+
+class Figures:
+    """Measured numbers a test reports (they appear in the Result column)."""
+
+    def __init__(self, item: pytest.Item) -> None:
+        self._item = item
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self._item.user_properties.append(("figure", (name, value)))
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Figures:
+    return Figures(request.node)
 
 
 @pytest.fixture(scope="session", autouse=True)

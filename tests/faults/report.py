@@ -1,4 +1,5 @@
-"""Run the fault suite and write docs/reliability.md from its results.
+"""Run the fault suite (every test marked `fault`: tests/faults/ and the attacks on the edge) and write
+docs/reliability.md from its results.
 
     python -m tests.faults.report                           # the suite as CI runs it (load for 8 s)
     GQL_MAIL_LOAD_SECONDS=30 python -m tests.faults.report  # the issue's 30-second load figure
@@ -102,7 +103,9 @@ def render(rows: list[Row], exit_code: int) -> str:
 
 def main(argv: list[str]) -> int:
     collector = Collector()
-    code = pytest.main([str(ROOT / "tests" / "faults"), "-p", "no:cacheprovider", *argv], plugins=[collector])
+    code = pytest.main(
+        [str(ROOT / "tests"), "-m", "fault", "-p", "no:cacheprovider", *argv], plugins=[collector]
+    )
     rows = [r for r in collector.rows.values() if r.fault or r.outcome != "not run"]
     OUTPUT.parent.mkdir(exist_ok=True)
     OUTPUT.write_text(render(rows, int(code)))

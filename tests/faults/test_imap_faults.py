@@ -17,8 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import account_input, imap_block, register_connected, smtp_block
-from tests.faults.conftest import Figures
+from tests.conftest import Figures, account_input, imap_block, register_connected, smtp_block
 from tests.faults.helpers import HOOK, SUBMIT, copies, message, of, simple, submit
 from tests.faults.process import ServerProcess
 from tests.harness import Server, run_server, subscribe, wait_webhook, webhook_event

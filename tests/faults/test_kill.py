@@ -16,8 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import account_input
-from tests.faults.conftest import Figures
+from tests.conftest import Figures, account_input
 from tests.faults.helpers import HOOK, SUBMIT, message_id_of, simple
 from tests.faults.process import ServerProcess
 from tests.harness import wait_webhook, webhook_event

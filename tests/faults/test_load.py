@@ -15,8 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import account_input
-from tests.faults.conftest import Figures
+from tests.conftest import Figures, account_input
 from tests.faults.helpers import SUBMIT, message_id_of, simple
 from tests.faults.process import ServerProcess
 from tests.harness import wait_webhook, webhook_event

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import account_input, register_connected, smtp_block
-from tests.faults.conftest import Figures
+from tests.conftest import Figures, account_input, register_connected, smtp_block
 from tests.faults.helpers import copies, message, of, simple, submit
 from tests.harness import Server, run_server, subscribe
 from tests.servers.proxy import FaultProxy

@@ -19,8 +19,7 @@ import pytest
 from sqlalchemy import func, select
 
 from gql_mail.models import WebhookDelivery
-from tests.conftest import account_input, register_connected
-from tests.faults.conftest import Figures
+from tests.conftest import Figures, account_input, register_connected
 from tests.faults.helpers import HOOK, of, simple, submit
 from tests.harness import Server, run_server, subscribe
 from tests.servers.smtp import SmtpServer
