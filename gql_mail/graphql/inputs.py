@@ -26,10 +26,22 @@ class MailAuthInput:
 @strawberry.input
 class TlsInput:
     reject_unauthorized: bool | None = None
+    require_tls: bool | None = strawberry.field(
+        name="requireTLS",
+        default=None,
+        description=(
+            "true: never log in without TLS (no STARTTLS offered, or a failed upgrade, is ETLS); "
+            "null: the deployment's default (GQL_MAIL_REQUIRE_TLS)."
+        ),
+    )
 
 
 def _reject(tls: TlsInput | None) -> bool | None:
     return tls.reject_unauthorized if tls else None
+
+
+def _require(tls: TlsInput | None) -> bool | None:
+    return tls.require_tls if tls else None
 
 
 @strawberry.input
@@ -49,6 +61,7 @@ class ImapInput:
             secure=self.secure,
             auth=self.auth.to_spec() if self.auth else None,
             reject_unauthorized=_reject(self.tls),
+            require_tls=_require(self.tls),
             disabled=self.disabled,
             sent_mail_path=self.sent_mail_path,
         )
@@ -71,6 +84,7 @@ class SmtpInput:
             auth=self.auth.to_spec(),
             secure=self.secure,
             reject_unauthorized=_reject(self.tls),
+            require_tls=_require(self.tls),
         )
 
 

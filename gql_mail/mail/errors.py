@@ -6,7 +6,8 @@ Exception
        code = EAUTH        login refused (535/534/530, IMAP NO on LOGIN)  -> the account is broken
               ECONNECTION  refused / reset / dropped (also mid-DATA), bad greeting
               ETIMEDOUT    connect or a command took longer than the bound
-              ETLS         handshake or certificate verification failed
+              ETLS         handshake or certificate verification failed; STARTTLS missing or refused
+                           where TLS is required (``tls_policy``): no credential was sent
               EPROTOCOL    unexpected reply or missing capability
               EENVELOPE    MAIL FROM / RCPT TO refused (all recipients, for RCPT)
               EMESSAGE     DATA refused (content, size, policy)

@@ -34,6 +34,7 @@ import aioimaplib  # type: ignore[import-untyped]  # no py.typed marker in aioim
 
 from gql_mail.mail.errors import MailError, classify_imap_exception, classify_imap_login_refusal
 from gql_mail.mail.peer_text import peer_text
+from gql_mail.mail.tls_policy import starttls_not_offered, starttls_refused
 
 __all__ = ["ImapSettings", "append_to_sent", "find_sent_folder", "verify_imap"]
 
@@ -53,6 +54,7 @@ class ImapSettings:
     host: str
     port: int
     secure: bool = False  # implicit TLS (993); False: plain, upgraded with STARTTLS when offered
+    require_tls: bool = False  # no login unless the connection is encrypted (see `tls_policy`)
     user: str = ""
     password: str | None = field(default=None, repr=False)
     access_token: str | None = field(default=None, repr=False)  # AUTHENTICATE XOAUTH2
@@ -129,8 +131,13 @@ class _Session:
 
     async def open(self) -> None:
         await self._run(self.client.wait_hello_from_server())
-        if self._tls_context is None and self._has_capability("STARTTLS"):
-            await self._starttls()
+        if self._tls_context is None:
+            if self._has_capability("STARTTLS"):
+                await self._starttls()
+            else:
+                refusal = starttls_not_offered(self._settings.require_tls)
+                if refusal is not None:
+                    raise refusal
         await self._login()
 
     def _has_capability(self, name: str) -> bool:
@@ -141,8 +148,12 @@ class _Session:
         protocol = self.client.protocol
         command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=self._loop)
         response = await self._run(protocol.execute(command))
-        if response.result != "OK":
-            raise MailError(f"STARTTLS refused: {_text(response.lines)}", code="ETLS")
+        if response.result != "OK":  # refused: the connection is still plain
+            reply = f"{response.result} {_text(response.lines)}".strip()
+            refusal = starttls_refused(self._settings.host, self._settings.require_tls, reply)
+            if refusal is not None:
+                raise refusal
+            return
         context = _tls_context(self._settings)
         transport = await asyncio.wait_for(
             self._loop.start_tls(
@@ -155,7 +166,7 @@ class _Session:
             self._settings.timeout,
         )
         if transport is None:
-            raise ConnectionResetError("connection closed during the TLS handshake")
+            raise MailError("Connection closed during the TLS handshake", code="ETLS")
         protocol.transport = transport
         # Capabilities announced before TLS can't be trusted (RFC 3501 6.2.1): ask again.
         await self._run(protocol.capability())

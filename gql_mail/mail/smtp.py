@@ -22,6 +22,7 @@ from aiosmtplib.email import parse_address
 
 from gql_mail.mail.errors import MailError, classify_smtp_exception, reply_text
 from gql_mail.mail.peer_text import peer_text
+from gql_mail.mail.tls_policy import starttls_not_offered, starttls_refused
 
 __all__ = ["SendResult", "SmtpConnection", "SmtpSettings", "verify_smtp"]
 
@@ -36,6 +37,7 @@ class SmtpSettings:
     host: str
     port: int
     secure: bool = False  # implicit TLS (465); False: plain, upgraded with STARTTLS when offered
+    require_tls: bool = False  # no login unless the connection is encrypted (see `tls_policy`)
     user: str | None = None
     password: str | None = field(default=None, repr=False)
     access_token: str | None = field(default=None, repr=False)  # XOAUTH2 instead of a password
@@ -77,8 +79,8 @@ class SmtpConnection:
                 hostname=settings.host,
                 port=settings.port,
                 use_tls=settings.secure,
-                # None: STARTTLS if the server offers it; with implicit TLS there is nothing to upgrade.
-                start_tls=False if settings.secure else None,
+                # Never aiosmtplib's own: `_starttls` decides what a missing or refused STARTTLS means.
+                start_tls=False,
                 validate_certs=settings.reject_unauthorized,
                 timeout=settings.timeout,
                 local_hostname=settings.local_hostname,
@@ -89,6 +91,7 @@ class SmtpConnection:
         try:
             await client.connect()
             await self._ehlo(client)
+            await self._starttls(client)
             await self._authenticate(client)
         except BaseException as exc:
             client.close()
@@ -152,6 +155,28 @@ class SmtpConnection:
             if not client.is_connected:
                 raise
             await client.helo()
+
+    async def _starttls(self, client: aiosmtplib.SMTP) -> None:
+        """Upgrade a plain connection before any credential is sent; what may go on in clear is
+        `tls_policy`'s decision."""
+        settings = self._settings
+        if settings.secure:
+            return
+        if not client.supports_extension("starttls"):
+            refusal = starttls_not_offered(settings.require_tls)
+            if refusal is not None:
+                raise refusal
+            return
+        try:
+            await client.starttls()
+        except aiosmtplib.SMTPResponseException as exc:  # refused: the connection is still plain
+            refusal = starttls_refused(settings.host, settings.require_tls, reply_text(exc.code, exc.message))
+            if refusal is not None:
+                raise refusal from exc
+            return
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            raise MailError("Connection closed during the TLS handshake", code="ETLS") from exc
+        await self._ehlo(client)  # what the server said before TLS is forgotten (RFC 3207 4.2)
 
     async def _authenticate(self, client: aiosmtplib.SMTP) -> None:
         settings = self._settings

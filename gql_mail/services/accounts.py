@@ -52,6 +52,7 @@ class ImapSpec:
     secure: bool | None = None
     auth: AuthSpec | None = None
     reject_unauthorized: bool | None = None
+    require_tls: bool | None = None  # None: the deployment's default (`Settings.require_tls`)
     disabled: bool | None = None
     sent_mail_path: str | None = None
 
@@ -63,6 +64,7 @@ class SmtpSpec:
     auth: AuthSpec | None
     secure: bool | None = None
     reject_unauthorized: bool | None = None
+    require_tls: bool | None = None  # None: the deployment's default (`Settings.require_tls`)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ def _apply_smtp(rt: Runtime, row: Account, smtp: SmtpSpec) -> None:
     row.smtp_pass_enc = rt.secrets.maybe_encrypt(auth.password)
     row.smtp_token_enc = rt.secrets.maybe_encrypt(auth.access_token)
     row.smtp_reject_unauthorized = smtp.reject_unauthorized is not False
+    row.smtp_require_tls = smtp.require_tls
 
 
 def _apply_imap(rt: Runtime, row: Account, imap: ImapSpec | None) -> None:
@@ -116,6 +119,7 @@ def _apply_imap(rt: Runtime, row: Account, imap: ImapSpec | None) -> None:
         row.imap_disabled = True
         row.imap_host = row.imap_port = row.imap_user = row.imap_pass_enc = row.imap_token_enc = None
         row.sent_mail_path = None
+        row.imap_require_tls = None
         return
     row.imap_disabled = False
     row.imap_host = v.hostname(imap.host, "imap.host")
@@ -126,6 +130,7 @@ def _apply_imap(rt: Runtime, row: Account, imap: ImapSpec | None) -> None:
     row.imap_pass_enc = rt.secrets.maybe_encrypt(auth.password)
     row.imap_token_enc = rt.secrets.maybe_encrypt(auth.access_token)
     row.imap_reject_unauthorized = imap.reject_unauthorized is not False
+    row.imap_require_tls = imap.require_tls
     row.sent_mail_path = (
         v.no_control_chars(imap.sent_mail_path, "imap.sentMailPath", max_length=512)
         if imap.sent_mail_path
@@ -221,11 +226,17 @@ async def list_accounts(rt: Runtime) -> Sequence[Account]:
         return (await session.execute(select(Account).order_by(col(Account.created_at)))).scalars().all()
 
 
+def _require_tls(rt: Runtime, account_value: bool | None) -> bool:
+    """The account's own `requireTLS` if it set one, else the deployment's default."""
+    return rt.settings.require_tls if account_value is None else account_value
+
+
 def smtp_settings(rt: Runtime, row: Account) -> SmtpSettings:
     return SmtpSettings(
         host=row.smtp_host,
         port=row.smtp_port,
         secure=row.smtp_secure,
+        require_tls=_require_tls(rt, row.smtp_require_tls),
         user=row.smtp_user,
         password=rt.secrets.maybe_decrypt(row.smtp_pass_enc),
         access_token=rt.secrets.maybe_decrypt(row.smtp_token_enc),
@@ -241,6 +252,7 @@ def imap_settings(rt: Runtime, row: Account) -> ImapSettings | None:
         host=row.imap_host,
         port=row.imap_port,
         secure=row.imap_secure,
+        require_tls=_require_tls(rt, row.imap_require_tls),
         user=row.imap_user or "",
         password=rt.secrets.maybe_decrypt(row.imap_pass_enc),
         access_token=rt.secrets.maybe_decrypt(row.imap_token_enc),
