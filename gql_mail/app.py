@@ -22,6 +22,8 @@ from gql_mail.db import Database
 from gql_mail.graphiql import graphiql_html, graphiql_static_app
 from gql_mail.graphql.schema import build_schema
 from gql_mail.graphql.view import GqlMailView, GraphQLEndpoint, KeepServerSend
+from gql_mail.log_redaction import install as install_log_redaction
+from gql_mail.log_redaction import register_secret
 from gql_mail.migrations import upgrade
 from gql_mail.pg_events import EventRelay, relay_for
 from gql_mail.runtime import Runtime, Wakers
@@ -40,7 +42,8 @@ log = logging.getLogger(__name__)
 def build_runtime(
     settings: Settings, *, clock: Clock | None = None, rng: random.Random | None = None
 ) -> Runtime:
-    secret, generated = load_or_create_secret(settings.secret, settings.data_dir)
+    secret, generated = load_or_create_secret(settings.secret_value(), settings.data_dir)
+    register_secret(secret)
     if generated:
         log.warning(
             "GQL_MAIL_SECRET is not set: generated one into %s; back it up, secrets at rest need it",
@@ -151,6 +154,7 @@ async def health(request: Request) -> JSONResponse:
 def create_app(
     settings: Settings | None = None, *, clock: Clock | None = None, rng: random.Random | None = None
 ) -> Starlette:
+    install_log_redaction()
     settings = settings or Settings()
     rt = build_runtime(settings, clock=clock, rng=rng)
     view = GqlMailView(

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from gql_mail.config import Settings
+from gql_mail.log_redaction import install as install_log_redaction
 
 T = TypeVar("T")
 
@@ -162,6 +163,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    install_log_redaction()  # before anything logs: no credential in any record, at any level
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level.upper(),

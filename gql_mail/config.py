@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,7 +16,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GQL_MAIL_", env_file=".env", extra="ignore")
 
     database_url: str = "sqlite+aiosqlite:///./gql_mail.db"
-    secret: str | None = None
+    # Derives the key of secrets at rest; a SecretStr so that no repr, log line or traceback shows it.
+    secret: SecretStr | None = None
     data_dir: Path = Path(".gql_mail")
     service_url: str = "http://127.0.0.1:3000"
 
@@ -103,3 +104,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
     log_level: str = "info"
+
+    def secret_value(self) -> str | None:
+        """`GQL_MAIL_SECRET` itself (None: not configured); the one place it is unwrapped."""
+        return self.secret.get_secret_value() if self.secret is not None else None

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from gql_mail.config import Settings
 from gql_mail.crypto import SecretBox, load_or_create_secret
 from gql_mail.db import Database
+from gql_mail.log_redaction import register_secret
 from gql_mail.migrations import upgrade
 from gql_mail.models import Account, Webhook
 
@@ -24,7 +25,9 @@ ENCRYPTED_COLUMNS: dict[type, tuple[str, ...]] = {
 
 
 async def rotate_secret(settings: Settings, *, old_secret: str | None, new_secret: str) -> int:
-    old, _ = load_or_create_secret(old_secret or settings.secret, settings.data_dir)
+    old, _ = load_or_create_secret(old_secret or settings.secret_value(), settings.data_dir)
+    register_secret(old)
+    register_secret(new_secret)
     box = SecretBox(new_secret, old)
     await upgrade(settings.database_url)
     db = Database(settings.database_url)

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import aioimaplib  # type: ignore[import-untyped]  # no py.typed marker in aioimaplib 2.x
 
+from gql_mail.log_redaction import credentials_in_use
 from gql_mail.mail.errors import MailError, classify_imap_exception, classify_imap_login_refusal
 from gql_mail.mail.peer_text import peer_text
 from gql_mail.mail.tls_policy import starttls_not_offered, starttls_refused
@@ -172,6 +173,11 @@ class _Session:
         await self._run(protocol.capability())
 
     async def _login(self) -> None:
+        settings = self._settings
+        with credentials_in_use(settings.user, settings.password, settings.access_token):
+            await self._authenticate()
+
+    async def _authenticate(self) -> None:
         settings = self._settings
         if settings.access_token is not None:
             response = await self._run(self._xoauth2(settings.user, settings.access_token))

@@ -20,6 +20,7 @@ import aiosmtplib
 from aiosmtplib import SMTPStatus
 from aiosmtplib.email import parse_address
 
+from gql_mail.log_redaction import credentials_in_use
 from gql_mail.mail.errors import MailError, classify_smtp_exception, reply_text
 from gql_mail.mail.peer_text import peer_text
 from gql_mail.mail.tls_policy import starttls_not_offered, starttls_refused
@@ -179,6 +180,11 @@ class SmtpConnection:
         await self._ehlo(client)  # what the server said before TLS is forgotten (RFC 3207 4.2)
 
     async def _authenticate(self, client: aiosmtplib.SMTP) -> None:
+        settings = self._settings
+        with credentials_in_use(settings.user, settings.password, settings.access_token):
+            await self._login(client)
+
+    async def _login(self, client: aiosmtplib.SMTP) -> None:
         settings = self._settings
         if settings.access_token is None and settings.user is None:
             return  # an open relay / IP-authorised submission server
