@@ -16,6 +16,7 @@ tests/test_view_library.py fails, naming what is missing, when a release lacks a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import AsyncGenerator
@@ -43,12 +44,12 @@ try:  # where Strawberry's releases since 0.33x keep it
 except ImportError:  # pragma: no cover - older releases (the dependency floor)
     from strawberry.http.exceptions import HTTPException  # type: ignore[attr-defined,no-redef]
 
-from gql_mail.events import SubscriberTooSlow, TokenRevoked
+from gql_mail.events import QueueBudget, SubscriberTooSlow, TokenRevoked
 from gql_mail.graphql.context import Context
 from gql_mail.graphql.errors import coded
 from gql_mail.graphql.event_stream import event_batches
 from gql_mail.graphql.fanout import events_plan
-from gql_mail.graphql.frame_writer import frame_writer
+from gql_mail.graphql.frame_writer import frame_writer, open_gate
 from gql_mail.graphql.json_body import MalformedJson, decode
 from gql_mail.graphql.request_body import BodyReader, BodyTooLarge
 from gql_mail.graphql.subscriptions import TOO_SLOW_CLOSE_CODE, close_socket
@@ -111,6 +112,15 @@ def _message_fault(message: object, kinds: dict[str, bool]) -> str | None:
     return None
 
 
+async def _close_too_slow(socket: WebSocket, operations: list[asyncio.Task[Any]], exc: Exception) -> None:
+    """Close a connection that fell too far behind over all its subscriptions. Its operations are cancelled
+    first: they may be blocked sending to a full socket, and would otherwise fail (and be logged) there."""
+    for task in operations:
+        task.cancel()
+    open_gate(socket.scope.get(RAW_SEND))
+    await close_socket(socket, TOO_SLOW_CLOSE_CODE, str(exc))
+
+
 async def _still_authorised(context: Context) -> bool:
     """Each new operation on an open websocket re-checks its token, so a revocation takes effect at once."""
     principal = context.principal
@@ -121,6 +131,17 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """Strawberry's handler, with a coded error when a connection asks for too many subscriptions, and a
     malformed message closing the connection with 4400 and the reason (Strawberry's handler raised on
     some, e.g. a message that is a list, and logged a traceback)."""
+
+    _closing: asyncio.Task[None] | None = None
+
+    async def handle(self) -> None:
+        if self.context.queue is not None:
+            self.context.queue.on_overflow = self._too_slow
+        await super().handle()
+
+    def _too_slow(self, exc: SubscriberTooSlow) -> None:
+        tasks = [op.task for op in self.operations.values() if op.task is not None]
+        self._closing = asyncio.create_task(_close_too_slow(self.context.request, tasks, exc))
 
     async def handle_message(self, message: Any) -> None:
         fault = _message_fault(message, {"subscribe": True, "complete": False})
@@ -150,7 +171,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         # Straight to the server's own send: Starlette's per-message wrappers cost more than the frame.
         write = frame_writer(socket.scope.get(RAW_SEND) or socket.send)
         try:
-            async for batch in event_batches(self.context.runtime, self.context.principal, *arguments):
+            context = self.context
+            async for batch in event_batches(context.runtime, context.principal, *arguments, context.queue):
                 await write([plan.frame(operation.id, event) for event in batch])
         except TokenRevoked:
             await close_socket(socket, 4403, "token revoked")
@@ -166,6 +188,17 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
     """graphql-ws closes a refused connection with 1011 by default; the contract says 4401. A malformed
     message closes the connection with 4400 and the reason, as on graphql-transport-ws."""
+
+    _closing: asyncio.Task[None] | None = None
+
+    async def handle(self) -> None:
+        if self.context.queue is not None:
+            self.context.queue.on_overflow = self._too_slow
+        await super().handle()
+
+    def _too_slow(self, exc: SubscriberTooSlow) -> None:
+        tasks = list(self.tasks.values())
+        self._closing = asyncio.create_task(_close_too_slow(self.context.request, tasks, exc))
 
     async def handle_message(self, message: Any) -> None:
         fault = _message_fault(message, {"start": True, "stop": False})
@@ -236,7 +269,10 @@ class GqlMailView(GraphQL[Context, None]):
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         principal = request.scope.get("state", {}).get("principal")
-        return Context(runtime=self.runtime, principal=principal, request=request, response=response)
+        context = Context(runtime=self.runtime, principal=principal, request=request, response=response)
+        if isinstance(request, WebSocket):
+            context.queue = QueueBudget(self.runtime.settings.max_ws_queued_events)
+        return context
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         # Parse errors (e.g. the token limit) are answered before any extension sees them: code them here.
