@@ -297,6 +297,18 @@ class EventBus:
         self._subscriptions.discard(sub)
         self._count_changed()
 
+    def end_lagging(self, missed: Collection[Event] | None, reason: SubscriberTooSlow) -> int:
+        """End as too slow every subscription that would have received one of `missed` (None: any event),
+        events this process lost (its PostgreSQL relay overflowed), so that no subscriber misses an event
+        without being told; returns how many were ended."""
+        ended = [s for s in self._subscriptions if missed is None or any(s.wants(e) for e in missed)]
+        for sub in ended:
+            self._subscriptions.discard(sub)
+            sub.end(reason)
+        if ended:
+            self._count_changed()
+        return len(ended)
+
     def revoke(self, token_id: str) -> None:
         """End every subscription opened with this token."""
         for sub in [s for s in self._subscriptions if s.token_id == token_id]:

@@ -6,14 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 import websockets
 
-from gql_mail.events import Event
+from gql_mail.app import build_runtime
+from gql_mail.config import Settings
+from gql_mail.events import Event, EventBus, SubscriberTooSlow, Subscription
+from gql_mail.migrations import upgrade
+from gql_mail.pg_events import EVENTS_CHANNEL, EventRelay, asyncpg_dsn, encode_event
+from gql_mail.runtime import Wakers
+from tests.databases import fresh_postgresql, pg_reachable
 from tests.harness import EVENTS_SUBSCRIPTION, Server, run_server, subscribe
 from tests.server_log import server_log, tracebacks
 
@@ -159,3 +168,118 @@ async def test_a_connection_that_stops_reading_is_closed_as_too_slow(tmp_path: P
         assert code == 1013
         assert "fell 50 events behind over this connection" in reason
         assert published < 2000
+
+
+# --- the PostgreSQL relay --------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    if not await pg_reachable():
+        pytest.skip("no PostgreSQL reachable")
+    async with fresh_postgresql() as url:
+        await upgrade(url)
+        yield url
+
+
+@asynccontextmanager
+async def _relay(url: str, tmp_path: Path) -> AsyncIterator[EventRelay]:
+    """One process's relay (its runtime, bus and PostgreSQL connections), with the smallest queue allowed."""
+    settings = Settings(database_url=url, secret="s" * 32, data_dir=tmp_path, max_relay_queue=1000)
+    rt = build_runtime(settings)
+    rt.bus = EventBus()
+    relay = EventRelay(rt)
+    rt.wake = relay.attach(Wakers())
+    await relay.start()
+    try:
+        yield relay
+    finally:
+        await relay.stop()
+        await rt.db.dispose()
+
+
+@asynccontextmanager
+async def _payloads_locked(url: str) -> AsyncIterator[None]:
+    """The event_payload table locked: a relay reading or writing a stored payload waits until the end."""
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        transaction = connection.transaction()
+        await transaction.start()
+        await connection.execute("LOCK TABLE event_payload IN ACCESS EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            await transaction.rollback()
+    finally:
+        await connection.close()
+
+
+def _notification(origin: str, events: list[Event]) -> str:
+    return '{"o":' + json.dumps(origin) + ',"e":[' + ",".join(encode_event(e).decode() for e in events) + "]}"
+
+
+async def _drain(sub: Subscription) -> BaseException | None:
+    """Take what a subscription has queued; the exception that ended it, or None if it is still live."""
+    while sub.pending or sub.ended is not None:
+        try:
+            if await asyncio.wait_for(sub.take(), 5) is None:
+                return None
+        except SubscriberTooSlow as exc:
+            return exc
+    return None
+
+
+@pytest.mark.fault(
+    "PostgreSQL relay: a burst of 1,100 events while this server is stuck reading a stored payload "
+    "(max_relay_queue=1000)",
+    "the relay queue stays within 1,000 events; subscribers that wanted dropped events are ended as too "
+    "slow, others keep going",
+)
+async def test_relay_overflow_ends_subscribers_who_miss_events(pg_url: str, tmp_path: Path) -> None:
+    async with _relay(pg_url, tmp_path) as relay:
+        bus = relay.rt.bus
+        wanting = bus.open(account="acc")
+        elsewhere = bus.open(account="elsewhere")
+        sender = await asyncpg.connect(asyncpg_dsn(pg_url))
+        try:
+            async with _payloads_locked(pg_url):
+                # Another server's stored payload first: reading it waits for the lock, events pile up.
+                await sender.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, '{"o":"other:1:x","p":1}')
+                burst = [_notification("other:1:x", [_event(n, {})]) for n in range(1100)]
+                await sender.execute(
+                    "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS t(c, p)",
+                    [EVENTS_CHANNEL] * len(burst),
+                    burst,
+                )
+                await _until(lambda: relay.dropped_events > 0)
+                assert wanting.ended is not None and elsewhere.ended is None
+            await _until(lambda: relay._incoming_events == 0)
+        finally:
+            await sender.close()
+        assert relay.peak_queued <= 1000
+        assert relay.dropped_events == 1100 - (relay.peak_queued - 1)
+        assert isinstance(await _drain(wanting), SubscriberTooSlow)
+        assert elsewhere.ended is None and bus.subscriber_count == 1
+        bus.release(wanting)
+        bus.release(elsewhere)
+
+
+@pytest.mark.fault(
+    "PostgreSQL relay: 1,500 events to send while PostgreSQL does not take them (max_relay_queue=1000)",
+    "the oldest are dropped, and the other server's subscribers are told (ended as too slow), not left "
+    "to miss them",
+)
+async def test_relay_events_a_sender_drops_end_other_servers_subscribers(pg_url: str, tmp_path: Path) -> None:
+    async with _relay(pg_url, tmp_path / "a") as a, _relay(pg_url, tmp_path / "b") as b:
+        listener = b.rt.bus.open()
+        async with _payloads_locked(pg_url):
+            # A stored payload first: A's sender waits for the lock while the rest piles up.
+            a.rt.bus.publish(_event(0, {"pad": "x" * 10_000}))
+            await _until(lambda: not a._outgoing)  # taken as a batch, now stuck in its transaction
+            for n in range(1, 1501):
+                a.rt.bus.publish(_event(n, {}))
+            assert len(a._outgoing) <= 1000 and a._lost > 0
+            assert listener.ended is None
+        await _until(lambda: listener.ended is not None)  # B heard of the gap
+        assert isinstance(await _drain(listener), SubscriberTooSlow)
+        b.rt.bus.release(listener)
