@@ -10,7 +10,10 @@ Strawberry's upper bound in pyproject: its 0.x minors may change them). It relie
 `handle_subscribe`, `run_operation`, `send_message`, `operations`, `connection_acknowledged`,
 `max_subscriptions_per_connection`, `context`, `websocket`, and `Operation`'s `id`, `query`,
 `operation_name`, `variables`, `send_operation_message`; `BaseGraphQLWSHandler`'s
-`handle_connection_init`, `handle_start`, `send_message`, `tasks`, `view`, `context`, `websocket`.
+`handle_connection_init`, `handle_start`, `send_message`, `tasks`, `view`, `context`, `websocket`; both
+handlers' `handle` and `handle_message` (and graphql-transport-ws's `handle_invalid_message`); the view's
+`websocket_adapter_class`, `pick_websocket_subprotocol`, `decode_json`, `parse_json`, `parse_http_body`,
+`run`; `ASGIWebSocketAdapter`'s `iter_json`, `close`, `ws`, `view`.
 tests/test_view_library.py fails, naming what is missing, when a release lacks any of it.
 """
 
