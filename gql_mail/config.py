@@ -85,7 +85,8 @@ class Settings(BaseSettings):
     max_ws_connections: int = Field(10000, ge=1)
     # Events queued for one websocket connection (over its subscriptions) before it is closed as too slow.
     max_ws_queued_events: int = Field(10000, ge=1)
-    # Events waiting in this process's PostgreSQL relay before the oldest are dropped (with a warning).
+    # Events waiting in this process's PostgreSQL relay, in each direction; past it the subscribers that
+    # would miss the events dropped are ended as too slow (never left to miss them silently).
     max_relay_queue: int = Field(100000, ge=1000)
     # Request bodies above this size count as large: at most `max_large_bodies` are read at once.
     large_body_bytes: int = Field(1024 * 1024, ge=1024)

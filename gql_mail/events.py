@@ -93,6 +93,29 @@ _CLOSED = object()  # the bus ended the subscription (shutdown)
 
 
 @dataclass(eq=False)
+class QueueBudget:
+    """Events queued for one consumer (a websocket connection) over all of its subscriptions.
+
+    One connection with twenty subscriptions could otherwise hold twenty times `MAX_PENDING`. Past `limit`
+    the subscription that would queue one more ends as too slow, and `on_overflow` is told once: a reader
+    blocked on a full socket never comes back to take its subscription's end, so the connection must be
+    closed from outside."""
+
+    limit: int
+    on_overflow: Callable[[SubscriberTooSlow], None] | None = None
+    queued: int = 0
+    overflowed: bool = False
+
+    def overflow(self) -> SubscriberTooSlow:
+        exc = SubscriberTooSlow(f"fell {self.limit} events behind over this connection; subscribe again")
+        if not self.overflowed:
+            self.overflowed = True
+            if self.on_overflow is not None:
+                self.on_overflow(exc)
+        return exc
+
+
+@dataclass(eq=False)
 class Subscription:
     """One live subscriber.
 
@@ -107,6 +130,7 @@ class Subscription:
     events: frozenset[str] | None
     token_id: str | None = None
     heartbeat: float | None = None
+    budget: QueueBudget | None = None
     pending: deque[Event] = field(default_factory=deque)
     # Why the subscription ended (TokenRevoked, SubscriberTooSlow, _CLOSED), once it has.
     ended: object | None = None
@@ -127,12 +151,24 @@ class Subscription:
 
     def push(self, event: Event) -> bool:
         """Queue an event; False when the subscriber is too far behind (it has been ended)."""
+        budget = self.budget
         if len(self.pending) >= MAX_PENDING:
             self.end(SubscriberTooSlow(f"fell {MAX_PENDING} events behind; subscribe again"))
             return False
+        if budget is not None:
+            if budget.queued >= budget.limit:
+                self.end(budget.overflow())
+                return False
+            budget.queued += 1
         self.pending.append(event)
         self._wake()
         return True
+
+    def drop_pending(self) -> None:
+        """Forget the queued events (the subscriber will not take them), giving back their budget."""
+        if self.budget is not None:
+            self.budget.queued -= len(self.pending)
+        self.pending.clear()
 
     def end(self, reason: object) -> None:
         """End the subscription once the events already queued are taken."""
@@ -167,6 +203,8 @@ class Subscription:
             if self.pending:
                 batch = list(self.pending)
                 self.pending.clear()
+                if self.budget is not None:
+                    self.budget.queued -= len(batch)
                 if self.heartbeat is not None:
                     self._last_taken = asyncio.get_running_loop().time()
                 return batch
@@ -230,7 +268,7 @@ class EventBus:
             if sub.wants(event) and not sub.push(event):
                 behind.append(sub)
         for sub in behind:
-            log.warning("ended a subscription that fell %d events behind", MAX_PENDING)
+            log.warning("ended a subscription: %s", sub.ended)
             self._subscriptions.discard(sub)
         if behind:
             self._count_changed()
@@ -242,9 +280,12 @@ class EventBus:
         *,
         token_id: str | None = None,
         heartbeat: float | None = None,
+        budget: QueueBudget | None = None,
     ) -> Subscription:
-        """A live subscription; `release` it when done. See `Subscription.take`."""
-        sub = Subscription(account, frozenset(events) if events is not None else None, token_id, heartbeat)
+        """A live subscription; `release` it when done. See `Subscription.take`. Subscriptions opened
+        with one `budget` share its bound on queued events."""
+        frozen = frozenset(events) if events is not None else None
+        sub = Subscription(account, frozen, token_id, heartbeat, budget)
         sub.start_heartbeat()
         self._subscriptions.add(sub)
         self._count_changed()
@@ -252,14 +293,27 @@ class EventBus:
 
     def release(self, sub: Subscription) -> None:
         sub.end(_CLOSED)
+        sub.drop_pending()
         self._subscriptions.discard(sub)
         self._count_changed()
+
+    def end_lagging(self, missed: Collection[Event] | None, reason: SubscriberTooSlow) -> int:
+        """End as too slow every subscription that would have received one of `missed` (None: any event),
+        events this process lost (its PostgreSQL relay overflowed), so that no subscriber misses an event
+        without being told; returns how many were ended."""
+        ended = [s for s in self._subscriptions if missed is None or any(s.wants(e) for e in missed)]
+        for sub in ended:
+            self._subscriptions.discard(sub)
+            sub.end(reason)
+        if ended:
+            self._count_changed()
+        return len(ended)
 
     def revoke(self, token_id: str) -> None:
         """End every subscription opened with this token."""
         for sub in [s for s in self._subscriptions if s.token_id == token_id]:
             self._subscriptions.discard(sub)
-            sub.pending.clear()  # nothing more reaches a revoked token, not even what was queued
+            sub.drop_pending()  # nothing more reaches a revoked token, not even what was queued
             sub.end(TokenRevoked(token_id))
         self._count_changed()
 

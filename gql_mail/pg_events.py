@@ -30,6 +30,13 @@ Why NOTIFY after the commit, from the relay's own connection, and not `pg_notify
   exactly as it loses it for this process's own subscribers.
 - Connection loss: both connections reconnect with backoff. After the listening connection comes back,
   the local workers are woken once, because a wake-up may have been missed while it was down.
+- Bounded: at most `max_relay_queue` events wait in each direction. Received events wait to be published
+  here (stored payloads are read one by one, so a burst can outrun them); past the bound a notification
+  is dropped and every local subscription that wanted one of its events is ended as too slow, so no
+  subscriber misses an event without being told. Events to send pile up only while PostgreSQL is
+  unreachable; past the bound the oldest are dropped, and the next notification sent says so (`"g"`),
+  which ends the subscriptions of every other process as too slow. Wake-ups never queue: they are a set
+  of kinds, sent once per batch.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ import asyncpg  # type: ignore[import-untyped]
 import orjson
 from sqlalchemy.engine import make_url
 
-from gql_mail.events import Event
+from gql_mail.events import Event, SubscriberTooSlow
 from gql_mail.models import EventPayload
 from gql_mail.runtime import Runtime, Wakers
 
@@ -58,9 +65,6 @@ WAKE_CHANNEL = "gql_mail_wake"
 # PostgreSQL's limit is "shorter than 8000 bytes"; leave room for the envelope and the origin.
 MAX_NOTIFY_BYTES = 7500
 PAYLOAD_TTL_SECONDS = 600.0
-# Events waiting to be sent beyond this are dropped (with a warning): the database is unreachable and
-# live subscribers elsewhere are already missing events; memory must not grow without bound.
-MAX_PENDING_EVENTS = 100_000
 WAKE_KINDS = ("delivery", "webhooks")
 
 _NOTIFY_MANY = "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS t(c, p)"
@@ -127,10 +131,14 @@ class EventRelay:
         self._dsn = asyncpg_dsn(rt.settings.database_url)
         self._reconnect_seconds = reconnect_seconds
         self._keepalive_seconds = keepalive_seconds
+        self._max_queue = rt.settings.max_relay_queue
         self._outgoing: list[bytes] = []
+        self._lost = 0  # events dropped from `_outgoing` that no other process has been told of yet
         self._wakes: set[str] = set()
         self._send_wanted = asyncio.Event()
         self._incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._incoming_events = 0  # events in `_incoming` (a stored payload counts as one)
+        self._overflowing = False  # warned about an overflow that has not drained yet
         self._listening = asyncio.Event()
         self._local = Wakers()
         self._tasks: list[asyncio.Task[None]] = []
@@ -138,6 +146,9 @@ class EventRelay:
         self._last_cleanup: datetime | None = None
         self.sent_notifications = 0
         self.received_events = 0
+        # Received events dropped because `max_relay_queue` were already waiting, and the most that waited.
+        self.dropped_events = 0
+        self.peak_queued = 0
 
     # --- wiring -------------------------------------------------------------------------------------
 
@@ -200,9 +211,16 @@ class EventRelay:
         """EventBus listener: called for every event this process publishes (after its commit)."""
         if not self._running:
             return
-        if len(self._outgoing) >= MAX_PENDING_EVENTS:
-            log.warning("event relay: %d events not yet sent; dropping the oldest", len(self._outgoing))
-            del self._outgoing[: MAX_PENDING_EVENTS // 10]
+        if len(self._outgoing) >= self._max_queue:
+            drop = max(1, self._max_queue // 10)
+            log.warning(
+                "event relay: %d events not yet sent; dropping the oldest %d (other processes' subscribers "
+                "will be ended as too slow)",
+                len(self._outgoing),
+                drop,
+            )
+            del self._outgoing[:drop]
+            self._lost += drop
         self._outgoing.append(encode_event(event))
         self._send_wanted.set()
 
@@ -221,14 +239,16 @@ class EventRelay:
                     # Take a batch first: events published while it is being sent go in the next one.
                     batch, self._outgoing = self._outgoing[:2000], self._outgoing[2000:]
                     wakes, self._wakes = self._wakes, set()
+                    lost, self._lost = self._lost, 0
                     try:
                         if connection is None or connection.is_closed():
                             connection = await asyncpg.connect(self._dsn, timeout=10)
-                        await self._send(connection, batch, wakes)
+                        await self._send(connection, batch, wakes, lost)
                     except _CONNECTION_ERRORS as exc:
                         log.warning("event relay: sending failed (%s); retrying", exc)
                         self._outgoing[:0] = batch
                         self._wakes |= wakes
+                        self._lost += lost
                         if connection is not None:
                             connection.terminate()
                             connection = None
@@ -238,8 +258,12 @@ class EventRelay:
             if connection is not None:
                 connection.terminate()
 
-    async def _send(self, connection: asyncpg.Connection, batch: list[bytes], wakes: set[str]) -> None:
+    async def _send(
+        self, connection: asyncpg.Connection, batch: list[bytes], wakes: set[str], lost: int = 0
+    ) -> None:
         payloads, oversized = pack(self.origin, batch)
+        if lost:  # before the events that followed the lost ones
+            payloads.insert(0, self._own_prefix + f'"g":{lost}}}')
         channels = [EVENTS_CHANNEL] * len(payloads)
         now = self.rt.clock.now()
         # One transaction: stored payload rows become visible exactly when their notifications go out.
@@ -287,8 +311,33 @@ class EventRelay:
             return
         if channel == WAKE_CHANNEL:
             self._wake_local(message.get("k", ""))
-        else:
-            self._incoming.put_nowait(message)
+            return
+        count = _event_count(message)
+        if self._incoming_events + count > self._max_queue:
+            self._drop(message, count)
+            return
+        self._incoming_events += count
+        self.peak_queued = max(self.peak_queued, self._incoming_events)
+        self._incoming.put_nowait(message)
+
+    def _drop(self, message: dict[str, Any], count: int) -> None:
+        """A notification that does not fit: its events are lost here, so the local subscriptions that
+        wanted any of them end as too slow (all of them when the events are unknown: a stored payload)."""
+        self.dropped_events += count
+        values = message.get("e")
+        missed = [decode_event(v) for v in values] if isinstance(values, list) else None
+        reason = SubscriberTooSlow(
+            f"this server fell {self._max_queue} events behind the other servers; subscribe again"
+        )
+        ended = self.rt.bus.end_lagging(missed, reason)
+        if not self._overflowing:
+            self._overflowing = True
+            log.warning(
+                "event relay: %d received events wait to be published; dropping more (ended %d "
+                "subscriptions that wanted them)",
+                self._incoming_events,
+                ended,
+            )
 
     def _wanted(self, _connection: Any, _pid: int, channel: str, payload: str) -> None:
         """The notification callback: events are decoded only if someone here is subscribed (a node
@@ -339,6 +388,9 @@ class EventRelay:
         while True:
             message = await self._incoming.get()
             try:
+                if "g" in message:
+                    self._sender_lost(int(message["g"]))
+                    continue
                 if "e" in message:
                     values: list[dict[str, Any]] = message["e"]
                 else:
@@ -348,6 +400,20 @@ class EventRelay:
                     self.rt.bus.publish_local(decode_event(value))
             except Exception:
                 log.exception("event relay: could not publish a relayed event")
+            finally:
+                self._incoming_events -= _event_count(message)
+                if self._overflowing and self._incoming_events <= self._max_queue // 2:
+                    self._overflowing = False
+                    log.info("event relay: caught up with the other servers' events")
+
+    def _sender_lost(self, count: int) -> None:
+        """Another process dropped events it could not send: whoever subscribes here may have missed them."""
+        ended = self.rt.bus.end_lagging(
+            None, SubscriberTooSlow("another server lost events it could not relay; subscribe again")
+        )
+        log.warning(
+            "event relay: another server dropped %d unsent events; ended %d subscriptions", count, ended
+        )
 
     async def _read_stored(self, payload_id: int) -> list[dict[str, Any]]:
         async with self.rt.db.read() as session:
@@ -356,6 +422,14 @@ class EventRelay:
             log.warning("event relay: stored event %d is gone (kept %.0f s)", payload_id, PAYLOAD_TTL_SECONDS)
             return []
         return [orjson.loads(row.body)]
+
+
+def _event_count(message: dict[str, Any]) -> int:
+    """How many events a notification carries (a stored payload is one; a gap notice none)."""
+    values = message.get("e")
+    if isinstance(values, list):
+        return len(values)
+    return 1 if "p" in message else 0
 
 
 def relay_for(rt: Runtime) -> EventRelay | None:

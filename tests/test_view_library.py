@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import inspect
 
-from strawberry.asgi import GraphQL
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.http.async_base_view import AsyncWebSocketAdapter
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
@@ -23,12 +24,19 @@ def _missing(cls: type, methods: tuple[str, ...], set_in_init: tuple[str, ...]) 
 def test_strawberry_still_has_what_the_view_relies_on() -> None:
     missing = _missing(
         BaseGraphQLTransportWSHandler,
-        ("handle_subscribe", "run_operation", "send_message"),
+        (
+            "handle",
+            "handle_message",
+            "handle_subscribe",
+            "handle_invalid_message",
+            "run_operation",
+            "send_message",
+        ),
         ("operations", "connection_acknowledged", "max_subscriptions_per_connection", "context", "websocket"),
     )
     missing += _missing(
         BaseGraphQLWSHandler,
-        ("handle_connection_init", "handle_start", "send_message"),
+        ("handle", "handle_message", "handle_connection_init", "handle_start", "send_message"),
         ("tasks", "view", "context", "websocket"),
     )
     missing += _missing(
@@ -36,7 +44,19 @@ def test_strawberry_still_has_what_the_view_relies_on() -> None:
     )
     missing += [
         f"GraphQL.{name}"
-        for name in ("graphql_ws_handler_class", "graphql_transport_ws_handler_class", "on_ws_connect")
+        for name in (
+            "graphql_ws_handler_class",
+            "graphql_transport_ws_handler_class",
+            "websocket_adapter_class",
+            "on_ws_connect",
+            "pick_websocket_subprotocol",
+            "decode_json",
+            "parse_json",
+            "parse_http_body",
+            "run",
+        )
         if not hasattr(GraphQL, name)
     ]
+    missing += _missing(ASGIWebSocketAdapter, ("iter_json", "close"), ("ws",))
+    missing += _missing(AsyncWebSocketAdapter, (), ("view",))
     assert not missing, f"Strawberry lacks {missing}"

@@ -7,6 +7,7 @@ from typing import Any
 
 from strawberry.types import Info as StrawberryInfo
 
+from gql_mail.events import QueueBudget
 from gql_mail.runtime import Runtime
 from gql_mail.services.tokens import Principal
 
@@ -18,6 +19,8 @@ class Context:
     request: Any = None
     response: Any = None
     connection_params: dict[str, Any] | None = field(default=None)
+    # Websockets: the bound on events queued for this connection over all its subscriptions.
+    queue: QueueBudget | None = None
 
 
 Info = StrawberryInfo[Context, None]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Collection
 
-from gql_mail.events import ALL_EVENTS, Event, TokenRevoked
+from gql_mail.events import ALL_EVENTS, Event, QueueBudget, TokenRevoked
 from gql_mail.runtime import Runtime
 from gql_mail.services.errors import BadInput
 from gql_mail.services.tokens import Principal, is_active
@@ -22,16 +22,21 @@ def check_event_names(events: Collection[str] | None) -> None:
 
 
 async def event_batches(
-    runtime: Runtime, principal: Principal | None, account: str | None, events: Collection[str] | None
+    runtime: Runtime,
+    principal: Principal | None,
+    account: str | None,
+    events: Collection[str] | None,
+    budget: QueueBudget | None = None,
 ) -> AsyncIterator[list[Event]]:
     """The events in the order they were published, in batches of those that were waiting together (a
     subscriber that keeps up gets one at a time). Raises TokenRevoked when the subscriber's token stops
-    being valid, SubscriberTooSlow when it fell too far behind."""
+    being valid, SubscriberTooSlow when it fell too far behind (alone, or with the other subscriptions
+    that share its `budget`)."""
     check_event_names(events)
     token_id = principal.token_id if principal else None
     recheck = runtime.settings.token_recheck_seconds
     checked = time.monotonic()
-    sub = runtime.bus.open(account, events, token_id=token_id, heartbeat=recheck)
+    sub = runtime.bus.open(account, events, token_id=token_id, heartbeat=recheck, budget=budget)
     try:
         while (batch := await sub.take()) is not None:
             if token_id is not None and time.monotonic() - checked >= recheck:
@@ -45,9 +50,13 @@ async def event_batches(
 
 
 async def event_stream(
-    runtime: Runtime, principal: Principal | None, account: str | None, events: Collection[str] | None
+    runtime: Runtime,
+    principal: Principal | None,
+    account: str | None,
+    events: Collection[str] | None,
+    budget: QueueBudget | None = None,
 ) -> AsyncIterator[Event]:
     """`event_batches`, one event at a time."""
-    async for batch in event_batches(runtime, principal, account, events):
+    async for batch in event_batches(runtime, principal, account, events, budget):
         for event in batch:
             yield event

@@ -69,6 +69,16 @@ def frame_writer(send: Send) -> FrameWriter:
     return write
 
 
+def open_gate(send: Send | None) -> None:
+    """Let the next message past the server's flow control, for a close frame to a reader that stopped
+    reading: an ASGI close waits, like every send, until the socket's buffer drains, which for such a
+    reader is never. The frame is a few bytes, buffered after what is already queued, so a client that
+    reads again finds it after the events it was sent."""
+    protocol: Any = getattr(send, "__self__", None)
+    if isinstance(protocol, WebSocketsSansIOProtocol):
+        protocol.writable.set()
+
+
 def _one_by_one(send: Send) -> FrameWriter:
     async def write(texts: Sequence[str]) -> None:
         for text in texts:

@@ -32,7 +32,7 @@ class Subscription:
         context = info.context
         try:
             async for event in event_stream(
-                context.runtime, context.principal, str(account) if account else None, events
+                context.runtime, context.principal, str(account) if account else None, events, context.queue
             ):
                 yield Event.from_bus(event)
         except TokenRevoked:
