@@ -4,7 +4,8 @@ Built on a raw asyncio listener (h11 does the HTTP/1.1 parsing) rather than uvic
 can go "down" for real: ``down()`` closes the listening socket *and* every open keep-alive
 connection, so the next delivery attempt gets "connection refused"; ``up()`` listens again on the
 same port, the way a receiver comes back after a deploy. Everything else is a knob: answer the next
-n requests with 500, answer slowly, hang up without answering (``close_next``), change the default status.
+n requests with 500, answer slowly, hang up without answering (``close_next``), change the default status,
+answer 200 with a body that never ends (``endless_body``).
 
 Requests are recorded before they are answered (with the status they got), and
 ``await wait_for(n)`` sleeps on an event the server thread sets.
@@ -58,7 +59,12 @@ class WebhookReceiver(ThreadedListener):
         self._status = 200
         self._failures: list[int] = []
         self._delay = 0.0
+        self._endless = False
+        self._in_flight = 0
+        self.max_in_flight = 0  # the most requests being answered at once (received, not yet answered)
         self.requests: RecordLog[ReceivedRequest] = RecordLog()
+        # Bytes of an endless body written before the client hung up, one entry per such answer.
+        self.endless_sent: RecordLog[int] = RecordLog()
 
     @property
     def url(self) -> str:
@@ -70,10 +76,12 @@ class WebhookReceiver(ThreadedListener):
     def reset(self) -> None:
         """Up, answering 200 at once, nothing recorded."""
         with self._lock:
-            self._status, self._failures, self._delay = 200, [], 0.0
+            self._status, self._failures, self._delay, self._endless = 200, [], 0.0, False
+            self.max_in_flight = 0
         if not self.is_up:
             self.up()
         self.requests.clear()
+        self.endless_sent.clear()
 
     def fail_next(self, n: int = 1, status: int = 500) -> None:
         """Answer the next ``n`` requests with ``status``."""
@@ -96,6 +104,11 @@ class WebhookReceiver(ThreadedListener):
         with self._lock:
             self._delay = seconds
 
+    def endless_body(self, on: bool = True) -> None:
+        """Answer 200 with a chunked body that never ends (until the client hangs up) until reset()."""
+        with self._lock:
+            self._endless = on
+
     # -- observing -----------------------------------------------------------------------------------
 
     @property
@@ -108,10 +121,10 @@ class WebhookReceiver(ThreadedListener):
 
     # -- server side (runs on the receiver's thread) -------------------------------------------------
 
-    def _next_answer(self) -> tuple[int, float]:
+    def _next_answer(self) -> tuple[int, float, bool]:
         with self._lock:
             status = self._failures.pop(0) if self._failures else self._status
-            return status, self._delay
+            return status, self._delay, self._endless and status != CLOSE
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER)
@@ -137,7 +150,7 @@ class WebhookReceiver(ThreadedListener):
     async def _answer(
         self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request, body: bytes
     ) -> None:
-        status, delay = self._next_answer()
+        status, delay, endless = self._next_answer()
         headers: dict[str, str] = {}
         for name, value in request.headers:
             key = name.decode("latin-1").lower()
@@ -157,8 +170,18 @@ class WebhookReceiver(ThreadedListener):
         if status == CLOSE:
             writer.transport.abort()
             raise ConnectionResetError("closed without an answer, as scripted")
-        if delay:
-            await asyncio.sleep(delay)  # the receiver simulating slowness, not a test waiting
+        if endless:
+            await self._answer_endlessly(conn, writer)
+            return
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            if delay:
+                await asyncio.sleep(delay)  # the receiver simulating slowness, not a test waiting
+        finally:
+            with self._lock:
+                self._in_flight -= 1
         payload = json.dumps({"status": status}).encode()
         writer.write(
             conn.send(
@@ -171,3 +194,19 @@ class WebhookReceiver(ThreadedListener):
         writer.write(conn.send(h11.Data(data=payload)))
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
+
+    async def _answer_endlessly(self, conn: h11.Connection, writer: asyncio.StreamWriter) -> None:
+        """200, then 64 KiB chunks until the client hangs up (bounded at 1 GiB, should it never)."""
+        writer.write(conn.send(h11.Response(status_code=200, headers=[("content-type", "text/plain")])))
+        chunk = conn.send(h11.Data(data=b"x" * 65536))
+        sent = 0
+        try:
+            while sent < 1 << 30 and not writer.transport.is_closing():
+                writer.write(chunk)
+                await writer.drain()
+                sent += 65536
+        except ConnectionError:
+            pass
+        finally:
+            self.endless_sent.append(sent)
+        raise ConnectionResetError("the client hung up on an endless body")
