@@ -109,8 +109,9 @@ async def test_a_hanging_receiver_delays_only_its_own_webhook(
 
 @pytest.mark.fault(
     "Webhook receiver answers with an endless body",
-    "200 and then a chunked body that never ends: gql-mail reads at most GQL_MAIL_WEBHOOK_MAX_RESPONSE_BYTES, "
-    "hangs up, and the delivery counts as delivered (one attempt) well before the deadline",
+    "200 and then a chunked body that never ends: gql-mail reads at most "
+    "GQL_MAIL_WEBHOOK_MAX_RESPONSE_BYTES, hangs up, and the delivery counts as delivered (one attempt) "
+    "well before the deadline",
 )
 async def test_an_endless_answer_is_read_only_up_to_the_cap(
     server: Server, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver
@@ -125,6 +126,26 @@ async def test_an_endless_answer_is_read_only_up_to_the_cap(
     # The receiver could write only what the sockets' buffers hold before gql-mail hung up: finite.
     assert sent[0] < 64 * 1024 * 1024
     assert (await hook_view(server, hook))["lastDeliveredAt"] is not None
+
+
+@pytest.mark.fault(
+    "Webhook receiver trickles its answer",
+    f"200, then one byte of body every 0.5 s, forever (no read ever waits long enough for a per-read "
+    f"timeout): the POST is cut at its total deadline ({DEADLINE:g} s), a counted attempt with ETIMEDOUT",
+)
+async def test_a_trickled_answer_ends_at_the_total_deadline(
+    server: Server, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver
+) -> None:
+    webhook_receiver.endless_body(pause=0.5)
+    hook = await create_hook(server, webhook_receiver.url, events=["accountAdded"])
+    await register_connected(server, account_input("trickle", smtp_server))
+    await webhook_receiver.wait_for(1)
+    await drain_webhooks(server)
+    (delivery,) = await deliveries(server, hook)
+    assert (delivery.status, delivery.attempts_made) == ("pending", 1)
+    assert delivery.last_error == f"ETIMEDOUT: no complete answer within {DEADLINE:g} s"
+    sent = await webhook_receiver.endless_sent.wait_for(1, timeout=DEADLINE)
+    assert sent[0] < 4096, "far less than the cap came in the time"
 
 
 @pytest.mark.fault(

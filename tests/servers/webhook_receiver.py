@@ -5,7 +5,7 @@ can go "down" for real: ``down()`` closes the listening socket *and* every open 
 connection, so the next delivery attempt gets "connection refused"; ``up()`` listens again on the
 same port, the way a receiver comes back after a deploy. Everything else is a knob: answer the next
 n requests with 500, answer slowly, hang up without answering (``close_next``), change the default status,
-answer 200 with a body that never ends (``endless_body``).
+answer 200 with a body that never ends, fast or a byte at a time (``endless_body``).
 
 Requests are recorded before they are answered (with the status they got), and
 ``await wait_for(n)`` sleeps on an event the server thread sets.
@@ -59,7 +59,7 @@ class WebhookReceiver(ThreadedListener):
         self._status = 200
         self._failures: list[int] = []
         self._delay = 0.0
-        self._endless = False
+        self._endless: float | None = None  # the pause between chunks of an endless body
         self._in_flight = 0
         self.max_in_flight = 0  # the most requests being answered at once (received, not yet answered)
         self.requests: RecordLog[ReceivedRequest] = RecordLog()
@@ -76,7 +76,7 @@ class WebhookReceiver(ThreadedListener):
     def reset(self) -> None:
         """Up, answering 200 at once, nothing recorded."""
         with self._lock:
-            self._status, self._failures, self._delay, self._endless = 200, [], 0.0, False
+            self._status, self._failures, self._delay, self._endless = 200, [], 0.0, None
             self.max_in_flight = 0
         if not self.is_up:
             self.up()
@@ -104,10 +104,12 @@ class WebhookReceiver(ThreadedListener):
         with self._lock:
             self._delay = seconds
 
-    def endless_body(self, on: bool = True) -> None:
-        """Answer 200 with a chunked body that never ends (until the client hangs up) until reset()."""
+    def endless_body(self, pause: float | None = 0.0) -> None:
+        """Answer 200 with a chunked body that never ends (until the client hangs up) until reset(): 64 KiB
+        chunks as fast as they are read, or with ``pause`` one byte every ``pause`` seconds (a trickle that
+        never leaves a read waiting long); ``None`` ends it."""
         with self._lock:
-            self._endless = on
+            self._endless = pause
 
     # -- observing -----------------------------------------------------------------------------------
 
@@ -121,10 +123,10 @@ class WebhookReceiver(ThreadedListener):
 
     # -- server side (runs on the receiver's thread) -------------------------------------------------
 
-    def _next_answer(self) -> tuple[int, float, bool]:
+    def _next_answer(self) -> tuple[int, float, float | None]:
         with self._lock:
             status = self._failures.pop(0) if self._failures else self._status
-            return status, self._delay, self._endless and status != CLOSE
+            return status, self._delay, self._endless if status != CLOSE else None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER)
@@ -170,8 +172,8 @@ class WebhookReceiver(ThreadedListener):
         if status == CLOSE:
             writer.transport.abort()
             raise ConnectionResetError("closed without an answer, as scripted")
-        if endless:
-            await self._answer_endlessly(conn, writer)
+        if endless is not None:
+            await self._answer_endlessly(conn, writer, endless)
             return
         with self._lock:
             self._in_flight += 1
@@ -195,16 +197,21 @@ class WebhookReceiver(ThreadedListener):
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
 
-    async def _answer_endlessly(self, conn: h11.Connection, writer: asyncio.StreamWriter) -> None:
-        """200, then 64 KiB chunks until the client hangs up (bounded at 1 GiB, should it never)."""
+    async def _answer_endlessly(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, pause: float
+    ) -> None:
+        """200, then chunks until the client hangs up (bounded at 1 GiB, should it never)."""
         writer.write(conn.send(h11.Response(status_code=200, headers=[("content-type", "text/plain")])))
-        chunk = conn.send(h11.Data(data=b"x" * 65536))
+        size = 1 if pause else 65536
+        chunk = conn.send(h11.Data(data=b"x" * size))
         sent = 0
         try:
             while sent < 1 << 30 and not writer.transport.is_closing():
                 writer.write(chunk)
                 await writer.drain()
-                sent += 65536
+                sent += size
+                if pause:
+                    await asyncio.sleep(pause)  # the receiver trickling, not a test waiting
         except ConnectionError:
             pass
         finally:
