@@ -14,7 +14,7 @@ import re
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +262,36 @@ async def test_readme_verifier_checks_real_posts(
     signed = hmac.new(secret.encode(), f"{ts}.".encode() + stale.body, hashlib.sha256).hexdigest()
     assert stale.header("X-GqlMail-Signature-V2") == "sha256=" + signed, "a valid signature ..."
     assert not verify(secret.encode(), stale.headers, stale.body), "... on a POST too old to accept"
+
+
+def when(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+async def test_webhook_health_follows_its_outcomes(
+    server: Server, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver
+) -> None:
+    """failingSince is the first failure after a success and stays through later failures; a success clears
+    it and sets lastDeliveredAt; lastError keeps the last failure's reason."""
+    webhook_receiver.fail_next(2, status=503)
+    hook = await create_hook(server, webhook_receiver.url, events=["accountAdded"])
+    await register_connected(server, account_input("health", smtp_server))
+    await drain_webhooks(server)
+    first_failure = server.clock.now()
+    view = await hook_view(server, hook)
+    # The test receiver sends no reason phrase; a receiver's own ("Service Unavailable") would stand there.
+    assert view["lastError"] == {"message": "HTTP 503: not a 2xx answer", "code": "HTTP 503"}
+    assert when(view["failingSince"]) == first_failure and view["lastDeliveredAt"] is None
+
+    server.clock.advance(3600)
+    await drain_webhooks(server)
+    view = await hook_view(server, hook)
+    assert (await deliveries(server, hook))[0].attempts_made == 2
+    assert when(view["failingSince"]) == first_failure, "still failing since the first failure"
+
+    server.clock.advance(3600)
+    await drain_webhooks(server)
+    view = await hook_view(server, hook)
+    assert (await deliveries(server, hook))[0].status == "delivered"
+    assert view["failingSince"] is None and when(view["lastDeliveredAt"]) == server.clock.now()
+    assert view["lastError"]["code"] == "HTTP 503", "the last failure stays visible"

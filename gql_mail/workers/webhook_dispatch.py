@@ -100,44 +100,58 @@ class WebhookDispatcher:
                 continue
             if not self._posts:
                 return
-            await changed.wait()
+            # A retry falls due with no signal: while POSTs are in flight, look again each poll interval.
+            try:
+                async with asyncio.timeout(self.rt.settings.poll_interval_seconds):
+                    await changed.wait()
+            except TimeoutError:
+                pass
 
     async def _claim_and_post(self) -> bool:
-        """Claim what the free room allows and start its POSTs; False when nothing was claimed."""
+        """Claim what the free room allows and start its POSTs; False when nothing was claimed.
+
+        Once rows are claimed nothing may stop their tasks from starting (a claimed row is only handed
+        back when this worker dies): the webhooks are read before the claim, and one that failed to be
+        handed back is POSTed anyway, a little over its webhook's room."""
         async with self._claiming:
             room = self._concurrency - len(self._posts)
             if room <= 0 or self._stopping:
                 return False
             full = [hook for hook, n in self._in_flight.items() if n >= self._per_webhook]
+            hooks = await self._webhooks()
             claimed = await claim_webhook_deliveries(self.rt, room, busy=full)
             if not claimed:
                 return False
             taken: Counter[str] = Counter()
             kept: list[ClaimedDelivery] = []
-            extra: list[int] = []
+            extra: list[ClaimedDelivery] = []
             for delivery in claimed:  # in seq order: each webhook keeps its earliest
                 hook = delivery.webhook_id
                 if self._in_flight[hook] + taken[hook] < self._per_webhook:
                     taken[hook] += 1
                     kept.append(delivery)
                 else:
-                    extra.append(delivery.seq)
+                    extra.append(delivery)
             if extra:
-                await give_back_webhook_deliveries(self.rt, extra)
-            hooks = await self._webhooks({d.webhook_id for d in kept})
+                try:
+                    await give_back_webhook_deliveries(self.rt, [d.seq for d in extra])
+                except Exception:
+                    log.exception("claimed webhook deliveries could not be handed back; POSTing them")
+                    kept.extend(extra)
             for delivery in kept:
                 self._in_flight[delivery.webhook_id] += 1
                 task = asyncio.create_task(
                     self._deliver(delivery, hooks.get(delivery.webhook_id)), name="webhook-post"
                 )
                 self._posts.add(task)
+                # Also removed when its coroutine ends (below); this covers one cancelled before it began.
                 task.add_done_callback(self._posts.discard)
             return True
 
-    async def _webhooks(self, ids: set[str]) -> dict[str, Webhook]:
+    async def _webhooks(self) -> dict[str, Webhook]:
+        """Every webhook (a handful of rows): read before a claim, so that nothing after it can fail."""
         async with self.rt.db.read() as session:
-            rows = (await session.execute(select(Webhook).where(col(Webhook.id).in_(ids)))).scalars()
-            return {h.id: h for h in rows}
+            return {h.id: h for h in (await session.execute(select(Webhook))).scalars()}
 
     async def _deliver(self, delivery: ClaimedDelivery, hook: Webhook | None) -> None:
         """POST one delivery and record its result. Recorded as soon as it is known (batched with its
@@ -151,14 +165,21 @@ class WebhookDispatcher:
             self._in_flight[delivery.webhook_id] -= 1
             if self._in_flight[delivery.webhook_id] <= 0:
                 del self._in_flight[delivery.webhook_id]
+            # Now, not in the done callback: a drain woken below must not see this POST as in flight.
+            task = asyncio.current_task()
+            if task is not None:
+                self._posts.discard(task)
             self._signal()
 
     async def _post(self, delivery: ClaimedDelivery, hook: Webhook | None) -> str | None:
         """None on success, else the reason it failed."""
-        if hook is None:
-            return WEBHOOK_DELETED
         assert self._client is not None
         try:
+            if hook is None:  # created after the webhooks were read, or deleted since
+                async with self.rt.db.read() as session:
+                    hook = await session.get(Webhook, delivery.webhook_id)
+                if hook is None:
+                    return WEBHOOK_DELETED
             secret = self.rt.secrets.decrypt(hook.secret_enc) if hook.secret_enc else None
         except Exception as exc:
             return reason(exc)

@@ -96,7 +96,7 @@ async def post_webhook(
         return reason(exc)
     if 200 <= response.status_code < 300:
         return None
-    return short(f"HTTP {response.status_code}: {response.reason_phrase}".rstrip(": "))
+    return short(f"HTTP {response.status_code}: {response.reason_phrase or 'not a 2xx answer'}")
 
 
 async def _read_at_most(response: httpx.Response, limit: int) -> None:
