@@ -280,9 +280,12 @@ async def requeue_stalled(
     return [StalledMessage(*r) for r in rows], others
 
 
-async def claim_webhook_deliveries(rt: Runtime, limit: int) -> list[ClaimedDelivery]:
+async def claim_webhook_deliveries(
+    rt: Runtime, limit: int, busy: Collection[str] = ()
+) -> list[ClaimedDelivery]:
     """Due deliveries that are first in line for their (webhook, order key): a receiver sees each
-    message's events in order, even when an earlier one needed retries."""
+    message's events in order, even when an earlier one needed retries. Webhooks in `busy` (this worker has
+    as many of their POSTs in flight as it allows) are skipped, so the claim goes to the others."""
     now = rt.clock.now()
     earlier = DELIVERY.alias("earlier")
     blocked = exists().where(
@@ -293,7 +296,12 @@ async def claim_webhook_deliveries(rt: Runtime, limit: int) -> list[ClaimedDeliv
     )
     due = (
         select(DELIVERY.c.seq)
-        .where(DELIVERY.c.status == "pending", DELIVERY.c.next_attempt_at <= now, ~blocked)
+        .where(
+            DELIVERY.c.status == "pending",
+            DELIVERY.c.next_attempt_at <= now,
+            DELIVERY.c.webhook_id.not_in(list(busy)),
+            ~blocked,
+        )
         .order_by(DELIVERY.c.seq)
         .limit(limit)
     )
@@ -318,6 +326,22 @@ async def claim_webhook_deliveries(rt: Runtime, limit: int) -> list[ClaimedDeliv
     out = [ClaimedDelivery(r.seq, r.id, r.webhook_id, r.event, r.body, r.attempts_made) for r in rows]
     out.sort(key=lambda d: d.seq)
     return out
+
+
+async def give_back_webhook_deliveries(rt: Runtime, seqs: Collection[int]) -> None:
+    """Claimed deliveries this worker will not POST now (their webhook has no room left): `pending` again,
+    attempts untouched, as if never claimed."""
+    async with rt.db.write() as session:
+        await session.execute(
+            update(DELIVERY)
+            .where(
+                DELIVERY.c.seq.in_(list(seqs)),
+                still(DELIVERY.c.status, "sending"),
+                DELIVERY.c.claimed_by == rt.worker_id,
+            )
+            .values(status="pending", claimed_by=None)
+            .execution_options(synchronize_session=False)
+        )
 
 
 # -- Sent-folder copies ------------------------------------------------------------------------------------

@@ -200,7 +200,7 @@ class WebhookInput:
     events: list[str] | None = strawberry.field(default=None, description="Default: all events.")
     account: strawberry.ID | None = strawberry.field(default=None, description="Only this account's events.")
     secret: str | None = strawberry.field(
-        default=None, description="HMAC-SHA256 key for X-GqlMail-Signature."
+        default=None, description="HMAC-SHA256 key for X-GqlMail-Signature and X-GqlMail-Signature-V2."
     )
 
     def to_spec(self) -> WebhookSpec:

@@ -32,6 +32,14 @@ def _error(message: str | None, code: str | None) -> ErrorInfo | None:
     return ErrorInfo(message=message, code=code) if message else None
 
 
+def _reason(text: str | None) -> ErrorInfo | None:
+    """A webhook POST's stored reason, `"<code>: <detail>"` (see workers/webhook_post.py), as an ErrorInfo."""
+    if not text:
+        return None
+    code, sep, _ = text.partition(": ")
+    return ErrorInfo(message=text, code=code if sep else None)
+
+
 @strawberry.type
 class SmtpSummary:
     host: str
@@ -167,6 +175,15 @@ class Webhook:
     enabled: bool
     has_secret: bool
     created_at: datetime
+    last_error: ErrorInfo | None = strawberry.field(
+        description="The last failed POST: its reason (message) and the reason's leading code (EPOLICY, "
+        "ETIMEDOUT, HTTP 500, or the HTTP client's error name). Kept after a success; see failingSince."
+    )
+    failing_since: datetime | None = strawberry.field(
+        description="When POSTs to this webhook started failing (the first failure after a success); "
+        "null when the last POST succeeded."
+    )
+    last_delivered_at: datetime | None = strawberry.field(description="When a POST last got a 2xx answer.")
 
     @classmethod
     def from_row(cls, row: models.Webhook) -> Webhook:
@@ -178,6 +195,9 @@ class Webhook:
             enabled=row.enabled,
             has_secret=row.secret_enc is not None,
             created_at=utc(row.created_at),
+            last_error=_reason(row.last_error),
+            failing_since=_dt(row.failing_since),
+            last_delivered_at=_dt(row.last_delivered_at),
         )
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
+import httpx
 from sqlalchemy import select
 from sqlmodel import col
 
@@ -26,11 +28,38 @@ class WebhookSpec:
 
 
 def _url(value: str) -> str:
+    """A URL the webhook worker's HTTP client can POST to, or BAD_USER_INPUT. Checked here, once: a URL that
+    only fails when used (an invalid IDNA label such as `http://xn--zz/`, a port past 65535, a 64-character
+    DNS label) would fail every delivery of the webhook."""
     url = v.required_text(value, "url", max_length=2048).strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parsed = httpx.URL(url)
+        httpx.Request("POST", parsed)
+    except Exception as exc:  # httpx.InvalidURL, or the idna codec's UnicodeError
+        raise BadInput(f"url is not a usable URL: {exc}", field="url") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
         raise BadInput("url must be an absolute http:// or https:// URL", field="url")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise BadInput(f"url has no valid port: {parsed.port}", field="url")
+    if not _usable_host(parsed.raw_host.decode("ascii", "replace")):
+        raise BadInput(f"url has no valid host name: {parsed.host!r}", field="url")
     return url
+
+
+# A DNS label as resolvers accept it (letters, digits, hyphen; underscore, which some internal names use).
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def _usable_host(host: str) -> bool:
+    """An IP literal, or a name of valid DNS labels (`raw_host` is already IDNA-encoded)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return True
+    name = host[:-1] if host.endswith(".") else host
+    return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
 def _events(values: Sequence[str] | None) -> list[str]:

@@ -4,7 +4,8 @@ Built on a raw asyncio listener (h11 does the HTTP/1.1 parsing) rather than uvic
 can go "down" for real: ``down()`` closes the listening socket *and* every open keep-alive
 connection, so the next delivery attempt gets "connection refused"; ``up()`` listens again on the
 same port, the way a receiver comes back after a deploy. Everything else is a knob: answer the next
-n requests with 500, answer slowly, hang up without answering (``close_next``), change the default status.
+n requests with 500, answer slowly, hang up without answering (``close_next``), change the default status,
+answer 200 with a body that never ends, fast or a byte at a time (``endless_body``).
 
 Requests are recorded before they are answered (with the status they got), and
 ``await wait_for(n)`` sleeps on an event the server thread sets.
@@ -58,7 +59,12 @@ class WebhookReceiver(ThreadedListener):
         self._status = 200
         self._failures: list[int] = []
         self._delay = 0.0
+        self._endless: float | None = None  # the pause between chunks of an endless body
+        self._in_flight = 0
+        self.max_in_flight = 0  # the most requests being answered at once (received, not yet answered)
         self.requests: RecordLog[ReceivedRequest] = RecordLog()
+        # Bytes of an endless body written before the client hung up, one entry per such answer.
+        self.endless_sent: RecordLog[int] = RecordLog()
 
     @property
     def url(self) -> str:
@@ -70,10 +76,12 @@ class WebhookReceiver(ThreadedListener):
     def reset(self) -> None:
         """Up, answering 200 at once, nothing recorded."""
         with self._lock:
-            self._status, self._failures, self._delay = 200, [], 0.0
+            self._status, self._failures, self._delay, self._endless = 200, [], 0.0, None
+            self.max_in_flight = 0
         if not self.is_up:
             self.up()
         self.requests.clear()
+        self.endless_sent.clear()
 
     def fail_next(self, n: int = 1, status: int = 500) -> None:
         """Answer the next ``n`` requests with ``status``."""
@@ -96,6 +104,13 @@ class WebhookReceiver(ThreadedListener):
         with self._lock:
             self._delay = seconds
 
+    def endless_body(self, pause: float | None = 0.0) -> None:
+        """Answer 200 with a chunked body that never ends (until the client hangs up) until reset(): 64 KiB
+        chunks as fast as they are read, or with ``pause`` one byte every ``pause`` seconds (a trickle that
+        never leaves a read waiting long); ``None`` ends it."""
+        with self._lock:
+            self._endless = pause
+
     # -- observing -----------------------------------------------------------------------------------
 
     @property
@@ -108,10 +123,10 @@ class WebhookReceiver(ThreadedListener):
 
     # -- server side (runs on the receiver's thread) -------------------------------------------------
 
-    def _next_answer(self) -> tuple[int, float]:
+    def _next_answer(self) -> tuple[int, float, float | None]:
         with self._lock:
             status = self._failures.pop(0) if self._failures else self._status
-            return status, self._delay
+            return status, self._delay, self._endless if status != CLOSE else None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER)
@@ -137,7 +152,7 @@ class WebhookReceiver(ThreadedListener):
     async def _answer(
         self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request, body: bytes
     ) -> None:
-        status, delay = self._next_answer()
+        status, delay, endless = self._next_answer()
         headers: dict[str, str] = {}
         for name, value in request.headers:
             key = name.decode("latin-1").lower()
@@ -157,8 +172,18 @@ class WebhookReceiver(ThreadedListener):
         if status == CLOSE:
             writer.transport.abort()
             raise ConnectionResetError("closed without an answer, as scripted")
-        if delay:
-            await asyncio.sleep(delay)  # the receiver simulating slowness, not a test waiting
+        if endless is not None:
+            await self._answer_endlessly(conn, writer, endless)
+            return
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            if delay:
+                await asyncio.sleep(delay)  # the receiver simulating slowness, not a test waiting
+        finally:
+            with self._lock:
+                self._in_flight -= 1
         payload = json.dumps({"status": status}).encode()
         writer.write(
             conn.send(
@@ -171,3 +196,24 @@ class WebhookReceiver(ThreadedListener):
         writer.write(conn.send(h11.Data(data=payload)))
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
+
+    async def _answer_endlessly(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, pause: float
+    ) -> None:
+        """200, then chunks until the client hangs up (bounded at 1 GiB, should it never)."""
+        writer.write(conn.send(h11.Response(status_code=200, headers=[("content-type", "text/plain")])))
+        size = 1 if pause else 65536
+        chunk = conn.send(h11.Data(data=b"x" * size))
+        sent = 0
+        try:
+            while sent < 1 << 30 and not writer.transport.is_closing():
+                writer.write(chunk)
+                await writer.drain()
+                sent += size
+                if pause:
+                    await asyncio.sleep(pause)  # the receiver trickling, not a test waiting
+        except ConnectionError:
+            pass
+        finally:
+            self.endless_sent.append(sent)
+        raise ConnectionResetError("the client hung up on an endless body")
