@@ -23,6 +23,7 @@ from gql_mail.graphiql import graphiql_html, graphiql_static_app
 from gql_mail.graphql.schema import build_schema
 from gql_mail.graphql.view import GqlMailView, GraphQLEndpoint, KeepServerSend
 from gql_mail.migrations import upgrade
+from gql_mail.outbound import OutboundPolicy, Resolver
 from gql_mail.pg_events import EventRelay, relay_for
 from gql_mail.runtime import Runtime, Wakers
 from gql_mail.services.delivery import recover_stalled
@@ -38,7 +39,11 @@ log = logging.getLogger(__name__)
 
 
 def build_runtime(
-    settings: Settings, *, clock: Clock | None = None, rng: random.Random | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+    resolver: Resolver | None = None,
 ) -> Runtime:
     secret, generated = load_or_create_secret(settings.secret, settings.data_dir)
     if generated:
@@ -50,6 +55,7 @@ def build_runtime(
         settings=settings,
         db=Database(settings.database_url),
         secrets=SecretBox(secret),
+        outbound=OutboundPolicy.from_settings(settings, resolver),
         clock=clock or SystemClock(),
         rng=rng or random.Random(),
     )
@@ -149,10 +155,15 @@ async def health(request: Request) -> JSONResponse:
 
 
 def create_app(
-    settings: Settings | None = None, *, clock: Clock | None = None, rng: random.Random | None = None
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+    resolver: Resolver | None = None,
 ) -> Starlette:
+    """The application; `resolver` replaces DNS for outbound connections (tests point names anywhere)."""
     settings = settings or Settings()
-    rt = build_runtime(settings, clock=clock, rng=rng)
+    rt = build_runtime(settings, clock=clock, rng=rng, resolver=resolver)
     view = GqlMailView(
         rt,
         ide_html=graphiql_html("/graphiql-static"),
