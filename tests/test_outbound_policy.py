@@ -25,7 +25,9 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from gql_mail.config import Settings
-from gql_mail.mail.errors import classify_smtp_exception
+from gql_mail.mail.errors import MailError, classify_smtp_exception
+from gql_mail.mail.imap import ImapSettings, verify_imap
+from gql_mail.mail.smtp import SmtpSettings, verify_smtp
 from gql_mail.models import Webhook, WebhookDelivery
 from gql_mail.outbound import OutboundPolicy, OutboundRefused
 from gql_mail.outbound_httpx import PolicyRefused, PolicyTransport
@@ -33,7 +35,7 @@ from tests.conftest import ACCOUNT, REGISTER, account_input, imap_block, smtp_bl
 from tests.faults.helpers import HOOK, of, simple, submit
 from tests.harness import Server, run_server, subscribe, wait_webhook
 from tests.servers.imap import ImapServer
-from tests.servers.smtp import SmtpServer
+from tests.servers.smtp import SelfSignedCert, SmtpServer
 from tests.servers.webhook_receiver import WebhookReceiver
 
 STAND_IN = "127.0.0.2"
@@ -366,7 +368,7 @@ def test_the_documented_environment_format(monkeypatch: pytest.MonkeyPatch) -> N
     """README: JSON arrays of CIDRs (pydantic-settings parses list settings from the environment as JSON)."""
     monkeypatch.setenv("GQL_MAIL_OUTBOUND_DENY", '["10.0.0.0/8", "fe80::/10"]')
     monkeypatch.setenv("GQL_MAIL_OUTBOUND_ALLOW", '["10.0.0.0/8", "192.0.2.0/24"]')
-    policy = OutboundPolicy.from_settings(Settings(_env_file=None))  # type: ignore[call-arg]
+    policy = OutboundPolicy.from_settings(Settings(_env_file=None))
     ip = ipaddress.ip_address
     assert policy.refusal(ip("10.1.2.3")) == "10.0.0.0/8 is in GQL_MAIL_OUTBOUND_DENY", "deny wins"
     assert policy.refusal(ip("192.0.2.7")) is None
@@ -425,3 +427,62 @@ async def test_httpx_raises_the_refusal_as_a_connect_error_with_its_code() -> No
         "Outbound connection to 169.254.169.254 refused by policy: "
         "169.254.0.0/16 is in GQL_MAIL_OUTBOUND_DENY"
     )
+
+
+async def test_tls_is_verified_against_the_name_not_the_checked_address(
+    monkeypatch: pytest.MonkeyPatch, self_signed_cert: SelfSignedCert
+) -> None:
+    """The connection goes to the checked address, the certificate is still checked against the name: the
+    certificate (trusted here) is for localhost and 127.0.0.1, so "wrong.test" pointed at 127.0.0.1 must fail
+    (it would pass if TLS were given the address), and "localhost" pointed there must pass."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(self_signed_cert.cert_path))
+
+    async def to_loopback(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    policy = OutboundPolicy(resolver=to_loopback)
+    context = self_signed_cert.server_context
+    for secure, smtp in (
+        (True, SmtpServer(implicit_tls_context=context())),
+        (False, SmtpServer(tls_context=context())),
+    ):
+        with smtp:
+            for name in ("localhost", "wrong.test"):
+                settings = SmtpSettings(
+                    name, smtp.port, secure=secure, user=smtp.user, password=smtp.password, outbound=policy
+                )
+                if name == "localhost":
+                    await verify_smtp(settings)
+                    continue
+                with pytest.raises(MailError) as mismatch:
+                    await verify_smtp(settings)
+                assert mismatch.value.code == "ETLS" and "wrong.test" in mismatch.value.message
+    with ImapServer(cert=self_signed_cert) as imap:
+        for name in ("localhost", "wrong.test"):
+            imap_settings = ImapSettings(
+                name, imap.port, user=imap.user, password=imap.password, outbound=policy
+            )
+            if name == "localhost":
+                await verify_imap(imap_settings)
+                continue
+            with pytest.raises(MailError) as mismatch:
+                await verify_imap(imap_settings)
+            assert mismatch.value.code == "ETLS" and "wrong.test" in mismatch.value.message
+
+
+async def test_a_connect_failure_names_the_real_port() -> None:
+    """aiosmtplib is handed a connected socket (so it knows no port); its wording of a failed connect is
+    kept, with the account's port in it rather than "None"."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(MailError) as failed:
+            await verify_smtp(SmtpSettings("127.0.0.1", port, timeout=5))
+    finally:
+        server.close()
+    assert failed.value.code == "ECONNECTION"
+    assert failed.value.message == f"Error connecting to 127.0.0.1 on port {port}: Unexpected EOF received"

@@ -280,8 +280,15 @@ async def _connect(client: aiosmtplib.SMTP, settings: SmtpSettings) -> None:
         raise aiosmtplib.SMTPConnectError(f"Error connecting to {host} on port {port}: {exc}") from exc
     try:
         await client.connect(sock=sock, port=None)
-    except BaseException:
+    except BaseException as exc:
         sock.close()
+        cause = exc.__cause__
+        if type(exc) is aiosmtplib.SMTPConnectError:  # not its timeout or refusing-greeting subclasses
+            # aiosmtplib names the port it was given, None with a socket: name the real one.
+            detail = (str(cause) or type(cause).__name__) if cause is not None else str(exc)
+            raise aiosmtplib.SMTPConnectError(f"Error connecting to {host} on port {port}: {detail}") from (
+                cause or exc
+            )
         raise
 
 
