@@ -27,6 +27,7 @@ from sqlmodel import col
 from gql_mail.config import Settings
 from gql_mail.mail.errors import MailError, classify_smtp_exception
 from gql_mail.mail.imap import ImapSettings, verify_imap
+from gql_mail.mail.peer_text import peer_excerpt
 from gql_mail.mail.smtp import SmtpSettings, verify_smtp
 from gql_mail.models import Webhook, WebhookDelivery
 from gql_mail.outbound import OutboundPolicy, OutboundRefused
@@ -486,3 +487,29 @@ async def test_a_connect_failure_names_the_real_port() -> None:
         server.close()
     assert failed.value.code == "ECONNECTION"
     assert failed.value.message == f"Error connecting to 127.0.0.1 on port {port}: Unexpected EOF received"
+
+
+async def test_a_periodic_check_refused_by_the_policy_is_no_blip(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    """A CONNECTED account tolerates a few failed periodic checks (network blips), but not EPOLICY: its host
+    now resolves where we may not go, no retry mends that, and CONNECTED would hide it."""
+    dns = Dns({"relay.test": [[smtp_server.host], [STAND_IN]]})
+    async with run_server(tmp_path, resolver=dns, outbound_deny=DENY) as server:
+        data = account_input("checked", smtp_server) | {"smtp": smtp_block(smtp_server, host="relay.test")}
+        assert (await register(server, data))["event"] == "accountConnected"
+        assert server.settings.account_check_failures_before_error > 1, "else any failure would do"
+
+        server.clock.advance(server.settings.account_check_interval_seconds)
+        await server.workers.accounts.check_all()
+        shown = await last_error(server, "checked")
+        assert shown["state"] == "CONNECT_ERROR"
+        assert shown["lastError"]["code"] == "EPOLICY"
+
+
+def test_an_excerpt_is_short_clean_and_marked() -> None:
+    assert peer_excerpt("SSH-2.0-OpenSSH_9.6p1 Debian-3\r\n", 16) == "SSH-2.0-OpenSSH…"
+    assert peer_excerpt(b"220 mx.example.com\x00 ESMTP\r\n") == "220 mx.example.com ESMTP"
+    long = peer_excerpt("554 " + "x" * 10_000)
+    assert len(long) == 80 and long.endswith("…")
+    assert peer_excerpt(long) == long, "idempotent"
