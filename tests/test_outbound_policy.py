@@ -334,10 +334,10 @@ async def test_an_allowed_ipv4_mapped_address_is_connected_to_as_ipv4(
 
 
 @pytest.mark.fault(
-    "SMTP host pointed at a non-mail service",
-    "an account whose SMTP port is an SSH daemon (it sends 'SSH-2.0-OpenSSH_9.6p1 Debian-3'), or a service "
-    "with a long refusing greeting: lastError and the connectError event show at most a short excerpt "
-    "('Not an SMTP reply: SSH-2.0-OpenSSH…'), never the version or the whole banner",
+    "SMTP/IMAP host pointed at a non-mail service",
+    "an account whose SMTP or IMAP port is an SSH daemon (it sends 'SSH-2.0-OpenSSH_9.6p1 Debian-3'), or a "
+    "service with a long refusing greeting: lastError and the connectError event show at most a short "
+    "excerpt ('Not an SMTP reply: SSH-2.0-OpenSSH…'), never the version or the whole banner",
 )
 async def test_a_foreign_banner_is_not_read_back(tmp_path: Path, smtp_server: SmtpServer) -> None:
     banner = "internal-admin-console build 7.3.1-rc2 " + "-" * 60 + " db-primary-07.corp port 5432"
@@ -353,6 +353,17 @@ async def test_a_foreign_banner_is_not_read_back(tmp_path: Path, smtp_server: Sm
         shown = await last_error(server, "ssh")
         assert shown["lastError"] == {"message": "Not an SMTP reply: SSH-2.0-OpenSSH…", "code": "EPROTOCOL"}
         assert "9.6p1" not in str(event) and "Debian" not in str(event)
+
+        data = account_input("imap-ssh", smtp_server) | {
+            "imap": {"host": "127.0.0.1", "port": ssh_port, "auth": {"user": "u", "pass": "p"}}
+        }
+        event = await register(server, data)
+        shown = await last_error(server, "imap-ssh")
+        assert shown["lastError"] == {
+            "message": "Not an IMAP greeting: SSH-2.0-OpenSSH…",
+            "code": "EPROTOCOL",
+        }
+        assert "9.6p1" not in str(event)
 
         data = account_input("greeting", smtp_server) | {
             "smtp": smtp_block(smtp_server, host="127.0.0.1", port=greeting_port)
