@@ -25,6 +25,7 @@ from gql_mail.graphql.view import GqlMailView, GraphQLEndpoint, KeepServerSend
 from gql_mail.log_redaction import install as install_log_redaction
 from gql_mail.log_redaction import register_secret
 from gql_mail.migrations import upgrade
+from gql_mail.outbound import OutboundPolicy, Resolver
 from gql_mail.pg_events import EventRelay, relay_for
 from gql_mail.runtime import Runtime, Wakers
 from gql_mail.services.delivery import recover_stalled
@@ -40,7 +41,11 @@ log = logging.getLogger(__name__)
 
 
 def build_runtime(
-    settings: Settings, *, clock: Clock | None = None, rng: random.Random | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+    resolver: Resolver | None = None,
 ) -> Runtime:
     secret, generated = load_or_create_secret(settings.secret_value(), settings.data_dir)
     register_secret(secret)
@@ -53,6 +58,7 @@ def build_runtime(
         settings=settings,
         db=Database(settings.database_url),
         secrets=SecretBox(secret),
+        outbound=OutboundPolicy.from_settings(settings, resolver),
         clock=clock or SystemClock(),
         rng=rng or random.Random(),
     )
@@ -152,11 +158,16 @@ async def health(request: Request) -> JSONResponse:
 
 
 def create_app(
-    settings: Settings | None = None, *, clock: Clock | None = None, rng: random.Random | None = None
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+    resolver: Resolver | None = None,
 ) -> Starlette:
+    """The application; `resolver` replaces DNS for outbound connections (tests point names anywhere)."""
     install_log_redaction()
     settings = settings or Settings()
-    rt = build_runtime(settings, clock=clock, rng=rng)
+    rt = build_runtime(settings, clock=clock, rng=rng, resolver=resolver)
     view = GqlMailView(
         rt,
         ide_html=graphiql_html("/graphiql-static"),

@@ -17,6 +17,7 @@ from gql_mail.crypto import SecretBox
 from gql_mail.db import Database
 from gql_mail.events import EventBus
 from gql_mail.group_commit import GroupCommit
+from gql_mail.outbound import OutboundPolicy
 from gql_mail.retry import RetryPolicy
 
 
@@ -39,6 +40,8 @@ class Runtime:
     settings: Settings
     db: Database
     secrets: SecretBox
+    # Where webhooks, SMTP, IMAP and OAuth2 may connect to (gql_mail/outbound.py); built from the settings.
+    outbound: OutboundPolicy = field(kw_only=True)
     bus: EventBus = field(default_factory=EventBus)
     clock: Clock = field(default_factory=SystemClock)
     rng: random.Random = field(default_factory=random.Random)

@@ -24,6 +24,7 @@ from gql_mail.app import create_app
 from gql_mail.clock import ManualClock
 from gql_mail.config import Settings
 from gql_mail.graphql.frame_writer import WS_PROTOCOL
+from gql_mail.outbound import Resolver
 from gql_mail.runtime import Runtime
 from gql_mail.services.tokens import create_token
 from tests.databases import fresh_database
@@ -244,7 +245,9 @@ async def run_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[Server]:
 
 
 @asynccontextmanager
-async def _run_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[Server]:
+async def _run_server(
+    tmp_path: Path, resolver: Resolver | None = None, **overrides: Any
+) -> AsyncIterator[Server]:
     port = free_port()
     values: dict[str, Any] = {
         "secret": "test-secret-" + "x" * 20,
@@ -260,7 +263,7 @@ async def _run_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[Server]
     values.update(overrides)
     settings = Settings(**values)
     clock = ManualClock()
-    app = create_app(settings, clock=clock, rng=random.Random(7))
+    app = create_app(settings, clock=clock, rng=random.Random(7), resolver=resolver)
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", ws=WS_PROTOCOL
     )

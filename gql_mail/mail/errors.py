@@ -11,6 +11,7 @@ Exception
               EPROTOCOL    unexpected reply or missing capability
               EENVELOPE    MAIL FROM / RCPT TO refused (all recipients, for RCPT)
               EMESSAGE     DATA refused (content, size, policy)
+              EPOLICY      the outbound policy forbids the server's address (nothing was sent to it)
 ```
 ``classify_smtp_exception`` / ``classify_imap_exception`` / ``classify_imap_login_refusal`` build
 them; nothing else in the code base inspects aiosmtplib, aioimaplib, socket or ssl exceptions.
@@ -24,7 +25,9 @@ nylas/sync-engine's table, without its HTTP codes).
 
 Every text in a ``MailError`` (its message, the server's ``response``) and every reply ``reply_text``
 builds has passed through ``peer_text``: a server's reply is the peer's bytes, and one undecodable byte
-in it must not make the record that stores it fail (see ``gql_mail.mail.peer_text``).
+in it must not make the record that stores it fail (see ``gql_mail.mail.peer_text``). A greeting, or a
+line that is no reply at all, is quoted through the shorter ``peer_excerpt``: the peer may be no mail
+server at all, and its banner is not ours to show.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from collections.abc import Iterator
 
 import aiosmtplib
 
-from gql_mail.mail.peer_text import peer_text
+from gql_mail.mail.peer_text import FOREIGN_EXCERPT, peer_excerpt, peer_text
+from gql_mail.outbound import OutboundRefused
 
 __all__ = [
     "MailError",
@@ -147,6 +151,9 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 def _transport_error(exc: BaseException) -> MailError | None:
     """Classify failures below the protocol (TLS, timeouts, sockets); shared by SMTP and IMAP."""
     for cause in _causes(exc):
+        if isinstance(cause, OutboundRefused):
+            # Not a login problem, and retrying changes nothing until the host, its DNS or the policy do.
+            return MailError(str(cause), code="EPOLICY")
         if isinstance(cause, ssl.SSLCertVerificationError):
             detail = getattr(cause, "verify_message", None) or str(cause)
             return MailError(f"TLS certificate verification failed: {detail}", code="ETLS")
@@ -172,13 +179,20 @@ def _response_error(exc: aiosmtplib.SMTPResponseException) -> MailError:
     response = reply_text(code, text)
     permanent = is_permanent_reply(code, text)
 
+    if code == aiosmtplib.SMTPStatus.invalid_response:
+        # No SMTP reply at all (aiosmtplib: "Malformed SMTP response line: <line>"): whatever listens there
+        # is shown by its first few characters only (see `peer_excerpt`).
+        line = text.partition("Malformed SMTP response line:")[2].strip() or text
+        return MailError(f"Not an SMTP reply: {peer_excerpt(line, FOREIGN_EXCERPT)}", code="EPROTOCOL")
     if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
-        # A refusing greeting is about the server/account, not this message: retry later.
+        # A refusing greeting is about the server/account, not this message: retry later. Quoted as an
+        # excerpt: this may be no mail server at all.
+        greeting = peer_excerpt(response)
         return MailError(
-            f"Server refused the connection: {response}",
+            f"Server refused the connection: {greeting}",
             code="ECONNECTION",
             smtp_code=code,
-            response=response,
+            response=greeting,
         )
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError) or code in _AUTH_CODES:
         # 454 "temporary authentication failure" is the server's problem, not the password's.
@@ -216,12 +230,13 @@ def _response_error(exc: aiosmtplib.SMTPResponseException) -> MailError:
             permanent=permanent,
             response=response,
         )
+    unexpected = peer_excerpt(response)
     return MailError(
-        f"Unexpected server reply: {response}",
+        f"Unexpected server reply: {unexpected}",
         code="EPROTOCOL",
         smtp_code=code,
         permanent=permanent,
-        response=response,
+        response=unexpected,
     )
 
 

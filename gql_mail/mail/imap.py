@@ -17,6 +17,10 @@ next major in pyproject). Beyond ``IMAP4``'s commands it relies on: ``aioimaplib
 scrub=...)``, ``simple_command``, ``capability``, ``logout``, ``capabilities``, ``state``, ``transport``
 and ``tasks``, with the states ``NONAUTH``, ``AUTH`` and ``SELECTED``. tests/mail/test_imap_library.py
 fails, naming what is missing, when a release lacks any of it.
+Connections go through the outbound policy by overriding ``IMAP4.create_client(host, port, loop,
+conn_lost_cb, ssl_context)``, which must set ``protocol`` (an ``IMAP4ClientProtocol(loop, conn_lost_cb)``,
+whose ``welcome(line)`` judges the greeting) and ``_client_task``, and ``IMAP4.wait_hello_from_server``
+(see ``_CheckedIMAP4``; tests/test_outbound_policy.py fails when they change).
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ import aioimaplib  # type: ignore[import-untyped]  # no py.typed marker in aioim
 
 from gql_mail.log_redaction import credentials_in_use
 from gql_mail.mail.errors import MailError, classify_imap_exception, classify_imap_login_refusal
-from gql_mail.mail.peer_text import peer_text
+from gql_mail.mail.peer_text import FOREIGN_EXCERPT, peer_excerpt, peer_text
 from gql_mail.mail.tls_policy import starttls_not_offered, starttls_refused
+from gql_mail.outbound import OutboundPolicy
 
 __all__ = ["ImapSettings", "append_to_sent", "find_sent_folder", "verify_imap"]
 
@@ -61,6 +66,8 @@ class ImapSettings:
     access_token: str | None = field(default=None, repr=False)  # AUTHENTICATE XOAUTH2
     reject_unauthorized: bool = True  # False: accept any certificate (self-signed servers)
     timeout: float = 30.0  # bound on connect and on each command
+    # Where connections may go (gql_mail/outbound.py); the default restricts nothing.
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy, compare=False, repr=False)
 
 
 async def verify_imap(settings: ImapSettings) -> None:
@@ -102,7 +109,8 @@ class _Session:
         self._loop = asyncio.get_running_loop()
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._tls_context = _tls_context(settings) if settings.secure else None
-        self.client: Any = aioimaplib.IMAP4(
+        self.client: Any = _CheckedIMAP4(
+            settings.outbound,
             host=settings.host,
             port=settings.port,
             timeout=settings.timeout,
@@ -276,6 +284,83 @@ async def _session(settings: ImapSettings) -> AsyncIterator[_Session]:
             raise classify_imap_exception(exc) from exc
     finally:
         await session.logout()
+
+
+class _GreetingProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
+    """aioimaplib's protocol, but a greeting that is neither OK nor PREAUTH ends the wait for it at once.
+
+    aioimaplib raises such a greeting in a task nobody awaits: the client then waits out its timeout and the
+    whole banner lands in the log. The peer may be any service (SSH, an admin port), so what it said is
+    kept only as a short excerpt (``peer_excerpt``), for ``_CheckedIMAP4.wait_hello_from_server``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, conn_lost_cb: Any) -> None:
+        super().__init__(loop, conn_lost_cb)
+        self.refused_greeting: asyncio.Future[MailError] = loop.create_future()
+
+    async def welcome(self, command: bytes) -> None:
+        if b"PREAUTH" in command or b"OK" in command:  # aioimaplib's own test of a greeting
+            await super().welcome(command)
+        elif self.refused_greeting.done():
+            return
+        elif command.startswith(b"* BYE"):  # an IMAP server refusing us (RFC 3501 7.1.5), as SMTP's 554
+            greeting = peer_excerpt(command)
+            error = MailError(
+                f"Server refused the connection: {greeting}", code="ECONNECTION", response=greeting
+            )
+            self.refused_greeting.set_result(error)
+        else:
+            excerpt = peer_excerpt(command, FOREIGN_EXCERPT)
+            self.refused_greeting.set_result(MailError(f"Not an IMAP greeting: {excerpt}", code="EPROTOCOL"))
+
+
+class _CheckedIMAP4(aioimaplib.IMAP4):  # type: ignore[misc]
+    """aioimaplib's client, connected through the outbound policy: the name is resolved and checked, the
+    connection goes to the checked address, and TLS still verifies the certificate against the name.
+    A refusal (``OutboundRefused``) is raised where aioimaplib raises a failed connect: from
+    ``wait_hello_from_server``, which also fails at once on a greeting that is no IMAP welcome."""
+
+    def __init__(self, outbound: OutboundPolicy, **kwargs: Any) -> None:
+        self._outbound = outbound  # before IMAP4.__init__, which calls create_client
+        super().__init__(**kwargs)
+
+    def create_client(
+        self,
+        host: str,
+        port: int,
+        loop: asyncio.AbstractEventLoop | None,
+        conn_lost_cb: Any = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        local_loop = loop if loop is not None else asyncio.get_running_loop()
+        self.protocol = _GreetingProtocol(local_loop, conn_lost_cb)
+        self._client_task = local_loop.create_task(self._connect(local_loop, host, port, ssl_context))
+
+    async def wait_hello_from_server(self) -> None:
+        hello = asyncio.ensure_future(super().wait_hello_from_server())
+        refused: asyncio.Future[MailError] = self.protocol.refused_greeting
+        try:
+            await asyncio.wait([hello, refused], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not hello.done():
+                hello.cancel()
+        if refused.done():
+            raise refused.result()
+        hello.result()
+
+    async def _connect(
+        self, loop: asyncio.AbstractEventLoop, host: str, port: int, ssl_context: ssl.SSLContext | None
+    ) -> Any:
+        sock = await self._outbound.connect(host, port)
+        try:
+            return await loop.create_connection(
+                lambda: self.protocol,
+                sock=sock,
+                ssl=ssl_context,
+                server_hostname=host if ssl_context is not None else None,
+            )
+        except BaseException:
+            sock.close()
+            raise
 
 
 class _ChallengeAnsweringCommand(aioimaplib.Command):  # type: ignore[misc]

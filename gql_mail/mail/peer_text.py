@@ -15,19 +15,31 @@ worker's network error), and whatever is stored or emitted after that is valid U
 - the result is at most ``MAX_PEER_TEXT`` characters; a longer one is cut and ends with ``TRUNCATED``.
 
 ``peer_text`` is idempotent, so text built from already-clean pieces may go through it again.
+
+``peer_excerpt`` cuts shorter, for what a peer says before it has shown it speaks the protocol at all: a
+greeting, a line that is no reply. The host and port are the customer's to choose, so that peer may be any
+service (an SSH daemon, an internal admin port), and an error that quoted it whole would read its banner back
+to whoever pointed an account at it: such text is shown as at most ``EXCERPT`` characters, and a line that is
+not the protocol at all as at most ``FOREIGN_EXCERPT``.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_PEER_TEXT", "TRUNCATED", "peer_text"]
+__all__ = ["EXCERPT", "FOREIGN_EXCERPT", "MAX_PEER_TEXT", "TRUNCATED", "peer_excerpt", "peer_text"]
 
 # 2,000 characters: an SMTP reply line is at most 512 octets (RFC 5321 4.5.3.1.5) and real multi-line
 # replies (a 550 with a policy URL) stay well under this; an IMAP response text is one line. More than
 # this is a misbehaving peer, and a record (a message's last error, an event) should not carry it.
 MAX_PEER_TEXT = 2000
 TRUNCATED = " …[truncated]"
+
+# Enough for a greeting's gist ("220 mx.example.com ESMTP Postfix"), too little for a service's self-portrait.
+EXCERPT = 80
+# A line that is not the protocol: enough to tell what answered ("SSH-2.0-OpenSSH…"), not its version.
+FOREIGN_EXCERPT = 16
+CUT = "…"
 
 # Input beyond this many characters can't show in the result (every kept character is at least one
 # input character, and whitespace runs shrink only to one space), so a huge input is cut before cleaning.
@@ -54,4 +66,12 @@ def peer_text(value: str | bytes | bytearray) -> str:
     text = " ".join(_CONTROLS.sub("", text).split())
     if cut or len(text) > MAX_PEER_TEXT:
         text = text[: MAX_PEER_TEXT - len(TRUNCATED)] + TRUNCATED
+    return text
+
+
+def peer_excerpt(value: str | bytes | bytearray, limit: int = EXCERPT) -> str:
+    """``peer_text(value)`` cut to at most ``limit`` characters, the last one ``CUT`` when it was cut."""
+    text = peer_text(value[: 4 * limit])
+    if len(text) > limit or len(value) > 4 * limit:
+        text = text[: limit - len(CUT)] + CUT
     return text

@@ -24,6 +24,7 @@ from gql_mail.log_redaction import credentials_in_use
 from gql_mail.mail.errors import MailError, classify_smtp_exception, reply_text
 from gql_mail.mail.peer_text import peer_text
 from gql_mail.mail.tls_policy import starttls_not_offered, starttls_refused
+from gql_mail.outbound import OutboundPolicy
 
 __all__ = ["SendResult", "SmtpConnection", "SmtpSettings", "verify_smtp"]
 
@@ -45,6 +46,8 @@ class SmtpSettings:
     reject_unauthorized: bool = True  # False: accept any certificate (self-signed servers)
     timeout: float = 30.0  # bound on connect and on each command's reply
     local_hostname: str | None = None  # EHLO name; None: this host's FQDN
+    # Where connections may go (gql_mail/outbound.py); the default restricts nothing.
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class SmtpConnection:
             raise MailError(f"Invalid SMTP settings: {exc}", code="EPROTOCOL", permanent=True) from exc
         self._client = client
         try:
-            await client.connect()
+            await _connect(client, settings)
             await self._ehlo(client)
             await self._starttls(client)
             await self._authenticate(client)
@@ -292,6 +295,32 @@ class SmtpConnection:
             return
         self._timed_out = True
         client.close()
+
+
+async def _connect(client: aiosmtplib.SMTP, settings: SmtpSettings) -> None:
+    """Open the connection through the outbound policy: the name is resolved and checked here and aiosmtplib
+    is given the socket, connected to the checked address (it keeps the name for TLS: SNI and certificate
+    verification). Failures are worded as aiosmtplib words its own."""
+    host, port = settings.host, settings.port
+    try:
+        async with asyncio.timeout(settings.timeout):
+            sock = await settings.outbound.connect(host, port)
+    except TimeoutError as exc:
+        raise aiosmtplib.SMTPConnectTimeoutError(f"Timed out connecting to {host} on port {port}") from exc
+    except OSError as exc:
+        raise aiosmtplib.SMTPConnectError(f"Error connecting to {host} on port {port}: {exc}") from exc
+    try:
+        await client.connect(sock=sock, port=None)
+    except BaseException as exc:
+        sock.close()
+        cause = exc.__cause__
+        if type(exc) is aiosmtplib.SMTPConnectError:  # not its timeout or refusing-greeting subclasses
+            # aiosmtplib names the port it was given, None with a socket: name the real one.
+            detail = (str(cause) or type(cause).__name__) if cause is not None else str(exc)
+            raise aiosmtplib.SMTPConnectError(f"Error connecting to {host} on port {port}: {detail}") from (
+                cause or exc
+            )
+        raise
 
 
 def _check_address(address: str, *, allow_empty: bool) -> None:

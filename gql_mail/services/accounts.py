@@ -242,6 +242,7 @@ def smtp_settings(rt: Runtime, row: Account) -> SmtpSettings:
         access_token=rt.secrets.maybe_decrypt(row.smtp_token_enc),
         reject_unauthorized=row.smtp_reject_unauthorized,
         timeout=rt.settings.smtp_timeout_seconds,
+        outbound=rt.outbound,
     )
 
 
@@ -258,6 +259,7 @@ def imap_settings(rt: Runtime, row: Account) -> ImapSettings | None:
         access_token=rt.secrets.maybe_decrypt(row.imap_token_enc),
         reject_unauthorized=row.imap_reject_unauthorized,
         timeout=rt.settings.imap_timeout_seconds,
+        outbound=rt.outbound,
     )
 
 
@@ -300,10 +302,12 @@ async def check_account(rt: Runtime, account_id: str, *, periodic: bool = False)
 
 def _blip(rt: Runtime, row: Account, error: MailError | None, now: datetime) -> bool:
     """Whether a periodic check's failure leaves a CONNECTED account CONNECTED: a network error (not a
-    refused login: a wrong password is no blip) before `account_check_failures_before_error` of them in
-    a row. Counts the failure in `row.check_failures`, once per round of checks: every node runs the
-    periodic check, often at the same moment, and one blip seen by three nodes is still one blip."""
-    if error is None or error.auth_failure or row.state != AccountState.CONNECTED:
+    refused login: a wrong password is no blip; nor an outbound-policy refusal, EPOLICY: the host now
+    resolves where we may not go, which no retry mends and which must not hide behind CONNECTED) before
+    `account_check_failures_before_error` of them in a row. Counts the failure in `row.check_failures`,
+    once per round of checks: every node runs the periodic check, often at the same moment, and one blip
+    seen by three nodes is still one blip."""
+    if error is None or error.auth_failure or error.code == "EPOLICY" or row.state != AccountState.CONNECTED:
         return False
     half_round = timedelta(seconds=rt.settings.account_check_interval_seconds / 2)
     if row.checked_at is None or now - utc(row.checked_at) >= half_round:

@@ -27,6 +27,7 @@ from sqlalchemy import func, select, update
 from sqlmodel import col
 
 from gql_mail.models import Webhook, WebhookDelivery
+from gql_mail.outbound_httpx import PolicyTransport
 from gql_mail.queue import ClaimedDelivery, claim_webhook_deliveries, give_back_webhook_deliveries
 from gql_mail.runtime import Runtime
 from gql_mail.workers.batcher import Batcher
@@ -60,12 +61,16 @@ class WebhookDispatcher:
     def start(self) -> None:
         self._stopping = False
         self._recorder.start()
+        # Every connection through the outbound policy (a webhook URL must not reach cloud metadata); no
+        # proxies from the environment, which would get transports the policy does not govern.
+        limits = httpx.Limits(max_connections=self._concurrency * 2)
         self._client = httpx.AsyncClient(
+            transport=PolicyTransport(self.rt.outbound, limits=limits),
             # Per phase; the deadline for the whole POST is `post_webhook`'s.
             timeout=httpx.Timeout(self.rt.settings.webhook_timeout_seconds),
-            limits=httpx.Limits(max_connections=self._concurrency * 2),
             headers={"User-Agent": "gql-mail"},
             follow_redirects=False,
+            trust_env=False,
         )
 
     async def stop(self) -> None:
