@@ -13,10 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import QueryableAttribute, defer
 from sqlmodel import col
 
 from gql_mail.clock import utc
@@ -172,6 +173,11 @@ def _outbox_values(**given: Any) -> dict[str, Any]:
     return {**_OUTBOX_DEFAULTS, **given}
 
 
+# Reads answer with everything but the message's bytes: a listing of 40 queued 2 MB messages must not load
+# 80 MB. `raiseload` makes an accidental access to `raw` an error instead of a silent second query.
+WITHOUT_RAW = defer(cast("QueryableAttribute[bytes]", OutboxMessage.raw), raiseload=True)
+
+
 def _result(row: OutboxMessage, *, duplicate: bool = False) -> SubmitResult:
     return SubmitResult(
         response=QUEUED_RESPONSE,
@@ -185,9 +191,9 @@ def _result(row: OutboxMessage, *, duplicate: bool = False) -> SubmitResult:
 async def _earlier_answer(rt: Runtime, session: Any, account_id: str, key: str) -> OutboxMessage | None:
     row: OutboxMessage | None = (
         await session.execute(
-            select(OutboxMessage).where(
-                col(OutboxMessage.account_id) == account_id, col(OutboxMessage.idempotency_key) == key
-            )
+            select(OutboxMessage)
+            .options(WITHOUT_RAW)
+            .where(col(OutboxMessage.account_id) == account_id, col(OutboxMessage.idempotency_key) == key)
         )
     ).scalar_one_or_none()
     if row is None:
@@ -293,7 +299,12 @@ async def list_outbox(
 ) -> Sequence[OutboxMessage]:
     """Active messages (queued, sending, scheduled) and finished ones of the last 24 hours, newest first."""
     since = rt.clock.now() - timedelta(hours=24)
-    query = select(OutboxMessage).order_by(col(OutboxMessage.id).desc()).limit(max(1, min(limit, 10_000)))
+    query = (
+        select(OutboxMessage)
+        .options(WITHOUT_RAW)
+        .order_by(col(OutboxMessage.id).desc())
+        .limit(max(1, min(limit, 10_000)))
+    )
     if account_id is not None:
         query = query.where(col(OutboxMessage.account_id) == account_id)
     if statuses:
@@ -310,7 +321,7 @@ async def list_outbox(
 
 
 async def _require_message(session: Any, queue_id: str) -> OutboxMessage:
-    row: OutboxMessage | None = await session.get(OutboxMessage, queue_id)
+    row: OutboxMessage | None = await session.get(OutboxMessage, queue_id, options=[WITHOUT_RAW])
     if row is None:
         raise NotFound(f"no queued message {queue_id!r}", field="queueId")
     return row
