@@ -140,6 +140,7 @@ _MSG_ID = re.compile(  # RFC 5322 3.6.4 msg-id without the brackets (no obsolete
 )
 _CID = re.compile(rf"[{_ATEXT}.@]+")
 _MAX_ID = 250
+_SCAN_CHUNK = 1 << 18  # characters of a body per regex/encode call (see _chunks)
 _MAX_PARAMETER = 255
 
 # Reserved for the fields of Draft (and MIME's own headers): an extra header may not duplicate them.
@@ -487,7 +488,8 @@ def _fill(part: MIMEPart, node: _Text | _Part | _Multipart, boundaries: Iterator
     """Build `node` into `part` with the library's content manager."""
     if isinstance(node, _Text):
         # The library sends short ASCII lines as 7bit, as they are; control characters must not be.
-        cte = "quoted-printable" if _BODY_CONTROL.search(node.content) else None
+        controls = any(_BODY_CONTROL.search(chunk) for chunk in _chunks(node.content))
+        cte = "quoted-printable" if controls else None
         part.set_content(node.content, subtype=node.subtype, charset="utf-8", cte=cte)
     elif isinstance(node, _Multipart):
         make = {"mixed": part.make_mixed, "alternative": part.make_alternative, "related": part.make_related}
@@ -528,8 +530,16 @@ def _boundaries(message_id: str, draft: Draft) -> Iterator[str]:
             yield boundary
 
 
+def _chunks(value: str) -> Iterator[str]:
+    """A body in slices for scanning: each regex or encode call holds the GIL for its whole length, and a
+    message may be composed in a worker thread while the event loop waits for the GIL."""
+    for start in range(0, len(value), _SCAN_CHUNK):
+        yield value[start : start + _SCAN_CHUNK]
+
+
 def _body_text(value: str, field: str) -> str:
-    _check_unicode(value, field, field)
+    for chunk in _chunks(value):
+        _check_unicode(chunk, field, field)
     return value
 
 
