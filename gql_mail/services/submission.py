@@ -41,7 +41,7 @@ _HEADER_COST = 4096
 _HEADER_CHAR_COST = 32
 _ADDRESS_COST = 1024
 # Attachment base64 is decoded this many characters per call: one C call holds the GIL throughout.
-_DECODE_CHUNK = 1 << 20
+_DECODE_CHUNK = 1 << 18
 
 
 @dataclass(frozen=True)
