@@ -19,8 +19,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import websockets
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from gql_mail.config import Settings
@@ -31,6 +34,8 @@ from gql_mail.services.submission import AttachmentSpec, Sender, SubmitSpec, com
 from tests.conftest import Figures, account_input, register_connected
 from tests.harness import EVENTS_SUBSCRIPTION, GraphQLErrors, Server, run_server, subscribe
 from tests.servers.smtp import SmtpServer
+from tests.test_fuzz import FUZZ
+from tests.test_fuzz import _check as check_answer
 
 SUBMIT = 'mutation($i: SubmitMessageInput!) { submitMessage(account: "lim", input: $i) { queueId } }'
 WEBHOOK = "mutation($i: WebhookInput!) { createWebhook(input: $i) { id events } }"
@@ -350,3 +355,47 @@ async def test_hundred_headers_and_large_attachment_through_the_server(
     msg = parsed(raw)
     assert all(msg[name] == value for name, value in headers.items())
     assert [p.get_payload(decode=True) for p in msg.iter_attachments()] == [attachment]
+
+
+# --- fuzzing with huge and many-keyed input ------------------------------------------------------------
+
+HUGE = st.one_of(
+    st.integers(90, 20_000).map(lambda n: {"to": addresses(n)}),
+    st.integers(15, 5_000).map(lambda n: {"replyTo": addresses(n)}),
+    st.integers(40, 3_000).map(lambda n: {"attachments": [{"content": "aGk="}] * n}),
+    st.integers(90, 20_000).map(lambda n: {"headers": {f"X-H{i}": "v" for i in range(n)}}),
+    st.dictionaries(
+        st.text(max_size=8), st.dictionaries(st.text(max_size=5), st.integers(), max_size=150), max_size=150
+    ).map(lambda h: {"headers": h}),
+    st.tuples(st.sampled_from(["subject", "messageId", "text", "html"]), st.integers(900, 200_000)).map(
+        lambda f: {f[0]: "x" * f[1]}
+    ),
+)
+
+
+def _fuzz_huge(url: str, token: str) -> int:
+    sent = 0
+    with httpx.Client(timeout=60, headers={"Authorization": f"Bearer {token}"}) as client:
+
+        @settings(FUZZ, max_examples=30)
+        @given(fields=HUGE)
+        def run(fields: dict[str, Any]) -> None:
+            nonlocal sent
+            sent += 1
+            variables = {"i": message(**fields)}
+            response = client.post(url, json={"query": SUBMIT, "variables": variables})
+            check_answer(response, SUBMIT, list(fields))
+            for error in response.json().get("errors") or []:
+                assert error["extensions"]["code"] in ("BAD_USER_INPUT", "PAYLOAD_TOO_LARGE"), error
+
+        run()
+    return sent
+
+
+@pytest.mark.fault(
+    "fuzzed huge lists, many-keyed and nested maps, long texts in submitMessage",
+    "always a coded BAD_USER_INPUT / PAYLOAD_TOO_LARGE or a stored message; never a 5xx",
+)
+async def test_fuzz_huge_and_many_keyed_input(server: Server, smtp_server: SmtpServer) -> None:
+    await register_connected(server, account_input("lim", smtp_server))
+    assert await asyncio.to_thread(_fuzz_huge, server.url + "/graphql", server.token) >= 30
