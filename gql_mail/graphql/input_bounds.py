@@ -13,7 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from graphql import DocumentNode, GraphQLError, ListValueNode, ObjectValueNode, Visitor, visit
+from graphql import (
+    ArgumentNode,
+    DocumentNode,
+    GraphQLError,
+    ListValueNode,
+    ObjectFieldNode,
+    ObjectValueNode,
+    Visitor,
+    visit,
+)
 from graphql.language import BREAK
 from strawberry.extensions import SchemaExtension
 
@@ -54,21 +63,26 @@ def oversized_variable(variables: dict[str, Any] | None, bound: int) -> GraphQLE
     return None
 
 
+def _name_of(parent: Any) -> str:
+    """The argument or input field a literal is the value of."""
+    return parent.name.value if isinstance(parent, ArgumentNode | ObjectFieldNode) else ""
+
+
 class _LiteralBounds(Visitor):
     def __init__(self, bound: int) -> None:
         super().__init__()
         self.bound = bound
         self.error: GraphQLError | None = None
 
-    def enter_list_value(self, node: ListValueNode, *_: Any) -> Any:
+    def enter_list_value(self, node: ListValueNode, _key: Any, parent: Any, *_: Any) -> Any:
         if len(node.values) > self.bound:
-            self.error = _refusal("a list literal", "", len(node.values), self.bound)
+            self.error = _refusal("a list literal", _name_of(parent), len(node.values), self.bound)
             return BREAK
         return None
 
-    def enter_object_value(self, node: ObjectValueNode, *_: Any) -> Any:
+    def enter_object_value(self, node: ObjectValueNode, _key: Any, parent: Any, *_: Any) -> Any:
         if len(node.fields) > self.bound:
-            self.error = _refusal("an object literal", "", len(node.fields), self.bound)
+            self.error = _refusal("an object literal", _name_of(parent), len(node.fields), self.bound)
             return BREAK
         return None
 

@@ -193,12 +193,8 @@ def _statuses(values: Sequence[str] | None) -> list[str] | None:
     """`outbox(status:)`: at most one of each status, each a known one."""
     if values is None:
         return None
-    if len(values) > len(_KNOWN_STATUSES):
-        raise BadInput(f"status: at most {len(_KNOWN_STATUSES)} statuses", field="status")
-    if unknown := sorted(set(values) - _KNOWN_STATUSES):
-        known = ", ".join(sorted(_KNOWN_STATUSES))
-        raise BadInput(f"unknown status(es) {', '.join(unknown)[:200]}; known: {known}", field="status")
-    return list(dict.fromkeys(values))
+    max_count = len(_KNOWN_STATUSES)
+    return v.known_names(values, known=_KNOWN_STATUSES, field="status", max_count=max_count, what="status")
 
 
 async def list_outbox(
