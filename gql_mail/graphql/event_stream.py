@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator, Collection
 
 from gql_mail.events import ALL_EVENTS, Event, QueueBudget, TokenRevoked
 from gql_mail.runtime import Runtime
-from gql_mail.services.errors import BadInput
 from gql_mail.services.tokens import Principal, is_active
+from gql_mail.services.validation import event_names
 
 
 def check_event_names(events: Collection[str] | None) -> None:
-    if events is not None and (unknown := sorted(set(events) - ALL_EVENTS)):
-        raise BadInput(f"unknown event(s) {', '.join(unknown)}", field="events")
+    if events is not None:
+        event_names(events, known=ALL_EVENTS)
 
 
 async def event_batches(

@@ -29,7 +29,9 @@ from graphql import (
 )
 from graphql.error import GraphQLError
 
-from gql_mail.events import ALL_EVENTS, Event, iso
+from gql_mail.events import Event, iso
+from gql_mail.graphql.event_stream import check_event_names
+from gql_mail.services.errors import BadInput
 
 FIELDS: dict[str, Callable[[Event], Any]] = {
     "event": lambda e: e.event,
@@ -64,12 +66,15 @@ class EventsPlan:
             return None
         if isinstance(events, str):
             events = [events]
-        if events is not None and (
-            not isinstance(events, list)
-            or not all(isinstance(e, str) for e in events)
-            or set(events) - ALL_EVENTS
-        ):
-            return None
+        if events is not None:
+            if not isinstance(events, list):
+                return None
+            try:
+                check_event_names(events)  # its size first: a huge list costs nothing here
+            except (BadInput, TypeError):
+                return None
+            if not all(isinstance(e, str) for e in events):
+                return None
         return account, events
 
     def frame(self, operation_id: str, event: Event) -> str:

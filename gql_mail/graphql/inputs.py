@@ -9,7 +9,7 @@ from strawberry.scalars import JSON
 
 from gql_mail.mail.compose import Address
 from gql_mail.services.accounts import AccountPatch, AccountSpec, AuthSpec, ImapSpec, SmtpSpec
-from gql_mail.services.outbox import AttachmentSpec, SubmitSpec
+from gql_mail.services.submission import AttachmentSpec, SubmitSpec
 from gql_mail.services.webhooks import WebhookSpec
 
 

@@ -17,6 +17,7 @@ from strawberry.extensions import (
 from strawberry.types import ExecutionContext
 
 from gql_mail.graphql.errors import CodedErrors
+from gql_mail.graphql.input_bounds import InputBounds
 from gql_mail.graphql.mutations import Mutation
 from gql_mail.graphql.queries import Query
 from gql_mail.graphql.subscriptions import Subscription
@@ -31,7 +32,7 @@ class GqlMailSchema(strawberry.Schema):
 
 
 def build_schema(max_depth: int = 12, max_aliases: int = 50, max_tokens: int = 5000) -> strawberry.Schema:
-    """Depth, alias and token limits bound what one document may cost (every list is also capped)."""
+    """Depth, alias and token limits bound what one document may cost; InputBounds what its lists may."""
     # Strawberry builds fresh extension instances per request (factories); the parse and validation caches
     # are shared anyway. The limit rules are built once: a new rule class per request would make every
     # request's rule tuple different, and the validation cache would never hit.
@@ -44,6 +45,7 @@ def build_schema(max_depth: int = 12, max_aliases: int = 50, max_tokens: int = 5
         lambda: ParserCache(maxsize=1000),
         lambda: AddValidationRules(list(limit_rules)),
         lambda: ValidationCache(maxsize=1000),
+        InputBounds,  # after validation (see its docstring)
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
     ]
     return GqlMailSchema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)

@@ -7,55 +7,27 @@ then answered: an answered message is durable. Delivery never composes again.
 
 from __future__ import annotations
 
-import base64
-import binascii
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import QueryableAttribute, defer
 from sqlmodel import col
 
 from gql_mail.clock import utc
 from gql_mail.ids import time_ordered_id
-from gql_mail.mail.compose import Address, Attachment, ComposeError, Draft, compose
 from gql_mail.models import AccountState, MessageStatus, OutboxMessage
 from gql_mail.queue import OUTBOX
 from gql_mail.runtime import Runtime
 from gql_mail.services import validation as v
-from gql_mail.services.errors import AccountNotReady, BadInput, NotFound, PayloadTooLarge
+from gql_mail.services.errors import AccountNotReady, BadInput, NotFound
+from gql_mail.services.submission import Sender, SubmitSpec, check_bounds, compose_message
 
 QUEUED_RESPONSE = "Queued for delivery"
-
-
-@dataclass(frozen=True)
-class AttachmentSpec:
-    content: str
-    filename: str | None = None
-    content_type: str | None = None
-    cid: str | None = None
-
-
-@dataclass(frozen=True)
-class SubmitSpec:
-    from_: Address | None = None
-    to: Sequence[Address] = ()
-    cc: Sequence[Address] = ()
-    bcc: Sequence[Address] = ()
-    reply_to: Sequence[Address] = ()
-    subject: str | None = None
-    text: str | None = None
-    html: str | None = None
-    attachments: Sequence[AttachmentSpec] = ()
-    headers: Any = None
-    message_id: str | None = None
-    send_at: datetime | None = None
-    delivery_attempts: int | None = None
-    copy: bool | None = None
-    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,58 +40,7 @@ class SubmitResult:
     duplicate: bool = field(default=False)
 
 
-def _decode_attachments(rt: Runtime, specs: Sequence[AttachmentSpec]) -> tuple[Attachment, ...]:
-    if len(specs) > rt.settings.max_attachments:
-        raise BadInput(f"at most {rt.settings.max_attachments} attachments per message", field="attachments")
-    out = []
-    total = 0
-    for i, spec in enumerate(specs):
-        cleaned = "".join(spec.content.split())
-        if len(cleaned) * 3 // 4 > rt.settings.max_message_bytes:
-            raise PayloadTooLarge(
-                f"message exceeds {rt.settings.max_message_bytes} bytes", field="attachments"
-            )
-        try:
-            content = base64.b64decode(cleaned, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise BadInput(
-                f"attachments[{i}].content is not valid base64", field=f"attachments[{i}].content"
-            ) from exc
-        total += len(content)
-        if total > rt.settings.max_message_bytes:
-            raise PayloadTooLarge(
-                f"message exceeds {rt.settings.max_message_bytes} bytes", field="attachments"
-            )
-        out.append(
-            Attachment(content=content, filename=spec.filename, content_type=spec.content_type, cid=spec.cid)
-        )
-    return tuple(out)
-
-
-def _headers(value: Any) -> tuple[tuple[str, str], ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, Mapping):
-        raise BadInput("headers must be an object of header name to value", field="headers")
-    out = []
-    for name, raw in value.items():
-        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
-            raise BadInput(f"header {name!r} must have a string value", field="headers")
-        out.append((str(name), str(raw)))
-    return tuple(out)
-
-
-@dataclass(frozen=True)
-class _Sender:
-    """What a submission needs of its account."""
-
-    email: str
-    name: str | None
-    state: str
-    imap_disabled: bool
-
-
-async def _sender(rt: Runtime, account_id: str) -> _Sender | None:
+async def _sender(rt: Runtime, account_id: str) -> Sender | None:
     # One indexed row per submission: read without a session (see Database.lookup).
     row = await rt.db.lookup(
         "SELECT email, name, state, imap_disabled FROM account WHERE id = :account_id",
@@ -128,28 +49,7 @@ async def _sender(rt: Runtime, account_id: str) -> _Sender | None:
     if row is None:
         return None
     email, name, state, imap_disabled = row
-    return _Sender(email=str(email), name=name, state=str(state), imap_disabled=bool(imap_disabled))
-
-
-def _draft(rt: Runtime, account: _Sender, spec: SubmitSpec) -> Draft:
-    recipients = len(spec.to) + len(spec.cc) + len(spec.bcc)
-    if recipients == 0:
-        raise BadInput("a message needs at least one recipient in to, cc or bcc", field="to")
-    if recipients > rt.settings.max_recipients:
-        raise BadInput(f"at most {rt.settings.max_recipients} recipients per message", field="to")
-    return Draft(
-        from_=spec.from_ or Address(address=account.email, name=account.name or None),
-        to=tuple(spec.to),
-        cc=tuple(spec.cc),
-        bcc=tuple(spec.bcc),
-        reply_to=tuple(spec.reply_to),
-        subject=spec.subject,
-        text=spec.text,
-        html=spec.html,
-        attachments=_decode_attachments(rt, spec.attachments),
-        headers=_headers(spec.headers),
-        message_id=spec.message_id,
-    )
+    return Sender(email=str(email), name=name, state=str(state), imap_disabled=bool(imap_disabled))
 
 
 def _model_defaults() -> dict[str, Any]:
@@ -172,6 +72,11 @@ def _outbox_values(**given: Any) -> dict[str, Any]:
     return {**_OUTBOX_DEFAULTS, **given}
 
 
+# Reads answer with everything but the message's bytes: a listing of 40 queued 2 MB messages must not load
+# 80 MB. `raiseload` makes an accidental access to `raw` an error instead of a silent second query.
+WITHOUT_RAW = defer(cast("QueryableAttribute[bytes]", OutboxMessage.raw), raiseload=True)
+
+
 def _result(row: OutboxMessage, *, duplicate: bool = False) -> SubmitResult:
     return SubmitResult(
         response=QUEUED_RESPONSE,
@@ -185,9 +90,9 @@ def _result(row: OutboxMessage, *, duplicate: bool = False) -> SubmitResult:
 async def _earlier_answer(rt: Runtime, session: Any, account_id: str, key: str) -> OutboxMessage | None:
     row: OutboxMessage | None = (
         await session.execute(
-            select(OutboxMessage).where(
-                col(OutboxMessage.account_id) == account_id, col(OutboxMessage.idempotency_key) == key
-            )
+            select(OutboxMessage)
+            .options(WITHOUT_RAW)
+            .where(col(OutboxMessage.account_id) == account_id, col(OutboxMessage.idempotency_key) == key)
         )
     ).scalar_one_or_none()
     if row is None:
@@ -228,6 +133,7 @@ async def _insert_keyed(rt: Runtime, row: dict[str, Any], account_id: str, key: 
 
 async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> SubmitResult:
     """Validate, compose and durably queue one message."""
+    check_bounds(rt.settings, spec)
     now = rt.clock.now()
     account = await _sender(rt, account_id)
     if account is None:
@@ -249,15 +155,7 @@ async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> Subm
     if send_at and send_at < now - timedelta(seconds=rt.settings.send_at_tolerance_seconds):
         raise BadInput("sendAt is in the past", field="sendAt")
 
-    draft = _draft(rt, account, spec)
-    domain = account.email.rpartition("@")[2]
-    try:
-        composed = compose(draft, now=now, domain=domain)
-    except ComposeError as exc:
-        raise BadInput(str(exc), field=exc.field) from exc
-    if len(composed.raw) > rt.settings.max_message_bytes:
-        limit = rt.settings.max_message_bytes
-        raise PayloadTooLarge(f"the composed message is {len(composed.raw)} bytes, over the limit of {limit}")
+    composed = await compose_message(rt.settings, account, spec, now)
 
     row = _outbox_values(
         id=time_ordered_id(),
@@ -288,12 +186,29 @@ async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> Subm
     )
 
 
+_KNOWN_STATUSES = frozenset(MessageStatus)
+
+
+def _statuses(values: Sequence[str] | None) -> list[str] | None:
+    """`outbox(status:)`: at most one of each status, each a known one."""
+    if values is None:
+        return None
+    max_count = len(_KNOWN_STATUSES)
+    return v.known_names(values, known=_KNOWN_STATUSES, field="status", max_count=max_count, what="status")
+
+
 async def list_outbox(
     rt: Runtime, account_id: str | None = None, *, statuses: Sequence[str] | None = None, limit: int = 1000
 ) -> Sequence[OutboxMessage]:
     """Active messages (queued, sending, scheduled) and finished ones of the last 24 hours, newest first."""
+    statuses = _statuses(statuses)
     since = rt.clock.now() - timedelta(hours=24)
-    query = select(OutboxMessage).order_by(col(OutboxMessage.id).desc()).limit(max(1, min(limit, 10_000)))
+    query = (
+        select(OutboxMessage)
+        .options(WITHOUT_RAW)
+        .order_by(col(OutboxMessage.id).desc())
+        .limit(max(1, min(limit, 10_000)))
+    )
     if account_id is not None:
         query = query.where(col(OutboxMessage.account_id) == account_id)
     if statuses:
@@ -310,7 +225,7 @@ async def list_outbox(
 
 
 async def _require_message(session: Any, queue_id: str) -> OutboxMessage:
-    row: OutboxMessage | None = await session.get(OutboxMessage, queue_id)
+    row: OutboxMessage | None = await session.get(OutboxMessage, queue_id, options=[WITHOUT_RAW])
     if row is None:
         raise NotFound(f"no queued message {queue_id!r}", field="queueId")
     return row

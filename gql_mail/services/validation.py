@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Collection
 
 from gql_mail.services.errors import BadInput
+
+# Any list or map in a request's variables or argument literals (see graphql/input_bounds.py), checked
+# before the GraphQL layer coerces it; settings that allow more (max_recipients, max_attachments,
+# max_headers) widen it.
+MAX_LIST_ITEMS = 100
+# Lists of event names: webhook `events`, the `events` subscription's filter.
+MAX_EVENT_NAMES = 10
+# A name in such a list (event names, message statuses).
+MAX_NAME_LENGTH = 64
 
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -48,3 +58,24 @@ def port(value: int | None, field: str) -> int:
     if not 1 <= value <= 65535:
         raise BadInput(f"{field} must be between 1 and 65535", field=field)
     return value
+
+
+def known_names(
+    values: Collection[str], *, known: Collection[str], field: str, max_count: int, what: str
+) -> list[str]:
+    """The one check of a list of names from a fixed set (event names, message statuses): its size first,
+    so an unknown name costs nothing however many were sent; the names de-duplicated, in their order."""
+    if len(values) > max_count:
+        raise BadInput(f"{field}: at most {max_count} {what} names", field=field)
+    if any(len(name) > MAX_NAME_LENGTH for name in values):
+        raise BadInput(f"{field}: a {what} name is at most {MAX_NAME_LENGTH} characters", field=field)
+    if unknown := sorted(set(values) - set(known)):
+        raise BadInput(
+            f"unknown {what} name(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}", field=field
+        )
+    return list(dict.fromkeys(values))
+
+
+def event_names(values: Collection[str], known: Collection[str], field: str = "events") -> list[str]:
+    """Webhook `events` and the `events` subscription's filter."""
+    return known_names(values, known=known, field=field, max_count=MAX_EVENT_NAMES, what="event")

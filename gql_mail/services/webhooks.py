@@ -65,12 +65,7 @@ def _usable_host(host: str) -> bool:
 def _events(values: Sequence[str] | None) -> list[str]:
     if not values:
         return ["*"]
-    unknown = sorted(set(values) - ALL_EVENTS - {"*"})
-    if unknown:
-        raise BadInput(
-            f"unknown event(s) {', '.join(unknown)}; known: {', '.join(sorted(ALL_EVENTS))}", field="events"
-        )
-    return list(dict.fromkeys(values))
+    return v.event_names(values, known=ALL_EVENTS | {"*"})
 
 
 async def create_webhook(rt: Runtime, spec: WebhookSpec) -> Webhook:
