@@ -68,6 +68,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         log_level=settings.log_level,
         lifespan="on",
         ws=WS_PROTOCOL,  # the one the fan-out's fast path writes to (see frame_writer)
+        timeout_keep_alive=settings.http_keep_alive_seconds,
     )
     return 0
 

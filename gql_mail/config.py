@@ -105,6 +105,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
     log_level: str = "info"
+    # An idle keep-alive connection is closed after this. Longer than the idle expiry of the clients that
+    # reuse connections (httpx and most pools: 5 s; load balancers: 60 s), so the client always closes
+    # first: with equal timers, a request sent just as the server closes is reset (ReadError, or a 502 at
+    # the proxy) instead of answered.
+    http_keep_alive_seconds: int = Field(75, ge=1)
 
     def secret_value(self) -> str | None:
         """`GQL_MAIL_SECRET` itself (None: not configured); the one place it is unwrapped."""

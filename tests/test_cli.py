@@ -12,9 +12,11 @@ from pathlib import Path
 
 import httpx
 
+from gql_mail.config import Settings
 from gql_mail.crypto import SecretBox
 from gql_mail.db import Database
 from gql_mail.models import Account
+from tests.faults.process import ServerProcess
 from tests.harness import free_port
 
 
@@ -138,3 +140,25 @@ def test_rotate_secret_reencrypts(tmp_path: Path) -> None:
     assert SecretBox("new-secret-9876543210").decrypt(stored) == "pw-1"
     # Running it again changes nothing.
     assert "re-encrypted 0" in cli(tmp_path, "rotate-secret", "--new-secret", "new-secret-9876543210").stderr
+
+
+def test_serve_keeps_idle_connections_longer_than_clients_do() -> None:
+    """Equal idle timers on both ends reset a request sent just as the server closes (seen under load as
+    httpx ReadError); the server's default outlasts the usual client pools' expiry."""
+    assert Settings().http_keep_alive_seconds > httpx.Limits().keepalive_expiry  # type: ignore[operator]
+    assert Settings().http_keep_alive_seconds >= 60  # behind a load balancer (60 s idle is common)
+
+
+async def test_serve_closes_idle_connections_after_the_setting(tmp_path: Path) -> None:
+    proc = ServerProcess(tmp_path, GQL_MAIL_HTTP_KEEP_ALIVE_SECONDS="1").start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.readuntil(b'{"status":"ok"}'), 10)
+        assert answer.startswith(b"HTTP/1.1 200")
+        # The server closes the idle connection by itself (EOF), well before the default 75 s.
+        assert await asyncio.wait_for(reader.read(), 20) == b""
+        writer.close()
+    finally:
+        proc.stop()
