@@ -20,8 +20,10 @@ from gql_mail.config import Settings
 from gql_mail.crypto import SecretBox, load_or_create_secret
 from gql_mail.db import Database
 from gql_mail.graphiql import graphiql_html, graphiql_static_app
+from gql_mail.graphql.endpoint import GraphQLEndpoint
 from gql_mail.graphql.schema import build_schema
-from gql_mail.graphql.view import GqlMailView, GraphQLEndpoint, KeepServerSend
+from gql_mail.graphql.server_send import KeepServerSend
+from gql_mail.graphql.view import GqlMailView
 from gql_mail.log_redaction import install as install_log_redaction
 from gql_mail.log_redaction import register_secret
 from gql_mail.migrations import upgrade
