@@ -24,6 +24,7 @@ from gql_mail.graphql.endpoint import GraphQLEndpoint
 from gql_mail.graphql.schema import build_schema
 from gql_mail.graphql.server_send import KeepServerSend
 from gql_mail.graphql.view import GqlMailView
+from gql_mail.http_edge.gate import RequestGate
 from gql_mail.log_redaction import install as install_log_redaction
 from gql_mail.log_redaction import register_secret
 from gql_mail.migrations import upgrade
@@ -176,7 +177,8 @@ def create_app(
         schema=build_schema(settings.max_query_depth, settings.max_aliases, settings.max_tokens),
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
     )
-    endpoint = GraphQLEndpoint(view)
+    gate = RequestGate(rt)  # one per process: both front doors share its large-body slots
+    endpoint = GraphQLEndpoint(view, gate)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -208,5 +210,6 @@ def create_app(
         middleware=[Middleware(KeepServerSend)],
     )
     app.state.runtime = rt
-    app.state.graphql = endpoint  # its body reader and websocket count, for operators' and tests' eyes
+    app.state.graphql = endpoint  # its websocket count, for operators' and tests' eyes
+    app.state.gate = gate  # its body reader (`bodies`), likewise; REST's front door reads bodies through it
     return app

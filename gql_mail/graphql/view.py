@@ -36,9 +36,9 @@ from gql_mail.events import QueueBudget
 from gql_mail.graphql.context import Context
 from gql_mail.graphql.errors import coded
 from gql_mail.graphql.http_errors import error_response
-from gql_mail.graphql.json_body import MalformedJson, decode
 from gql_mail.graphql.ws_adapter import REFUSAL, WebSocketAdapter
 from gql_mail.graphql.ws_handlers import LegacyWSHandler, TransportWSHandler
+from gql_mail.http_edge.json_body import MalformedJson, decode
 from gql_mail.runtime import Runtime
 from gql_mail.services.tokens import Principal, authenticate, bearer
 

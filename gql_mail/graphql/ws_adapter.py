@@ -17,8 +17,8 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import NonTextMessageReceived
 
-from gql_mail.graphql.json_body import MalformedJson
 from gql_mail.graphql.ws_close import BAD_MESSAGE_CLOSE_CODE, FORBIDDEN_CLOSE_CODE, close_reason
+from gql_mail.http_edge.json_body import MalformedJson
 
 # Where `on_ws_connect` leaves the reason it refused a connection, for the close frame (scope["state"]).
 REFUSAL = "ws_refusal"
