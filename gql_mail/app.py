@@ -31,6 +31,7 @@ from gql_mail.migrations import upgrade
 from gql_mail.outbound import OutboundPolicy, Resolver
 from gql_mail.pg_events import EventRelay, relay_for
 from gql_mail.runtime import Runtime, Wakers
+from gql_mail.services.connection_quota import ConnectionQuota
 from gql_mail.services.delivery import recover_stalled
 from gql_mail.services.retention import prune
 from gql_mail.workers.account_check import AccountChecker
@@ -171,8 +172,10 @@ def create_app(
     install_log_redaction()
     settings = settings or Settings()
     rt = build_runtime(settings, clock=clock, rng=rng, resolver=resolver)
+    quota = ConnectionQuota.from_settings(settings)  # one per process, whichever door a connection uses
     view = GqlMailView(
         rt,
+        quota,
         ide_html=graphiql_html("/graphiql-static"),
         schema=build_schema(settings.max_query_depth, settings.max_aliases, settings.max_tokens),
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,

@@ -3,8 +3,8 @@
 For browsers the IDE; for everything else the HTTP edge's gate (http_edge/gate.py, shared with REST):
 the token from the headers before a byte of the body is read (401 at once otherwise), then the body
 within its bounds (413 past them); this module only words the refusals as GraphQL errors.
-Websockets: at most `max_ws_connections` open in this process; over it, the connection is accepted only
-to be closed with 4429 and a reason.
+Websockets: at most `max_ws_connections` open in this process (services/connection_quota.py); over it,
+the connection is accepted only to be closed with 4429 and the quota's reason.
 """
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ class GraphQLEndpoint:
     def __init__(self, view: GqlMailView, gate: RequestGate) -> None:
         self.view = view
         self.gate = gate
-        self.open_websockets = 0
+        self.quota = view.quota
+
+    @property
+    def open_websockets(self) -> int:
+        return self.quota.open
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -55,17 +59,15 @@ class GraphQLEndpoint:
         await self.view(scope, receive, send)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = self.view.runtime.settings.max_ws_connections
-        if self.open_websockets >= limit:
+        refusal = self.quota.enter()
+        if refusal is not None:
             socket = WebSocket(scope, receive, send)
             protocol = await self.view.pick_websocket_subprotocol(socket)
             await socket.accept(subprotocol=protocol)
-            reason = f"too many websocket connections (at most {limit}); try again later"
-            await socket.close(code=TOO_MANY_CLOSE_CODE, reason=reason)
+            await socket.close(code=TOO_MANY_CLOSE_CODE, reason=refusal)
             return
-        self.open_websockets += 1
         try:
             await self.view(scope, receive, send)
         finally:
-            self.open_websockets -= 1
+            self.quota.leave()
             self.view.release_ws(scope)

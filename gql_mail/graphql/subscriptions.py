@@ -12,10 +12,10 @@ import strawberry
 
 from gql_mail.events import SubscriberTooSlow, TokenRevoked
 from gql_mail.graphql.context import Info
-from gql_mail.graphql.event_stream import event_stream
 from gql_mail.graphql.types import Event
 from gql_mail.graphql.ws_close import FORBIDDEN_CLOSE_CODE, TOO_SLOW_CLOSE_CODE, close_socket
 from gql_mail.services.errors import Unauthenticated
+from gql_mail.services.event_stream import event_stream
 
 
 @strawberry.type

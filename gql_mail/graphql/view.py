@@ -15,7 +15,6 @@ any of it.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from starlette.requests import Request
@@ -40,6 +39,7 @@ from gql_mail.graphql.ws_adapter import REFUSAL, WebSocketAdapter
 from gql_mail.graphql.ws_handlers import LegacyWSHandler, TransportWSHandler
 from gql_mail.http_edge.json_body import MalformedJson, decode
 from gql_mail.runtime import Runtime
+from gql_mail.services.connection_quota import ConnectionQuota
 from gql_mail.services.tokens import Principal, authenticate, bearer
 
 
@@ -58,11 +58,13 @@ class GqlMailView(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
     websocket_adapter_class = WebSocketAdapter
 
-    def __init__(self, runtime: Runtime, ide_html: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, runtime: Runtime, quota: ConnectionQuota, ide_html: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.runtime = runtime
+        self.quota = quota  # per token here; in all at the endpoint
         self._ide_html = ide_html
-        self.ws_connections: Counter[str] = Counter()
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         principal = request.scope.get("state", {}).get("principal")
@@ -117,12 +119,10 @@ class GqlMailView(GraphQL[Context, None]):
         principal = await self.ws_principal(context.connection_params)
         if principal is None:
             raise ConnectionRejectionError({"message": "Unauthorized"})
-        limit = self.runtime.settings.max_ws_connections_per_token
-        if self.ws_connections[principal.token_id] >= limit:
-            refusal = f"at most {limit} websocket connections per token"
+        refusal = self.quota.claim(principal.token_id)
+        if refusal is not None:
             context.request.scope.setdefault("state", {})[REFUSAL] = refusal
             raise ConnectionRejectionError({"message": refusal, "code": "FORBIDDEN"})
-        self.ws_connections[principal.token_id] += 1
         # The endpoint gives the slot back when the socket closes.
         context.request.scope.setdefault("state", {})["ws_token_id"] = principal.token_id
         context.principal = principal
@@ -131,6 +131,4 @@ class GqlMailView(GraphQL[Context, None]):
     def release_ws(self, scope: Scope) -> None:
         token_id = scope.get("state", {}).pop("ws_token_id", None)
         if token_id is not None:
-            self.ws_connections[token_id] -= 1
-            if self.ws_connections[token_id] <= 0:
-                del self.ws_connections[token_id]
+            self.quota.release(token_id)

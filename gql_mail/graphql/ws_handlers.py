@@ -1,12 +1,12 @@
 """Strawberry's two websocket protocol handlers, with gql-mail's rules added.
 
-Both protocols (graphql-transport-ws and the legacy graphql-ws): a token re-check on each new operation,
-so a revocation takes effect at once; a coded error when a connection asks for more subscriptions than
-`max_subscriptions_per_connection`; a malformed message closes the connection with 4400 and says why
-(Strawberry's handlers raised on some, e.g. a message that is a list, and logged a traceback); and an
-overflow of the connection's event budget cancels its operations and closes it with 1013 (`SlowConsumer`,
-shared by both). graphql-transport-ws also serves the plain `events` subscription through the fan-out
-fast path (fanout.py) rather than the schema.
+Both protocols (graphql-transport-ws and the legacy graphql-ws): the token re-check on each new
+operation (services/token_policy.py), so a revocation takes effect at once; a coded error when a
+connection asks for more subscriptions than `max_subscriptions_per_connection`; a malformed message
+closes the connection with 4400 and says why (Strawberry's handlers raised on some, e.g. a message that
+is a list, and logged a traceback); and an overflow of the connection's event budget cancels its
+operations and closes it with 1013 (`SlowConsumer`, shared by both). graphql-transport-ws also serves
+the plain `events` subscription through the fan-out fast path (fanout.py) rather than the schema.
 
 Undocumented Strawberry internals used here (tests/test_view_library.py checks them):
 `BaseGraphQLTransportWSHandler`'s `handle_subscribe`, `run_operation`, `send_message`, `operations`,
@@ -32,7 +32,6 @@ from strawberry.subscriptions.protocols.graphql_ws.types import ConnectionInitMe
 
 from gql_mail.events import SubscriberTooSlow, TokenRevoked
 from gql_mail.graphql.context import Context
-from gql_mail.graphql.event_stream import event_batches
 from gql_mail.graphql.fanout import events_plan
 from gql_mail.graphql.frame_writer import frame_writer, open_gate
 from gql_mail.graphql.server_send import RAW_SEND
@@ -44,7 +43,8 @@ from gql_mail.graphql.ws_close import (
     close_reason,
     close_socket,
 )
-from gql_mail.services.tokens import is_active
+from gql_mail.services.event_stream import event_batches
+from gql_mail.services.token_policy import still_authorised
 
 if TYPE_CHECKING:
     from gql_mail.graphql.view import GqlMailView
@@ -88,12 +88,6 @@ async def _close_too_slow(socket: WebSocket, operations: list[asyncio.Task[Any]]
     await close_socket(socket, TOO_SLOW_CLOSE_CODE, str(exc))
 
 
-async def _still_authorised(context: Context) -> bool:
-    """Each new operation on an open websocket re-checks its token, so a revocation takes effect at once."""
-    principal = context.principal
-    return principal is None or await is_active(context.runtime, principal.token_id)
-
-
 class SlowConsumer:
     """Both protocols' handling of an overflow of the connection's event budget (`Context.queue`): the
     connection's operations are cancelled and it is closed with 1013. Mixed in before Strawberry's handler,
@@ -129,7 +123,7 @@ class TransportWSHandler(SlowConsumer, BaseGraphQLTransportWSHandler[Context, No
         await super().handle_message(message)
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
-        if not await _still_authorised(self.context):
+        if not await still_authorised(self.context.runtime, self.context.principal):
             await self.websocket.close(code=FORBIDDEN_CLOSE_CODE, reason="token revoked")
             return
         limit = self.max_subscriptions_per_connection
@@ -186,7 +180,7 @@ class LegacyWSHandler(SlowConsumer, BaseGraphQLWSHandler[Context, None]):
         await super().handle_connection_init(message)
 
     async def handle_start(self, message: StartMessage) -> None:
-        if not await _still_authorised(self.context):
+        if not await still_authorised(self.context.runtime, self.context.principal):
             await self.websocket.close(code=LEGACY_UNAUTHORIZED_CLOSE_CODE, reason="token revoked")
             return
         limit = self.max_subscriptions_per_connection

@@ -6,6 +6,7 @@ import ipaddress
 import re
 from collections.abc import Collection
 
+from gql_mail.events import ALL_EVENTS
 from gql_mail.services.errors import BadInput
 
 # Any list or map in a request's variables or argument literals (see graphql/input_bounds.py), checked
@@ -76,6 +77,12 @@ def known_names(
     return list(dict.fromkeys(values))
 
 
-def event_names(values: Collection[str], known: Collection[str], field: str = "events") -> list[str]:
-    """Webhook `events` and the `events` subscription's filter."""
+# What webhook `events` may hold besides the event names: every event, now and later ones.
+EVENT_WILDCARD = "*"
+
+
+def event_names(values: Collection[str], *, wildcard: bool = False, field: str = "events") -> list[str]:
+    """The one check of event names from a client, whichever API brought them: webhook `events` (where
+    `wildcard` allows "*"), the `events` subscription's filter (its fan-out fast path included)."""
+    known = ALL_EVENTS | {EVENT_WILDCARD} if wildcard else ALL_EVENTS
     return known_names(values, known=known, field=field, max_count=MAX_EVENT_NAMES, what="event")

@@ -64,8 +64,8 @@ def _usable_host(host: str) -> bool:
 
 def _events(values: Sequence[str] | None) -> list[str]:
     if not values:
-        return ["*"]
-    return v.event_names(values, known=ALL_EVENTS | {"*"})
+        return [v.EVENT_WILDCARD]
+    return v.event_names(values, wildcard=True)
 
 
 async def create_webhook(rt: Runtime, spec: WebhookSpec) -> Webhook:
@@ -99,4 +99,4 @@ async def delete_webhook(rt: Runtime, webhook_id: str) -> bool:
 
 def expand_events(events: list[str]) -> list[str]:
     """What a client sees: '*' shown as every event name."""
-    return sorted(ALL_EVENTS) if "*" in events else events
+    return sorted(ALL_EVENTS) if v.EVENT_WILDCARD in events else events
