@@ -20,14 +20,18 @@ from gql_mail.config import Settings
 from gql_mail.crypto import SecretBox, load_or_create_secret
 from gql_mail.db import Database
 from gql_mail.graphiql import graphiql_html, graphiql_static_app
+from gql_mail.graphql.endpoint import GraphQLEndpoint
 from gql_mail.graphql.schema import build_schema
-from gql_mail.graphql.view import GqlMailView, GraphQLEndpoint, KeepServerSend
+from gql_mail.graphql.server_send import KeepServerSend
+from gql_mail.graphql.view import GqlMailView
+from gql_mail.http_edge.gate import RequestGate
 from gql_mail.log_redaction import install as install_log_redaction
 from gql_mail.log_redaction import register_secret
 from gql_mail.migrations import upgrade
 from gql_mail.outbound import OutboundPolicy, Resolver
 from gql_mail.pg_events import EventRelay, relay_for
 from gql_mail.runtime import Runtime, Wakers
+from gql_mail.services.connection_quota import ConnectionQuota
 from gql_mail.services.delivery import recover_stalled
 from gql_mail.services.retention import prune
 from gql_mail.workers.account_check import AccountChecker
@@ -168,13 +172,16 @@ def create_app(
     install_log_redaction()
     settings = settings or Settings()
     rt = build_runtime(settings, clock=clock, rng=rng, resolver=resolver)
+    quota = ConnectionQuota.from_settings(settings)  # one per process, whichever door a connection uses
     view = GqlMailView(
         rt,
+        quota,
         ide_html=graphiql_html("/graphiql-static"),
         schema=build_schema(settings.max_query_depth, settings.max_aliases, settings.max_tokens),
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
     )
-    endpoint = GraphQLEndpoint(view)
+    gate = RequestGate(rt)  # one per process: both front doors share its large-body slots
+    endpoint = GraphQLEndpoint(view, gate)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -206,5 +213,6 @@ def create_app(
         middleware=[Middleware(KeepServerSend)],
     )
     app.state.runtime = rt
-    app.state.graphql = endpoint  # its body reader and websocket count, for operators' and tests' eyes
+    app.state.graphql = endpoint  # its websocket count, for operators' and tests' eyes
+    app.state.gate = gate  # its body reader (`bodies`), likewise; REST's front door reads bodies through it
     return app

@@ -99,7 +99,7 @@ async def test_large_bodies_are_read_a_few_at_a_time(tmp_path: Path) -> None:
     body = _padded_body(size)
     half = size // 2
     async with run_server(tmp_path, large_body_bytes=64 * 1024, max_large_bodies=2) as server:
-        gate = server.app.state.graphql.bodies
+        gate = server.app.state.gate.bodies
 
         async def until(predicate: Any) -> None:
             async with asyncio.timeout(20):

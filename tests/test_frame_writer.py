@@ -19,7 +19,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from gql_mail.events import MESSAGE_FAILED, MESSAGE_SENT, Event, iso
 from gql_mail.graphql.frame_writer import PROTOCOL_ATTRIBUTES, frame_writer
-from gql_mail.graphql.view import RAW_SEND
+from gql_mail.graphql.server_send import RAW_SEND
 from tests.harness import EVENTS_SUBSCRIPTION, Server
 
 GENERAL = """
@@ -119,7 +119,7 @@ async def test_uvicorn_still_has_what_the_fast_path_relies_on(
         sends.append(send)
         return plain_writer(send)
 
-    monkeypatch.setattr("gql_mail.graphql.view.frame_writer", spy)
+    monkeypatch.setattr("gql_mail.graphql.ws_handlers.frame_writer", spy)
     ws = await open_subscription(server, EVENTS_SUBSCRIPTION, {"account": "fw", "events": [MESSAGE_SENT]})
     try:
         assert len(sansio_connections) == 1, "the server does not run uvicorn's websockets-sansio protocol"

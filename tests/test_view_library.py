@@ -1,5 +1,5 @@
-"""gql_mail/graphql/view.py extends Strawberry's websocket handlers through undocumented internals; a
-release without them fails here, by name."""
+"""gql_mail/graphql/view.py, ws_handlers.py and ws_adapter.py extend Strawberry's view and websocket
+handlers through undocumented internals; a release without them fails here, by name."""
 
 from __future__ import annotations
 

@@ -30,8 +30,8 @@ from graphql import (
 from graphql.error import GraphQLError
 
 from gql_mail.events import Event, iso
-from gql_mail.graphql.event_stream import check_event_names
 from gql_mail.services.errors import BadInput
+from gql_mail.services.validation import event_names
 
 FIELDS: dict[str, Callable[[Event], Any]] = {
     "event": lambda e: e.event,
@@ -70,7 +70,7 @@ class EventsPlan:
             if not isinstance(events, list):
                 return None
             try:
-                check_event_names(events)  # its size first: a huge list costs nothing here
+                event_names(events)  # its size first: a huge list costs nothing here
             except (BadInput, TypeError):
                 return None
             if not all(isinstance(e, str) for e in events):

@@ -11,7 +11,7 @@ message at a time, which also keeps its flow control and its errors.
 This module is gql-mail's only use of uvicorn's internals (hence uvicorn's upper bound in pyproject; its
 0.x minors may change them). It relies on: the ASGI `send` of a websocket being a bound method of
 `uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol` (`KeepServerSend` in
-`view.py` keeps that `send`, unwrapped), and on that protocol's attributes `handshake_complete`,
+`server_send.py` keeps that `send`, unwrapped), and on that protocol's attributes `handshake_complete`,
 `close_sent`, `disconnected`, `initial_response`, `writable` (an asyncio.Event), `transport` and `conn`
 (a `websockets` ServerProtocol: `send_text`, `data_to_send`). `gql-mail serve` and the test servers pick
 that protocol by name (`WS_PROTOCOL`); tests/test_frame_writer.py fails, naming what is missing, when a

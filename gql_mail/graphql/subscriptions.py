@@ -9,16 +9,13 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 import strawberry
-from starlette.websockets import WebSocket
 
 from gql_mail.events import SubscriberTooSlow, TokenRevoked
 from gql_mail.graphql.context import Info
-from gql_mail.graphql.event_stream import event_stream
 from gql_mail.graphql.types import Event
+from gql_mail.graphql.ws_close import FORBIDDEN_CLOSE_CODE, TOO_SLOW_CLOSE_CODE, close_socket
 from gql_mail.services.errors import Unauthenticated
-
-# "Try Again Later": the subscriber read too slowly and fell too far behind; it may reconnect at once.
-TOO_SLOW_CLOSE_CODE = 1013
+from gql_mail.services.event_stream import event_stream
 
 
 @strawberry.type
@@ -36,16 +33,8 @@ class Subscription:
             ):
                 yield Event.from_bus(event)
         except TokenRevoked:
-            await close_socket(context.request, 4403, "token revoked")
+            await close_socket(context.request, FORBIDDEN_CLOSE_CODE, "token revoked")
             raise Unauthenticated("the access token was revoked") from None
         except SubscriberTooSlow as exc:
             await close_socket(context.request, TOO_SLOW_CLOSE_CODE, str(exc))
             raise
-
-
-async def close_socket(socket: object, code: int, reason: str) -> None:
-    if isinstance(socket, WebSocket):
-        try:
-            await socket.close(code=code, reason=reason)
-        except RuntimeError:  # already closed
-            pass

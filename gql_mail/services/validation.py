@@ -6,6 +6,8 @@ import ipaddress
 import re
 from collections.abc import Collection
 
+from gql_mail.control_chars import control_fault
+from gql_mail.events import ALL_EVENTS
 from gql_mail.services.errors import BadInput
 
 # Any list or map in a request's variables or argument literals (see graphql/input_bounds.py), checked
@@ -17,14 +19,17 @@ MAX_EVENT_NAMES = 10
 # A name in such a list (event names, message statuses).
 MAX_NAME_LENGTH = 64
 
-_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A DNS label as resolvers and HTTP clients take it: letters, digits, hyphens not at either end, and the
+# underscore that internal names use (docker compose services) and EmailEngine's URL validation accepts.
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+MAX_HOST_OCTETS = 253
 
 
 def no_control_chars(value: str, field: str, *, max_length: int = 998) -> str:
-    """Values that end up in headers or logs: CR/LF here would be header injection."""
-    if _CONTROL.search(value):
-        raise BadInput(f"{field} must not contain control characters (CR, LF, ...)", field=field)
+    """Values that end up in headers or logs: CR/LF here would be header injection. The rule is
+    control_chars.py's, the one composed headers follow too."""
+    if (fault := control_fault(value)) is not None:
+        raise BadInput(f"{field} must not contain {fault}", field=field)
     if len(value) > max_length:
         raise BadInput(f"{field} is longer than {max_length} characters", field=field)
     return value
@@ -36,20 +41,44 @@ def required_text(value: str | None, field: str, *, max_length: int = 998) -> st
     return no_control_chars(value, field, max_length=max_length)
 
 
-def hostname(value: str | None, field: str) -> str:
-    host = required_text(value, field, max_length=253).strip().rstrip(".")
+def host_fault(host: str) -> str | None:
+    """Why `host` is no host we can connect to, or None: the one host rule, for accounts' SMTP and IMAP
+    hosts and webhook URLs alike. An IP literal (IPv6 with or without brackets), or a name whose IDNA form
+    is at most 253 octets of 1-63-octet labels (letters, digits, hyphens not at either end, underscores),
+    with at most one trailing dot, every `xn--` label a valid one (ssl and httpx raise UnicodeError at
+    connect time on one that is not: a host that only fails when used would fail every attempt)."""
     try:
-        ipaddress.ip_address(host.strip("[]"))
-        return host.strip("[]")
+        ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
     except ValueError:
         pass
+    else:
+        return None
+    name = host.removesuffix(".")
     try:
-        ascii_host = host.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise BadInput(f"{field} is not a valid host name", field=field) from exc
-    if not all(_HOST_LABEL.match(label) for label in ascii_host.split(".")):
-        raise BadInput(f"{field} is not a valid host name", field=field)
-    return host
+        ascii_name = name.encode("idna").decode("ascii")
+        for label in ascii_name.split("."):
+            if label.lower().startswith("xn--"):
+                label.lower().encode("ascii").decode("idna")  # must decode and round-trip
+    except UnicodeError:
+        return "an empty, overlong or invalid IDNA label"
+    if not 0 < len(ascii_name) <= MAX_HOST_OCTETS:
+        return f"not 1 to {MAX_HOST_OCTETS} octets long"
+    if not all(_HOST_LABEL.fullmatch(label) for label in ascii_name.split(".")):
+        return "a label that is not letters, digits, hyphens and underscores"
+    return None
+
+
+def hostname(value: str | None, field: str) -> str:
+    """An account's SMTP or IMAP host: trimmed, without brackets (an IPv6 literal) or a trailing dot."""
+    host = required_text(value, field, max_length=MAX_HOST_OCTETS).strip()
+    if (fault := host_fault(host)) is not None:
+        raise BadInput(f"{field} is not a valid host name ({fault})", field=field)
+    literal = host.removeprefix("[").removesuffix("]")
+    try:
+        ipaddress.ip_address(literal)
+    except ValueError:
+        return host.removesuffix(".")
+    return literal
 
 
 def port(value: int | None, field: str) -> int:
@@ -76,6 +105,12 @@ def known_names(
     return list(dict.fromkeys(values))
 
 
-def event_names(values: Collection[str], known: Collection[str], field: str = "events") -> list[str]:
-    """Webhook `events` and the `events` subscription's filter."""
+# What webhook `events` may hold besides the event names: every event, now and later ones.
+EVENT_WILDCARD = "*"
+
+
+def event_names(values: Collection[str], *, wildcard: bool = False, field: str = "events") -> list[str]:
+    """The one check of event names from a client, whichever API brought them: webhook `events` (where
+    `wildcard` allows "*"), the `events` subscription's filter (its fan-out fast path included)."""
+    known = ALL_EVENTS | {EVENT_WILDCARD} if wildcard else ALL_EVENTS
     return known_names(values, known=known, field=field, max_count=MAX_EVENT_NAMES, what="event")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,31 +39,15 @@ def _url(value: str) -> str:
         raise BadInput("url must be an absolute http:// or https:// URL", field="url")
     if parsed.port is not None and not 0 < parsed.port < 65536:
         raise BadInput(f"url has no valid port: {parsed.port}", field="url")
-    if not _usable_host(parsed.raw_host.decode("ascii", "replace")):
-        raise BadInput(f"url has no valid host name: {parsed.host!r}", field="url")
+    if (fault := v.host_fault(parsed.raw_host.decode("ascii", "replace"))) is not None:
+        raise BadInput(f"url has no valid host name: {parsed.host!r} ({fault})", field="url")
     return url
-
-
-# A DNS label as resolvers accept it (letters, digits, hyphen; underscore, which some internal names use).
-_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
-
-
-def _usable_host(host: str) -> bool:
-    """An IP literal, or a name of valid DNS labels (`raw_host` is already IDNA-encoded)."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        return True
-    name = host[:-1] if host.endswith(".") else host
-    return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
 def _events(values: Sequence[str] | None) -> list[str]:
     if not values:
-        return ["*"]
-    return v.event_names(values, known=ALL_EVENTS | {"*"})
+        return [v.EVENT_WILDCARD]
+    return v.event_names(values, wildcard=True)
 
 
 async def create_webhook(rt: Runtime, spec: WebhookSpec) -> Webhook:
@@ -99,4 +81,4 @@ async def delete_webhook(rt: Runtime, webhook_id: str) -> bool:
 
 def expand_events(events: list[str]) -> list[str]:
     """What a client sees: '*' shown as every event name."""
-    return sorted(ALL_EVENTS) if "*" in events else events
+    return sorted(ALL_EVENTS) if v.EVENT_WILDCARD in events else events

@@ -1,4 +1,4 @@
-"""Untrusted JSON (HTTP bodies, websocket messages) decoded with a bound on nesting, checked before parsing.
+"""Untrusted JSON (both front doors' HTTP bodies, websocket messages) decoded with a bounded nesting.
 
 Python's `json` recurses per nesting level: a body of 100,000 `[` raised RecursionError (HTTP 500, a
 traceback in the log). orjson stops at its own limit with an error, but what it returns still recursed

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gql_mail.graphql.json_body import MalformedJson, decode, too_deep
+from gql_mail.http_edge.json_body import MalformedJson, decode, too_deep
 
 
 def test_depth_is_exact_at_the_limit() -> None:

@@ -1,6 +1,6 @@
 """Reading request bodies with two bounds: bytes per request, and how many large bodies are read at once.
 
-The endpoint reads a body only after the token was checked (an anonymous client never makes us buffer
+The gate (gate.py) reads a body only after the token was checked (an anonymous client never makes us buffer
 anything). Even so, a few hundred authenticated slow uploads of 40 MB each would pin gigabytes: a body
 over `large_body_bytes` (announced by Content-Length, or once a chunked one grows past it) holds one of
 `max_large_bodies` slots while it is read; the others wait, unread, with TCP's flow control holding their
