@@ -14,7 +14,7 @@ import httpx
 
 from gql_mail.crypto import SecretBox
 from gql_mail.db import Database
-from gql_mail.models import Account
+from gql_mail.models import Account, ServiceSetting
 from tests.harness import free_port
 
 
@@ -120,21 +120,24 @@ def test_rotate_secret_reencrypts(tmp_path: Path) -> None:
                     updated_at=now,
                 )
             )
+            session.add(ServiceSetting(key="serviceSecret", value_enc=old.encrypt("svc-1"), updated_at=now))
         await db.dispose()
 
-    async def read() -> str | None:
+    async def read() -> tuple[str | None, str | None]:
         db = Database(url)
         async with db.read() as session:
             row = await session.get(Account, "a")
+            setting = await session.get(ServiceSetting, "serviceSecret")
         await db.dispose()
-        return row.smtp_pass_enc if row else None
+        return (row.smtp_pass_enc if row else None), (setting.value_enc if setting else None)
 
     asyncio.run(seed())
     result = cli(tmp_path, "rotate-secret", "--new-secret", "new-secret-9876543210")
     assert result.returncode == 0, result.stderr
-    assert "re-encrypted 1" in result.stderr
-    stored = asyncio.run(read())
-    assert stored is not None
+    assert "re-encrypted 2" in result.stderr
+    stored, service_secret = asyncio.run(read())
+    assert stored is not None and service_secret is not None
     assert SecretBox("new-secret-9876543210").decrypt(stored) == "pw-1"
+    assert SecretBox("new-secret-9876543210").decrypt(service_secret) == "svc-1"
     # Running it again changes nothing.
     assert "re-encrypted 0" in cli(tmp_path, "rotate-secret", "--new-secret", "new-secret-9876543210").stderr
