@@ -19,7 +19,7 @@ from tests.harness import free_port
 
 
 def cli(
-    tmp_path: Path, *args: str, secret: str = "old-secret-0123456789"
+    tmp_path: Path, *args: str, secret: str = "old-secret-0123456789", stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
@@ -32,6 +32,7 @@ def cli(
         [sys.executable, "-m", "gql_mail", *args],
         capture_output=True,
         text=True,
+        input=stdin,
         env=env,
         cwd=tmp_path,
         timeout=60,
@@ -96,6 +97,20 @@ def test_serve_answers_health_and_graphql(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_service_secret_is_printed_generated_once_and_replaced_from_stdin(tmp_path: Path) -> None:
+    first = cli(tmp_path, "service-secret")
+    assert first.returncode == 0, first.stderr
+    generated = first.stdout.strip()
+    assert len(generated) == 32 and int(generated, 16) >= 0
+    assert cli(tmp_path, "service-secret").stdout.strip() == generated, "generated once"
+    replaced = cli(tmp_path, "service-secret", "--set", stdin="receiver-knows-this-one\n")
+    assert replaced.returncode == 0, replaced.stderr
+    assert cli(tmp_path, "service-secret").stdout.strip() == "receiver-knows-this-one"
+    refused = cli(tmp_path, "service-secret", "--set", stdin="short\n")
+    assert refused.returncode == 2 and "at least 16" in refused.stderr
+    assert cli(tmp_path, "service-secret").stdout.strip() == "receiver-knows-this-one"
 
 
 def test_rotate_secret_reencrypts(tmp_path: Path) -> None:
