@@ -18,9 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select, update
 
+from gql_mail.crypto import SecretBox
+from gql_mail.models import ServiceSetting, WebhookDelivery
 from gql_mail.services.errors import BadInput
 from gql_mail.services.settings import service_secret, set_service_secret
+from gql_mail.workers.webhook_dispatch import NO_SERVICE_SECRET
 from tests.conftest import account_input, register_connected
 from tests.harness import Server, run_server, wait_webhook
 from tests.servers.smtp import SmtpServer
@@ -48,8 +52,9 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         yield s
 
 
-async def hook(server: Server, url: str, **extra: Any) -> None:
-    await server.gql(HOOK, {"input": {"url": url, "events": ["accountAdded"], **extra}})
+async def hook(server: Server, url: str, **extra: Any) -> str:
+    created = await server.gql(HOOK, {"input": {"url": url, "events": ["accountAdded"], **extra}})
+    return str(created["createWebhook"]["id"])
 
 
 def added(account: str) -> Any:
@@ -136,3 +141,26 @@ async def test_the_service_secret_refuses_what_a_receiver_could_not_hold(server:
             await set_service_secret(server.runtime, bad)
         assert refused.value.field == "serviceSecret"
     assert await service_secret(server.runtime) == before, "a refused value changes nothing"
+
+
+async def test_an_unreadable_service_secret_fails_only_the_posts_it_signs(
+    server: Server, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver
+) -> None:
+    """Stored under a key this process lacks (GQL_MAIL_SECRET changed without rotate-secret): POSTs of
+    webhooks without a secret fail with the reason, never go out unsigned; the others are delivered."""
+    await service_secret(server.runtime)
+    async with server.runtime.db.write() as session:
+        foreign = SecretBox("another-deployment-secret-000").encrypt("not ours")
+        await session.execute(update(ServiceSetting).values(value_enc=foreign))
+    unsigned = await hook(server, webhook_receiver.url + "/unsigned")
+    keyed_hook = await hook(server, webhook_receiver.url + "/keyed", secret="whsec-own")
+    await register_connected(server, account_input("foreign", smtp_server))
+    keyed = await wait_webhook(webhook_receiver, added("foreign"))
+    assert keyed.path == "/webhook/keyed" and verify_webhook(keyed.body, signature_of(keyed), "whsec-own")
+    async with asyncio.timeout(10):
+        await server.workers.webhooks.drain()
+    async with server.runtime.db.read() as session:
+        rows = (await session.execute(select(WebhookDelivery))).scalars().all()
+    outcomes = {(row.webhook_id, row.status, row.attempts_made, row.last_error) for row in rows}
+    assert outcomes == {(keyed_hook, "delivered", 1, None), (unsigned, "pending", 1, NO_SERVICE_SECRET)}
+    assert all(r.path != "/webhook/unsigned" for r in webhook_receiver.received)

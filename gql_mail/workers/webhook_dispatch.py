@@ -39,6 +39,8 @@ __all__ = ["WebhookDispatcher", "signature"]
 log = logging.getLogger(__name__)
 
 WEBHOOK_DELETED = "webhook deleted"
+# Never POSTed unsigned: a receiver written for EmailEngine would refuse it anyway, for no stated reason.
+NO_SERVICE_SECRET = "ESECRET: the service secret that signs this webhook's POSTs could not be read"
 
 
 class WebhookDispatcher:
@@ -125,8 +127,7 @@ class WebhookDispatcher:
                 return False
             full = [hook for hook, n in self._in_flight.items() if n >= self._per_webhook]
             hooks = await self._webhooks()
-            # EmailEngine's signing key for webhooks without a secret; read here too, before the claim.
-            fallback_key = await service_secret(self.rt)
+            fallback_key = await self._service_secret()
             claimed = await claim_webhook_deliveries(self.rt, room, busy=full)
             if not claimed:
                 return False
@@ -161,7 +162,19 @@ class WebhookDispatcher:
         async with self.rt.db.read() as session:
             return {h.id: h for h in (await session.execute(select(Webhook))).scalars()}
 
-    async def _deliver(self, delivery: ClaimedDelivery, hook: Webhook | None, fallback_key: str) -> None:
+    async def _service_secret(self) -> str | None:
+        """EmailEngine's signing key for webhooks without a secret, read before a claim. None when it cannot
+        be read (stored under a key this process lacks): only the POSTs that need it fail, each a counted
+        attempt with the reason, not the whole drain."""
+        try:
+            return await service_secret(self.rt)
+        except Exception:
+            log.exception("the service secret could not be read")
+            return None
+
+    async def _deliver(
+        self, delivery: ClaimedDelivery, hook: Webhook | None, fallback_key: str | None
+    ) -> None:
         """POST one delivery and record its result. Recorded as soon as it is known (batched with its
         neighbours): a crash then re-POSTs only what was really in flight."""
         try:
@@ -179,7 +192,9 @@ class WebhookDispatcher:
                 self._posts.discard(task)
             self._signal()
 
-    async def _post(self, delivery: ClaimedDelivery, hook: Webhook | None, fallback_key: str) -> str | None:
+    async def _post(
+        self, delivery: ClaimedDelivery, hook: Webhook | None, fallback_key: str | None
+    ) -> str | None:
         """None on success, else the reason it failed."""
         assert self._client is not None
         try:
@@ -191,6 +206,8 @@ class WebhookDispatcher:
             secret = self.rt.secrets.decrypt(hook.secret_enc) if hook.secret_enc else None
         except Exception as exc:
             return reason(exc)
+        if secret is None and fallback_key is None:
+            return NO_SERVICE_SECRET
         settings = self.rt.settings
         return await post_webhook(
             self._client,
