@@ -20,12 +20,16 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from gql_mail.app import build_runtime
+from gql_mail.config import Settings
 from gql_mail.crypto import SecretBox
+from gql_mail.migrations import upgrade
 from gql_mail.models import ServiceSetting, WebhookDelivery
 from gql_mail.services.errors import BadInput
 from gql_mail.services.settings import service_secret, set_service_secret
 from gql_mail.workers.webhook_dispatch import NO_SERVICE_SECRET
 from tests.conftest import account_input, register_connected
+from tests.databases import fresh_database
 from tests.harness import Server, run_server, wait_webhook
 from tests.servers.smtp import SmtpServer
 from tests.servers.webhook_receiver import ReceivedRequest, WebhookReceiver
@@ -164,3 +168,22 @@ async def test_an_unreadable_service_secret_fails_only_the_posts_it_signs(
     outcomes = {(row.webhook_id, row.status, row.attempts_made, row.last_error) for row in rows}
     assert outcomes == {(keyed_hook, "delivered", 1, None), (unsigned, "pending", 1, NO_SERVICE_SECRET)}
     assert all(r.path != "/webhook/unsigned" for r in webhook_receiver.received)
+
+
+async def test_nodes_asking_for_the_first_time_at_once_agree(tmp_path: Path) -> None:
+    """Several processes on one new database (each its own engine and pool; no server running, whose
+    webhook worker would ask first) generate the secret at the same moment: one insert wins, the others
+    read its value (on PostgreSQL their inserts fail on the primary key)."""
+    async with fresh_database(tmp_path) as url:
+        await upgrade(url)
+        settings = Settings(database_url=url, secret="test-secret-" + "x" * 20, data_dir=tmp_path / "data")
+        nodes = [build_runtime(settings) for _ in range(4)]
+        try:
+            for rt in nodes:  # connected, so that no node's first query waits for a connection
+                async with rt.db.write() as session:
+                    await session.execute(select(1))
+            secrets = await asyncio.gather(*(service_secret(rt) for rt in nodes))
+        finally:
+            for rt in nodes:
+                await rt.db.dispose()
+    assert len(set(secrets)) == 1

@@ -127,10 +127,12 @@ class WebhookDispatcher:
                 return False
             full = [hook for hook, n in self._in_flight.items() if n >= self._per_webhook]
             hooks = await self._webhooks()
-            fallback_key = await self._service_secret()
             claimed = await claim_webhook_deliveries(self.rt, room, busy=full)
             if not claimed:
                 return False
+            fallback_key = (
+                await self._service_secret()
+            )  # never raises: read after the claim, not per idle poll
             taken: Counter[str] = Counter()
             kept: list[ClaimedDelivery] = []
             extra: list[ClaimedDelivery] = []
@@ -163,9 +165,9 @@ class WebhookDispatcher:
             return {h.id: h for h in (await session.execute(select(Webhook))).scalars()}
 
     async def _service_secret(self) -> str | None:
-        """EmailEngine's signing key for webhooks without a secret, read before a claim. None when it cannot
-        be read (stored under a key this process lacks): only the POSTs that need it fail, each a counted
-        attempt with the reason, not the whole drain."""
+        """EmailEngine's signing key for webhooks without a secret, read once per claim. None when it cannot
+        be read (stored under a key this process lacks, the database gone): only the POSTs that need it fail,
+        each a counted attempt with the reason; nothing stops the claimed deliveries' tasks from starting."""
         try:
             return await service_secret(self.rt)
         except Exception:
