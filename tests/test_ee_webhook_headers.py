@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import re
+import uuid
 from collections.abc import AsyncIterator
 from importlib.metadata import version
 from pathlib import Path
@@ -91,6 +92,7 @@ async def test_a_webhook_with_a_secret_is_signed_with_it(
     assert post.header("X-GqlMail-Event") == "accountAdded"
     assert (post.header("X-GqlMail-Signature") or "").startswith("sha256=")
     assert post.header("X-EE-Wh-Id") == post.header("X-GqlMail-Delivery") and post.header("X-EE-Wh-Id")
+    assert post.header("X-EE-Wh-Event-Id") == str(uuid.UUID(hex=post.header("X-EE-Wh-Id")))
     assert post.header("X-EE-Wh-Attempts-Made") == "0"
     assert post.header("X-EE-Wh-Queued-Time") == "0s"  # the manual clock stood still
     assert post.header("User-Agent") == f"gql-mail/{version('gql-mail')}"
@@ -134,6 +136,7 @@ async def test_attempts_made_and_queued_time_count_up_on_a_retry(
     assert second.header("X-EE-Wh-Attempts-Made") == "1"
     assert second.header("X-EE-Wh-Queued-Time") == "3600s"
     assert second.header("X-EE-Wh-Id") == first.header("X-EE-Wh-Id"), "one id across retries"
+    assert second.header("X-EE-Wh-Event-Id") == first.header("X-EE-Wh-Event-Id"), "EmailEngine's dedup key"
     assert second.body == first.body
     assert verify_webhook(second.body, signature_of(second), "whsec-retry")
 

@@ -16,9 +16,10 @@ Besides its own `X-GqlMail-*` headers, each POST carries EmailEngine's (workers/
 a receiver written for EmailEngine verifies it unchanged: `X-EE-Wh-Signature` (HMAC-SHA256 of the raw body,
 base64url without padding, as Node's `digest('base64url')`), keyed by the webhook's secret or else the
 service secret (`services/settings.py`; EmailEngine signs every POST with its `serviceSecret`),
-`X-EE-Wh-Id` (the delivery id, the same on every retry), `X-EE-Wh-Attempts-Made` (attempts before this
-one: "0" on the first POST) and `X-EE-Wh-Queued-Time` (whole seconds since the event was staged, rounded,
-with an `s`: "5s"), and a `User-Agent` in EmailEngine's form, `gql-mail/<version>`.
+`X-EE-Wh-Id` (the delivery id, the same on every retry), `X-EE-Wh-Event-Id` (the same id written as a
+UUID, EmailEngine's form, which receivers use to drop duplicates), `X-EE-Wh-Attempts-Made` (attempts
+before this one: "0" on the first POST) and `X-EE-Wh-Queued-Time` (whole seconds since the event was
+staged, rounded, with an `s`: "5s"), and a `User-Agent` in EmailEngine's form, `gql-mail/<version>`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import base64
 import hashlib
 import hmac
 import math
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -74,6 +76,14 @@ def queued_time(queued_at: datetime, now: datetime) -> str:
     return f"{max(0, math.floor((now - queued_at).total_seconds() + 0.5))}s"
 
 
+def event_id(delivery_id: str) -> str:
+    """`X-EE-Wh-Event-Id`: the delivery id (a uuid4's hex) written as EmailEngine writes its event ids."""
+    try:
+        return str(uuid.UUID(hex=delivery_id))
+    except ValueError:
+        return delivery_id
+
+
 def reason(exc: BaseException) -> str:
     """What failed, for `lastError`: the error's code (`EPOLICY`, ...) or its type's name, then its text,
     made safe (a receiver's bytes may be quoted in it) and short."""
@@ -105,6 +115,7 @@ def headers_for(out: Outgoing, now: datetime) -> dict[str, str]:
         "X-GqlMail-Event": out.event,
         "X-GqlMail-Delivery": out.delivery_id,
         "X-EE-Wh-Id": out.delivery_id,
+        "X-EE-Wh-Event-Id": event_id(out.delivery_id),
         "X-EE-Wh-Attempts-Made": str(out.attempts_made),
         "X-EE-Wh-Queued-Time": queued_time(out.queued_at or now, now),
     }
