@@ -30,7 +30,7 @@ from gql_mail.services.errors import BadInput
 from gql_mail.services.settings import service_secret, set_service_secret
 from gql_mail.workers.webhook_dispatch import NO_SERVICE_SECRET
 from tests.conftest import account_input, register_connected
-from tests.databases import fresh_database
+from tests.databases import database_contents, fresh_database
 from tests.harness import Server, run_server, wait_webhook
 from tests.servers.smtp import SmtpServer
 from tests.servers.webhook_receiver import ReceivedRequest, WebhookReceiver
@@ -190,3 +190,11 @@ async def test_nodes_asking_for_the_first_time_at_once_agree(tmp_path: Path) -> 
             for rt in nodes:
                 await rt.db.dispose()
     assert len(set(secrets)) == 1
+
+
+async def test_the_service_secret_is_stored_encrypted(server: Server, tmp_path: Path) -> None:
+    generated = await service_secret(server.runtime)
+    await set_service_secret(server.runtime, "set-by-operator-0123456789")
+    stored = await database_contents(server.settings.database_url, tmp_path)
+    assert stored, "the database was read"
+    assert generated.encode() not in stored and b"set-by-operator-0123456789" not in stored
