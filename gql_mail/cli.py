@@ -1,4 +1,4 @@
-"""Command line: serve, migrate, token create|list|revoke, schema, rotate-secret."""
+"""Command line: serve, migrate, token create|list|revoke, schema, rotate-secret, service-secret."""
 
 from __future__ import annotations
 
@@ -125,6 +125,26 @@ def cmd_rotate_secret(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_service_secret(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the service secret (the key of X-EE-Wh-Signature for webhooks without a secret of their own),
+    or with --set replace it by the line read from stdin (not an argument: it would show in `ps` and the
+    shell's history)."""
+    from gql_mail.services import settings as service_settings
+    from gql_mail.services.errors import ServiceError
+
+    if not args.set:
+        print(_with_runtime(settings, service_settings.service_secret))
+        return 0
+    value = sys.stdin.readline().rstrip("\r\n")
+    try:
+        _with_runtime(settings, lambda rt: service_settings.set_service_secret(rt, value))
+    except ServiceError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    print("service secret replaced", file=sys.stderr)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gql-mail", description="GraphQL email sending through your users' mailboxes"
@@ -159,6 +179,14 @@ def parser() -> argparse.ArgumentParser:
     rotate.add_argument("--old-secret", default=None)
     rotate.add_argument("--new-secret", required=True)
     rotate.set_defaults(func=cmd_rotate_secret)
+
+    service_secret = sub.add_parser(
+        "service-secret",
+        help="print the key that signs X-EE-Wh-Signature for webhooks without a secret (EmailEngine's "
+        "serviceSecret); --set reads a new one from stdin",
+    )
+    service_secret.add_argument("--set", action="store_true")
+    service_secret.set_defaults(func=cmd_service_secret)
     return p
 
 

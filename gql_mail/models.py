@@ -236,3 +236,16 @@ class EventPayload(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = _ts(nullable=False, index=True)
+
+
+class ServiceSetting(SQLModel, table=True):
+    """A deployment-wide setting, shared by every process (EmailEngine keeps these in its settings store):
+    one row per key. A secret's value is only in `value_enc` (see `crypto.SecretBox`), anything else in
+    `value` (JSON)."""
+
+    __tablename__ = "service_setting"
+
+    key: str = Field(sa_column=Column(String(64), primary_key=True))
+    value: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    value_enc: str | None = None
+    updated_at: datetime = _ts(nullable=False)

@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gql_mail.clock import utc
 from gql_mail.models import (
     Account,
     AccountState,
@@ -68,6 +69,7 @@ class ClaimedDelivery:
     event: str
     body: bytes
     attempts_made: int
+    created_at: datetime  # when the event was staged: EmailEngine's `X-EE-Wh-Queued-Time` counts from it
 
 
 def still(status_column: ColumnElement[str], status: str) -> ColumnElement[bool]:
@@ -318,12 +320,16 @@ async def claim_webhook_deliveries(
             DELIVERY.c.event,
             DELIVERY.c.body,
             DELIVERY.c.attempts_made,
+            DELIVERY.c.created_at,
         )
         .execution_options(synchronize_session=False)
     )
     async with rt.db.write() as session:
         rows = (await session.execute(stmt)).all()
-    out = [ClaimedDelivery(r.seq, r.id, r.webhook_id, r.event, r.body, r.attempts_made) for r in rows]
+    out = [
+        ClaimedDelivery(r.seq, r.id, r.webhook_id, r.event, r.body, r.attempts_made, utc(r.created_at))
+        for r in rows
+    ]
     out.sort(key=lambda d: d.seq)
     return out
 

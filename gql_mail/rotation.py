@@ -16,11 +16,12 @@ from gql_mail.crypto import SecretBox, load_or_create_secret
 from gql_mail.db import Database
 from gql_mail.log_redaction import register_secret
 from gql_mail.migrations import upgrade
-from gql_mail.models import Account, Webhook
+from gql_mail.models import Account, ServiceSetting, Webhook
 
 ENCRYPTED_COLUMNS: dict[type, tuple[str, ...]] = {
     Account: ("smtp_pass_enc", "smtp_token_enc", "imap_pass_enc", "imap_token_enc"),
     Webhook: ("secret_enc",),
+    ServiceSetting: ("value_enc",),
 }
 
 

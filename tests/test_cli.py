@@ -15,13 +15,13 @@ import httpx
 from gql_mail.config import Settings
 from gql_mail.crypto import SecretBox
 from gql_mail.db import Database
-from gql_mail.models import Account
+from gql_mail.models import Account, ServiceSetting
 from tests.faults.process import ServerProcess
 from tests.harness import free_port
 
 
 def cli(
-    tmp_path: Path, *args: str, secret: str = "old-secret-0123456789"
+    tmp_path: Path, *args: str, secret: str = "old-secret-0123456789", stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
@@ -34,6 +34,7 @@ def cli(
         [sys.executable, "-m", "gql_mail", *args],
         capture_output=True,
         text=True,
+        input=stdin,
         env=env,
         cwd=tmp_path,
         timeout=60,
@@ -100,6 +101,20 @@ def test_serve_answers_health_and_graphql(tmp_path: Path) -> None:
         proc.wait(10)
 
 
+def test_service_secret_is_printed_generated_once_and_replaced_from_stdin(tmp_path: Path) -> None:
+    first = cli(tmp_path, "service-secret")
+    assert first.returncode == 0, first.stderr
+    generated = first.stdout.strip()
+    assert len(generated) == 32 and int(generated, 16) >= 0
+    assert cli(tmp_path, "service-secret").stdout.strip() == generated, "generated once"
+    replaced = cli(tmp_path, "service-secret", "--set", stdin="receiver-knows-this-one\n")
+    assert replaced.returncode == 0, replaced.stderr
+    assert cli(tmp_path, "service-secret").stdout.strip() == "receiver-knows-this-one"
+    refused = cli(tmp_path, "service-secret", "--set", stdin="short\n")
+    assert refused.returncode == 2 and "at least 16" in refused.stderr
+    assert cli(tmp_path, "service-secret").stdout.strip() == "receiver-knows-this-one"
+
+
 def test_rotate_secret_reencrypts(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
     assert cli(tmp_path, "migrate").returncode == 0
@@ -122,22 +137,25 @@ def test_rotate_secret_reencrypts(tmp_path: Path) -> None:
                     updated_at=now,
                 )
             )
+            session.add(ServiceSetting(key="serviceSecret", value_enc=old.encrypt("svc-1"), updated_at=now))
         await db.dispose()
 
-    async def read() -> str | None:
+    async def read() -> tuple[str | None, str | None]:
         db = Database(url)
         async with db.read() as session:
             row = await session.get(Account, "a")
+            setting = await session.get(ServiceSetting, "serviceSecret")
         await db.dispose()
-        return row.smtp_pass_enc if row else None
+        return (row.smtp_pass_enc if row else None), (setting.value_enc if setting else None)
 
     asyncio.run(seed())
     result = cli(tmp_path, "rotate-secret", "--new-secret", "new-secret-9876543210")
     assert result.returncode == 0, result.stderr
-    assert "re-encrypted 1" in result.stderr
-    stored = asyncio.run(read())
-    assert stored is not None
+    assert "re-encrypted 2" in result.stderr
+    stored, service_secret = asyncio.run(read())
+    assert stored is not None and service_secret is not None
     assert SecretBox("new-secret-9876543210").decrypt(stored) == "pw-1"
+    assert SecretBox("new-secret-9876543210").decrypt(service_secret) == "svc-1"
     # Running it again changes nothing.
     assert "re-encrypted 0" in cli(tmp_path, "rotate-secret", "--new-secret", "new-secret-9876543210").stderr
 

@@ -173,6 +173,10 @@ class SubmitMessageInput:
         default=None, description="Append the sent message to the Sent folder."
     )
     idempotency_key: str | None = None
+    preview_text: str | None = strawberry.field(
+        default=None,
+        description="Preheader text: a hidden div in the html, as EmailEngine puts it; ignored without html.",
+    )
 
     def to_spec(self) -> SubmitSpec:
         return SubmitSpec(
@@ -191,6 +195,7 @@ class SubmitMessageInput:
             delivery_attempts=self.delivery_attempts,
             copy=self.copy,
             idempotency_key=self.idempotency_key,
+            preview_text=self.preview_text,
         )
 
 

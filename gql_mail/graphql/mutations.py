@@ -7,7 +7,7 @@ import strawberry
 from gql_mail.graphql.context import Info
 from gql_mail.graphql.inputs import RegisterAccountInput, SubmitMessageInput, UpdateAccountInput, WebhookInput
 from gql_mail.graphql.permissions import CanWrite
-from gql_mail.graphql.types import Account, SubmitMessageResult, Webhook
+from gql_mail.graphql.types import Account, PreviewMessageResult, SubmitMessageResult, Webhook
 from gql_mail.services import accounts, outbox, webhooks
 
 
@@ -46,6 +46,19 @@ class Mutation:
     ) -> SubmitMessageResult:
         result = await outbox.submit_message(info.context.runtime, str(account), input.to_spec())
         return SubmitMessageResult.from_result(result)
+
+    @strawberry.mutation(
+        permission_classes=[CanWrite],
+        description=(
+            "EmailEngine's dryRun: composes the message exactly as submitMessage would, with the same checks "
+            'and errors, and queues and stores nothing. Answers response "Dry run".'
+        ),
+    )
+    async def preview_message(
+        self, info: Info, account: strawberry.ID, input: SubmitMessageInput
+    ) -> PreviewMessageResult:
+        result = await outbox.preview_message(info.context.runtime, str(account), input.to_spec())
+        return PreviewMessageResult.from_result(result)
 
     @strawberry.mutation(
         permission_classes=[CanWrite],

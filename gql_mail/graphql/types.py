@@ -12,7 +12,7 @@ from gql_mail import models
 from gql_mail.clock import utc
 from gql_mail.events import Event as BusEvent
 from gql_mail.events import iso
-from gql_mail.services.outbox import SubmitResult
+from gql_mail.services.outbox import PreviewResult, SubmitResult
 from gql_mail.services.webhooks import expand_events
 
 AccountState = strawberry.enum(models.AccountState, name="AccountState")
@@ -115,6 +115,23 @@ class SubmitMessageResult:
 class Envelope:
     from_: str = strawberry.field(name="from")
     to: list[str]
+
+
+@strawberry.type(description="A dry run: the message as it would be queued; nothing was queued or stored.")
+class PreviewMessageResult:
+    response: str = strawberry.field(description='"Dry run".')
+    message_id: str
+    preview: str = strawberry.field(description="The RFC 822 message (no Bcc header), base64.")
+    envelope: Envelope = strawberry.field(description="Who it would be sent to: to, cc and bcc.")
+
+    @classmethod
+    def from_result(cls, result: PreviewResult) -> PreviewMessageResult:
+        return cls(
+            response=result.response,
+            message_id=result.message_id,
+            preview=result.preview,
+            envelope=Envelope(from_=result.envelope_from, to=list(result.envelope_to)),
+        )
 
 
 @strawberry.type

@@ -7,6 +7,7 @@ then answered: an answered message is durable. Delivery never composes again.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from sqlmodel import col
 
 from gql_mail.clock import utc
 from gql_mail.ids import time_ordered_id
+from gql_mail.mail.compose import Composed
 from gql_mail.models import AccountState, MessageStatus, OutboxMessage
 from gql_mail.queue import OUTBOX
 from gql_mail.runtime import Runtime
@@ -28,6 +30,7 @@ from gql_mail.services.errors import AccountNotReady, BadInput, NotFound
 from gql_mail.services.submission import Sender, SubmitSpec, check_bounds, compose_message
 
 QUEUED_RESPONSE = "Queued for delivery"
+DRY_RUN_RESPONSE = "Dry run"
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,22 @@ class SubmitResult:
     queue_id: str
     # True when an earlier submission with the same idempotency key answered and nothing new was queued.
     duplicate: bool = field(default=False)
+
+
+@dataclass(frozen=True)
+class PreviewResult:
+    """A dry run's answer: EmailEngine's `{response: "Dry run", messageId, preview}`, and the envelope."""
+
+    response: str
+    message_id: str
+    raw: bytes  # the RFC 822 message, CRLF, no Bcc header (its recipients are in envelope_to)
+    envelope_from: str
+    envelope_to: tuple[str, ...]
+
+    @property
+    def preview(self) -> str:
+        """`raw` in base64, as EmailEngine's `preview`."""
+        return base64.b64encode(self.raw).decode("ascii")
 
 
 async def _sender(rt: Runtime, account_id: str) -> Sender | None:
@@ -131,20 +150,30 @@ async def _insert_keyed(rt: Runtime, row: dict[str, Any], account_id: str, key: 
     return None
 
 
-async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> SubmitResult:
-    """Validate, compose and durably queue one message."""
-    check_bounds(rt.settings, spec)
-    now = rt.clock.now()
+async def _sender_and_key(rt: Runtime, account_id: str, spec: SubmitSpec) -> tuple[Sender, str | None]:
+    """The account (NOT_FOUND if none) and the checked idempotency key: the checks before any lookup of
+    an earlier answer."""
     account = await _sender(rt, account_id)
     if account is None:
         raise NotFound(f"no account {account_id!r}", field="account")
     key = None
     if spec.idempotency_key:
         key = v.no_control_chars(spec.idempotency_key, "idempotencyKey", max_length=256)
-    if key:
-        async with rt.db.read() as session:
-            if earlier := await _earlier_answer(rt, session, account_id, key):
-                return _result(earlier, duplicate=True)
+    return account, key
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A submission that passed every check, composed."""
+
+    composed: Composed
+    attempts: int
+    send_at: datetime | None
+
+
+async def _ready(rt: Runtime, account_id: str, account: Sender, spec: SubmitSpec, now: datetime) -> _Ready:
+    """The checks of the account's state and the delivery fields, then the compose: what a submission
+    and its dry run share."""
     if account.state != AccountState.CONNECTED:
         raise AccountNotReady(f"account {account_id!r} is {account.state}, not CONNECTED", field="account")
 
@@ -155,7 +184,20 @@ async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> Subm
     if send_at and send_at < now - timedelta(seconds=rt.settings.send_at_tolerance_seconds):
         raise BadInput("sendAt is in the past", field="sendAt")
 
-    composed = await compose_message(rt.settings, account, spec, now)
+    return _Ready(await compose_message(rt.settings, account, spec, now), attempts, send_at)
+
+
+async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> SubmitResult:
+    """Validate, compose and durably queue one message."""
+    check_bounds(rt.settings, spec)
+    now = rt.clock.now()
+    account, key = await _sender_and_key(rt, account_id, spec)
+    if key:
+        async with rt.db.read() as session:
+            if earlier := await _earlier_answer(rt, session, account_id, key):
+                return _result(earlier, duplicate=True)
+    ready = await _ready(rt, account_id, account, spec, now)
+    composed, send_at = ready.composed, ready.send_at
 
     row = _outbox_values(
         id=time_ordered_id(),
@@ -165,7 +207,7 @@ async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> Subm
         envelope_from=composed.envelope_from,
         envelope_to=list(composed.envelope_to),
         status=MessageStatus.QUEUED,
-        attempts=attempts,
+        attempts=ready.attempts,
         copy_to_sent=(spec.copy if spec.copy is not None else True) and not account.imap_disabled,
         send_at=send_at,
         next_attempt_at=max(now, send_at) if send_at else now,
@@ -183,6 +225,24 @@ async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> Subm
         rt.wake.delivery()
     return SubmitResult(
         response=QUEUED_RESPONSE, message_id=row["message_id"], send_at=send_at, queue_id=row["id"]
+    )
+
+
+async def preview_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> PreviewResult:
+    """EmailEngine's `dryRun`: the message exactly as `submit_message` would queue it, and nothing written.
+
+    The same checks in the same order, and the same errors, as a submission (an account not CONNECTED
+    included); the idempotency key is checked but neither looked up nor recorded."""
+    check_bounds(rt.settings, spec)
+    now = rt.clock.now()
+    account, _ = await _sender_and_key(rt, account_id, spec)
+    composed = (await _ready(rt, account_id, account, spec, now)).composed
+    return PreviewResult(
+        response=DRY_RUN_RESPONSE,
+        message_id=composed.message_id,
+        raw=composed.raw,
+        envelope_from=composed.envelope_from,
+        envelope_to=composed.envelope_to,
     )
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from gql_mail.config import Settings
 from gql_mail.mail.compose import Address, Attachment, Composed, ComposeError, Draft, compose
+from gql_mail.mail.preview_text import MAX_PREVIEW_TEXT, with_preview_text
 from gql_mail.services.errors import BadInput, PayloadTooLarge
 
 MAX_REPLY_TO = 20
@@ -69,6 +70,8 @@ class SubmitSpec:
     delivery_attempts: int | None = None
     copy: bool | None = None
     idempotency_key: str | None = None
+    # EmailEngine's hidden preheader, put into the html (mail/preview_text.py); ignored without html.
+    preview_text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,7 @@ def check_bounds(settings: Settings, spec: SubmitSpec) -> None:
         _check_addresses(addresses, field)
     _at_most(spec.subject, MAX_SUBJECT, "subject", "subject")
     _at_most(spec.message_id, MAX_HEADER_TEXT, "messageId", "messageId")
+    _at_most(spec.preview_text, MAX_PREVIEW_TEXT, "previewText", "previewText")
     for index, attachment in enumerate(spec.attachments):
         where = f"attachments[{index}]"
         _at_most(attachment.filename, MAX_HEADER_TEXT, "attachments", f"{where}.filename")
@@ -211,7 +215,9 @@ def _composed(settings: Settings, sender: Sender, spec: SubmitSpec, now: datetim
         reply_to=tuple(spec.reply_to),
         subject=spec.subject,
         text=spec.text,
-        html=spec.html,
+        html=with_preview_text(spec.html, spec.preview_text)
+        if spec.html and spec.preview_text
+        else spec.html,
         attachments=_attachments(settings, spec.attachments),
         headers=_headers(spec.headers),
         message_id=spec.message_id,

@@ -4,7 +4,7 @@ Each delivery is claimed like a job (so with several processes each event is POS
 signed with the webhook's secret, and on a non-2xx answer, a timeout or any other error rescheduled with
 backoff until `GQL_MAIL_WEBHOOK_ATTEMPTS` is spent (see `webhook_post` for one POST). Order per (webhook,
 message) is kept by the claim query: a delivery is claimable only when nothing earlier for its webhook and
-order key is pending or in flight.
+order key is pending or in flight. Headers and signatures: `webhook_post`.
 
 A receiver that hangs must delay only its own deliveries. So a drain does not claim a batch and wait for
 all of it: each claimed delivery is POSTed by a task of its own, with at most `GQL_MAIL_WEBHOOK_CONCURRENCY`
@@ -30,14 +30,17 @@ from gql_mail.models import Webhook, WebhookDelivery
 from gql_mail.outbound_httpx import PolicyTransport
 from gql_mail.queue import ClaimedDelivery, claim_webhook_deliveries, give_back_webhook_deliveries
 from gql_mail.runtime import Runtime
+from gql_mail.services.settings import service_secret
 from gql_mail.workers.batcher import Batcher
-from gql_mail.workers.webhook_post import Outgoing, post_webhook, reason, signature
+from gql_mail.workers.webhook_post import USER_AGENT, Outgoing, post_webhook, reason, signature
 
 __all__ = ["WebhookDispatcher", "signature"]
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_DELETED = "webhook deleted"
+# Never POSTed unsigned: a receiver written for EmailEngine would refuse it anyway, for no stated reason.
+NO_SERVICE_SECRET = "ESECRET: the service secret that signs this webhook's POSTs could not be read"
 
 
 class WebhookDispatcher:
@@ -68,7 +71,7 @@ class WebhookDispatcher:
             transport=PolicyTransport(self.rt.outbound, limits=limits),
             # Per phase; the deadline for the whole POST is `post_webhook`'s.
             timeout=httpx.Timeout(self.rt.settings.webhook_timeout_seconds),
-            headers={"User-Agent": "gql-mail"},
+            headers={"User-Agent": USER_AGENT},
             follow_redirects=False,
             trust_env=False,
         )
@@ -127,6 +130,9 @@ class WebhookDispatcher:
             claimed = await claim_webhook_deliveries(self.rt, room, busy=full)
             if not claimed:
                 return False
+            fallback_key = (
+                await self._service_secret()
+            )  # never raises: read after the claim, not per idle poll
             taken: Counter[str] = Counter()
             kept: list[ClaimedDelivery] = []
             extra: list[ClaimedDelivery] = []
@@ -146,7 +152,7 @@ class WebhookDispatcher:
             for delivery in kept:
                 self._in_flight[delivery.webhook_id] += 1
                 task = asyncio.create_task(
-                    self._deliver(delivery, hooks.get(delivery.webhook_id)), name="webhook-post"
+                    self._deliver(delivery, hooks.get(delivery.webhook_id), fallback_key), name="webhook-post"
                 )
                 self._posts.add(task)
                 # Also removed when its coroutine ends (below); this covers one cancelled before it began.
@@ -158,11 +164,23 @@ class WebhookDispatcher:
         async with self.rt.db.read() as session:
             return {h.id: h for h in (await session.execute(select(Webhook))).scalars()}
 
-    async def _deliver(self, delivery: ClaimedDelivery, hook: Webhook | None) -> None:
+    async def _service_secret(self) -> str | None:
+        """EmailEngine's signing key for webhooks without a secret, read once per claim. None when it cannot
+        be read (stored under a key this process lacks, the database gone): only the POSTs that need it fail,
+        each a counted attempt with the reason; nothing stops the claimed deliveries' tasks from starting."""
+        try:
+            return await service_secret(self.rt)
+        except Exception:
+            log.exception("the service secret could not be read")
+            return None
+
+    async def _deliver(
+        self, delivery: ClaimedDelivery, hook: Webhook | None, fallback_key: str | None
+    ) -> None:
         """POST one delivery and record its result. Recorded as soon as it is known (batched with its
         neighbours): a crash then re-POSTs only what was really in flight."""
         try:
-            error = await self._post(delivery, hook)
+            error = await self._post(delivery, hook, fallback_key)
             await self._recorder.add((delivery, error))
         except Exception:
             log.exception("webhook delivery %s: its result could not be recorded", delivery.id)
@@ -176,7 +194,9 @@ class WebhookDispatcher:
                 self._posts.discard(task)
             self._signal()
 
-    async def _post(self, delivery: ClaimedDelivery, hook: Webhook | None) -> str | None:
+    async def _post(
+        self, delivery: ClaimedDelivery, hook: Webhook | None, fallback_key: str | None
+    ) -> str | None:
         """None on success, else the reason it failed."""
         assert self._client is not None
         try:
@@ -188,10 +208,21 @@ class WebhookDispatcher:
             secret = self.rt.secrets.decrypt(hook.secret_enc) if hook.secret_enc else None
         except Exception as exc:
             return reason(exc)
+        if secret is None and fallback_key is None:
+            return NO_SERVICE_SECRET
         settings = self.rt.settings
         return await post_webhook(
             self._client,
-            Outgoing(hook.url, delivery.body, delivery.event, delivery.id, secret),
+            Outgoing(
+                hook.url,
+                delivery.body,
+                delivery.event,
+                delivery.id,
+                secret,
+                service_secret=fallback_key,
+                attempts_made=delivery.attempts_made,
+                queued_at=delivery.created_at,
+            ),
             now=self.rt.clock.now(),
             seconds=settings.webhook_timeout_seconds,
             max_response_bytes=settings.webhook_max_response_bytes,

@@ -11,15 +11,28 @@ A receiver is a stranger's server, so nothing it does may wedge the worker:
   Only cancellation passes through.
 
 `post_webhook` returns None when the receiver answered 2xx, else the reason, `"<code>: <detail>"`.
+
+Besides its own `X-GqlMail-*` headers, each POST carries EmailEngine's (workers/webhooks.js in 2.79.2), so
+a receiver written for EmailEngine verifies it unchanged: `X-EE-Wh-Signature` (HMAC-SHA256 of the raw body,
+base64url without padding, as Node's `digest('base64url')`), keyed by the webhook's secret or else the
+service secret (`services/settings.py`; EmailEngine signs every POST with its `serviceSecret`),
+`X-EE-Wh-Id` (the delivery id, the same on every retry), `X-EE-Wh-Event-Id` (the same id written as a
+UUID, EmailEngine's form, which receivers use to drop duplicates), `X-EE-Wh-Attempts-Made` (attempts
+before this one: "0" on the first POST) and `X-EE-Wh-Queued-Time` (whole seconds since the event was
+staged, rounded, with an `s`: "5s"), and a `User-Agent` in EmailEngine's form, `gql-mail/<version>`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
+import math
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
 
 import httpx
 
@@ -27,6 +40,16 @@ from gql_mail.mail.peer_text import TRUNCATED, peer_text
 
 # A reason is shown in `lastError` and stored on every failed delivery: a line, not a page.
 MAX_REASON = 300
+
+
+def _user_agent() -> str:
+    try:
+        return f"gql-mail/{version('gql-mail')}"
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "gql-mail"
+
+
+USER_AGENT = _user_agent()
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -39,6 +62,26 @@ def signature_v2(secret: str, timestamp: int, body: bytes) -> str:
     that checks `X-GqlMail-Timestamp` can refuse a captured POST replayed later."""
     message = f"{timestamp}.".encode() + body
     return "sha256=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def ee_signature(key: str, body: bytes) -> str:
+    """`X-EE-Wh-Signature`: base64url (no padding) of HMAC-SHA256 of the raw body, EmailEngine's."""
+    digest = hmac.new(key.encode(), body, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def queued_time(queued_at: datetime, now: datetime) -> str:
+    """`X-EE-Wh-Queued-Time`: seconds since the event was staged, rounded half up (JavaScript's
+    `Math.round`), never negative, with an `s`."""
+    return f"{max(0, math.floor((now - queued_at).total_seconds() + 0.5))}s"
+
+
+def event_id(delivery_id: str) -> str:
+    """`X-EE-Wh-Event-Id`: the delivery id (a uuid4's hex) written as EmailEngine writes its event ids."""
+    try:
+        return str(uuid.UUID(hex=delivery_id))
+    except ValueError:
+        return delivery_id
 
 
 def reason(exc: BaseException) -> str:
@@ -59,15 +102,25 @@ class Outgoing:
     body: bytes
     event: str
     delivery_id: str
-    secret: str | None  # decrypted
+    secret: str | None  # the webhook's own, decrypted
+    service_secret: str | None = None  # decrypted; signs X-EE-Wh-Signature when the webhook has no secret
+    attempts_made: int = 0  # attempts before this one
+    queued_at: datetime | None = None  # when the event was staged
 
 
 def headers_for(out: Outgoing, now: datetime) -> dict[str, str]:
     headers = {
         "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
         "X-GqlMail-Event": out.event,
         "X-GqlMail-Delivery": out.delivery_id,
+        "X-EE-Wh-Id": out.delivery_id,
+        "X-EE-Wh-Event-Id": event_id(out.delivery_id),
+        "X-EE-Wh-Attempts-Made": str(out.attempts_made),
+        "X-EE-Wh-Queued-Time": queued_time(out.queued_at or now, now),
     }
+    if key := out.secret or out.service_secret:
+        headers["X-EE-Wh-Signature"] = ee_signature(key, out.body)
     if out.secret:
         timestamp = int(now.timestamp())
         headers["X-GqlMail-Signature"] = signature(out.secret, out.body)
