@@ -38,6 +38,9 @@ class SubmitResult:
     queue_id: str
     # True when an earlier submission with the same idempotency key answered and nothing new was queued.
     duplicate: bool = field(default=False)
+    # When the message was first due: `send_at`, or the submission's time for one sent at once (EmailEngine
+    # answers `sendAt` for both).
+    due_at: datetime | None = None
 
 
 async def _sender(rt: Runtime, account_id: str) -> Sender | None:
@@ -84,6 +87,7 @@ def _result(row: OutboxMessage, *, duplicate: bool = False) -> SubmitResult:
         send_at=utc(row.send_at) if row.send_at else None,
         queue_id=row.id,
         duplicate=duplicate,
+        due_at=utc(row.send_at or row.created_at),
     )
 
 
@@ -146,7 +150,9 @@ async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> Subm
             if earlier := await _earlier_answer(rt, session, account_id, key):
                 return _result(earlier, duplicate=True)
     if account.state != AccountState.CONNECTED:
-        raise AccountNotReady(f"account {account_id!r} is {account.state}, not CONNECTED", field="account")
+        raise AccountNotReady(
+            f"account {account_id!r} is {account.state}, not CONNECTED", field="account", state=account.state
+        )
 
     attempts = spec.delivery_attempts if spec.delivery_attempts is not None else rt.settings.delivery_attempts
     if not 1 <= attempts <= 100:
@@ -182,7 +188,11 @@ async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> Subm
     if row["next_attempt_at"] <= now:
         rt.wake.delivery()
     return SubmitResult(
-        response=QUEUED_RESPONSE, message_id=row["message_id"], send_at=send_at, queue_id=row["id"]
+        response=QUEUED_RESPONSE,
+        message_id=row["message_id"],
+        send_at=send_at,
+        queue_id=row["id"],
+        due_at=send_at or now,
     )
 
 
