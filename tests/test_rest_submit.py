@@ -92,7 +92,7 @@ async def test_unsupported_and_unknown_fields_are_refused_by_name(
 ) -> None:
     await _connected(server, smtp_server)
     base: dict[str, Any] = {"to": [{"address": "to@example.org"}], "text": "x"}
-    for extra, key, words in [
+    cases: list[tuple[dict[str, Any], str, str]] = [
         ({"template": "abc"}, "template", "is not supported by gql-mail"),
         ({"mailMerge": [{"to": {"address": "a@example.org"}}]}, "mailMerge", "is not supported by gql-mail"),
         ({"reference": {"message": "AAAA"}}, "reference", "is not supported by gql-mail"),
@@ -112,7 +112,8 @@ async def test_unsupported_and_unknown_fields_are_refused_by_name(
         ),
         ({"attachments": [{"content": "AAAA", "encoding": "hex"}]}, "encoding", "must be 'base64'"),
         ({"subjekt": "typo"}, "subjekt", "is not allowed"),
-    ]:
+    ]
+    for extra, key, words in cases:
         response = await rest(server, "POST", "/account/sender/submit", json={**base, **extra})
         assert response.status_code == 400, (extra, response.text)
         body = response.json()
