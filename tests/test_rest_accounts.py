@@ -32,6 +32,15 @@ async def test_post_account_is_an_upsert_and_graphql_register_still_conflicts(
     assert (again.status_code, again.json()) == (200, {"account": "up", "state": "existing"})
     shown = await wait_state(server, "up", "connected")
     assert shown["name"] == "Renamed"
+    # What an upsert leaves out (here email and smtp) keeps its stored value.
+    only_name = await rest(server, "POST", "/account", json={"account": "up", "name": "Again"})
+    assert only_name.json() == {"account": "up", "state": "existing"}
+    shown = await wait_state(server, "up", "connected")
+    assert (shown["name"], shown["email"], shown["smtp"]["port"]) == (
+        "Again",
+        "up@example.com",
+        smtp_server.port,
+    )
     assert shown["imap"] == {"disabled": True} and shown["sendOnly"] is True and shown["type"] == "sending"
     gql_body = _body("up", smtp_server)
     gql_body["smtp"]["auth"]["pass"] = smtp_server.password
@@ -144,7 +153,13 @@ async def test_post_account_validation_failures_name_the_fields(server: Server) 
         server, "POST", "/account", json={"account": "x", "name": "X", "email": "x@example.com"}
     )
     assert no_smtp.status_code == 400
-    assert no_smtp.json()["fields"] == [{"message": "smtp.host is required", "key": "host"}]
+    assert no_smtp.json()["fields"] == [{"message": "smtp is required", "key": "smtp"}]
+    no_host = await rest(
+        server, "POST", "/account", json={"account": "x", "name": "X", "email": "x@example.com", "smtp": {}}
+    )
+    assert no_host.json()["fields"] == [{"message": "smtp.host is required", "key": "host"}]
+    no_email = await rest(server, "POST", "/account", json={"account": "x", "name": "X", "smtp": {}})
+    assert no_email.json()["fields"] == [{"message": "email is required", "key": "email"}]
     assert (await rest(server, "GET", "/accounts")).json()["total"] == 0
 
 

@@ -122,7 +122,6 @@ class Smtp(Body):
 # `imap: false` is a send-only account, as `imap: {disabled: true}`.
 MaybeImap = Annotated[Imap | None, BeforeValidator(lambda v: {"disabled": True} if v is False else v)]
 MaybeSmtp = Annotated[Smtp | None, BeforeValidator(_false_is_none)]
-_NO_SMTP = SmtpSpec(host=None, port=None, auth=None)  # the service names what is missing
 
 
 class AccountSettings(Body):
@@ -167,8 +166,8 @@ class CreateAccount(AccountSettings):
         return AccountSpec(
             account=self.account or "",
             name=self.name,
-            email=self.email or "",
-            smtp=self.smtp.to_spec() if self.smtp else _NO_SMTP,
+            email=self.email,
+            smtp=self.smtp.to_spec() if self.smtp else None,
             imap=self.imap.to_spec() if self.imap else None,
         )
 

@@ -69,10 +69,13 @@ class SmtpSpec:
 
 @dataclass(frozen=True)
 class AccountSpec:
+    """A new account. `smtp` and `email` are required of a new one (None is refused); an upsert of an
+    existing id keeps the stored values of what is None here."""
+
     account: str
     name: str
-    email: str
-    smtp: SmtpSpec
+    email: str | None
+    smtp: SmtpSpec | None
     imap: ImapSpec | None = None
 
 
@@ -95,7 +98,9 @@ def _auth(auth: AuthSpec | None, field: str) -> AuthSpec:
     return auth
 
 
-def _email(value: str) -> str:
+def _email(value: str | None) -> str:
+    if not value:
+        raise BadInput("email is required", field="email")
     try:
         return validate_address(value, "email")
     except ComposeError as exc:
@@ -160,6 +165,8 @@ async def register_account(rt: Runtime, spec: AccountSpec) -> Account:
         created_at=now,
         updated_at=now,
     )
+    if spec.smtp is None:
+        raise BadInput("smtp is required", field="smtp")
     _apply_smtp(rt, row, spec.smtp)
     _apply_imap(rt, row, spec.imap)
     async with unit_of_work(rt) as uow:
@@ -183,15 +190,18 @@ def generated_account_id(rt: Runtime) -> str:
 
 async def upsert_account(rt: Runtime, spec: AccountSpec) -> tuple[Account, bool]:
     """EmailEngine's `POST /v1/account`: register the account, or, when the id is taken, update it with
-    the given settings (`imap` left out keeps the stored one). True when it was created. GraphQL's
-    `registerAccount` keeps refusing a taken id (CONFLICT); this is the REST contract."""
+    the given settings (`email`, `smtp`, `imap` left out keep the stored ones). True when it was created.
+    GraphQL's `registerAccount` keeps refusing a taken id (CONFLICT); this is the REST contract."""
     if not spec.account:  # a generated id never updates another account
         return await register_account(rt, replace(spec, account=generated_account_id(rt))), True
-    try:
-        return await register_account(rt, spec), True
-    except Conflict:
-        pass
-    patch = AccountPatch(name=spec.name, email=spec.email, smtp=spec.smtp, imap=spec.imap)
+    async with rt.db.read() as session:
+        exists = await session.get(Account, spec.account) is not None
+    if not exists:
+        try:
+            return await register_account(rt, spec), True
+        except Conflict:  # registered by a concurrent call meanwhile: update it
+            pass
+    patch = AccountPatch(name=spec.name, email=spec.email or None, smtp=spec.smtp, imap=spec.imap)
     return await update_account(rt, spec.account, patch), False
 
 
