@@ -4,8 +4,10 @@ EmailEngine's Boom shape before anything is read or stored that need not be."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,7 +15,7 @@ import pytest
 
 from gql_mail.log_redaction import redact
 from gql_mail.services.tokens import create_token, revoke_token
-from tests.harness import Server
+from tests.harness import Server, run_server
 from tests.rest_client import boom, rest
 from tests.server_log import server_log, tracebacks
 
@@ -90,26 +92,33 @@ async def test_no_token_leaks_to_the_access_log(server: Server) -> None:
     assert not any(server.token in line for line in seen), seen
 
 
-async def _raw(server: Server, head: bytes) -> tuple[int, dict[str, Any]]:
-    """Send only a request's head; the status and JSON body of the answer."""
-    import json
-
+async def _open(server: Server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     address = urlsplit(server.url)
     sock = socket.socket()
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, (address.hostname, address.port))
-    reader, writer = await asyncio.open_connection(sock=sock)
+    return await asyncio.open_connection(sock=sock)
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, Any]]:
+    """Status and JSON body of one HTTP response."""
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    return status, json.loads(await reader.readexactly(length))
+
+
+async def _raw(server: Server, head: bytes) -> tuple[int, dict[str, Any]]:
+    """Send only a request's head; the status and JSON body of the answer."""
+    reader, writer = await _open(server)
     try:
         writer.write(head)
         await writer.drain()
         async with asyncio.timeout(10):  # a server waiting for the body would never answer
-            status = int((await reader.readline()).split()[1])
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode().partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value)
-            return status, json.loads(await reader.readexactly(length))
+            return await _answer(reader)
     finally:
         writer.close()
 
@@ -174,3 +183,39 @@ async def test_deep_and_malformed_bodies_are_refused(server: Server) -> None:
                 assert words in body["message"], (raw[:60], body)
     assert tracebacks(log) == [], log
     assert (await rest(server, "GET", "/accounts")).json()["total"] == 0
+
+
+@pytest.mark.fault(
+    "REST: a large authenticated upload to /v1 while max_large_bodies=1, then one to /graphql",
+    "both APIs share one bound on large bodies: the /graphql upload waits unread until the REST one is read",
+)
+async def test_rest_and_graphql_share_the_large_body_bound(tmp_path: Path) -> None:
+    async with run_server(tmp_path, large_body_bytes=4096, max_large_bodies=1) as server:
+        gate = server.app.state.graphql.bodies
+
+        async def until(predicate: Any) -> None:
+            async with asyncio.timeout(20):
+                while not predicate():  # noqa: ASYNC110 (counters the server bumps; a bounded poll)
+                    await asyncio.sleep(0.01)
+
+        rest_body = json.dumps({"account": "big", "name": "x" * 200, "pad": "y" * 20_000}).encode()
+        gql_body = json.dumps(
+            {"query": "{ accounts { account } }", "variables": {"pad": "z" * 20_000}}
+        ).encode()
+        (rest_reader, rest_writer), (gql_reader, gql_writer) = await _open(server), await _open(server)
+        try:
+            rest_writer.write(_head("/v1/account", len(rest_body), server.token) + rest_body[:1000])
+            await until(lambda: gate.reading_large == 1)
+            gql_writer.write(_head("/graphql", len(gql_body), server.token) + gql_body)
+            await until(lambda: gate.waiting_large == 1)
+            rest_writer.write(rest_body[1000:])
+            async with asyncio.timeout(10):
+                status, answer = await _answer(rest_reader)
+            assert status == 400 and answer["fields"] == [{"message": '"pad" is not allowed', "key": "pad"}]
+            async with asyncio.timeout(10):
+                status, answer = await _answer(gql_reader)
+            assert (status, answer) == (200, {"data": {"accounts": []}})
+            assert gate.reading_large == gate.waiting_large == 0
+        finally:
+            rest_writer.close()
+            gql_writer.close()
