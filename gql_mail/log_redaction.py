@@ -3,7 +3,8 @@
 Two rules, applied to a record's formatted message, its traceback text and its stack text:
 
 1. **Shapes that carry credentials**: the arguments of an IMAP ``LOGIN``, of an IMAP ``AUTHENTICATE``
-   and of an SMTP ``AUTH`` after the mechanism, a ``Bearer`` token, the password of a URL
+   and of an SMTP ``AUTH`` after the mechanism, a ``Bearer`` token or an ``access_token=`` in a URL's
+   query, the password of a URL
    (``scheme://user:password@host``). These hold whatever the secret is and however it was quoted.
    aioimaplib logs every command it sends at debug level and only masks the password as given, so a
    password with ``"`` or ``\\`` (quoted on the wire) or an XOAUTH2 token (base64 on the wire) went out
@@ -54,6 +55,9 @@ _IMAP_AUTHENTICATE = re.compile(r"(\b[A-Za-z]*\d+ (?i:AUTHENTICATE) [\w-]+)[^\r\
 _SMTP_AUTH = re.compile(r"((?:^|(?<=[\s'\"]))(?<!\d[ -])(?i:AUTH) [\w-]+) [^\r\n]+")
 _BEARER = re.compile(r"(\b(?i:Bearer)\s+)[^\s\x01'\",]+")
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
+# A token in a URL's query, as the REST API accepts it (EmailEngine's `?access_token=`): the access log
+# writes every request's path and query.
+_QUERY_TOKEN = re.compile(r"([?&](?i:access_token)=)[^&#\s'\"]+")
 
 
 def _redact_shapes(text: str) -> str:
@@ -61,6 +65,7 @@ def _redact_shapes(text: str) -> str:
     text = _IMAP_AUTHENTICATE.sub(rf"\g<1> {REDACTED}", text)
     text = _SMTP_AUTH.sub(rf"\g<1> {REDACTED}", text)
     text = _BEARER.sub(rf"\g<1>{REDACTED}", text)
+    text = _QUERY_TOKEN.sub(rf"\g<1>{REDACTED}", text)
     return _URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", text)
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlmodel import col
 
 from gql_mail.clock import utc
@@ -69,10 +69,13 @@ class SmtpSpec:
 
 @dataclass(frozen=True)
 class AccountSpec:
+    """A new account. `smtp` and `email` are required of a new one (None is refused); an upsert of an
+    existing id keeps the stored values of what is None here."""
+
     account: str
     name: str
-    email: str
-    smtp: SmtpSpec
+    email: str | None
+    smtp: SmtpSpec | None
     imap: ImapSpec | None = None
 
 
@@ -95,7 +98,9 @@ def _auth(auth: AuthSpec | None, field: str) -> AuthSpec:
     return auth
 
 
-def _email(value: str) -> str:
+def _email(value: str | None) -> str:
+    if not value:
+        raise BadInput("email is required", field="email")
     try:
         return validate_address(value, "email")
     except ComposeError as exc:
@@ -160,6 +165,8 @@ async def register_account(rt: Runtime, spec: AccountSpec) -> Account:
         created_at=now,
         updated_at=now,
     )
+    if spec.smtp is None:
+        raise BadInput("smtp is required", field="smtp")
     _apply_smtp(rt, row, spec.smtp)
     _apply_imap(rt, row, spec.imap)
     async with unit_of_work(rt) as uow:
@@ -169,6 +176,33 @@ async def register_account(rt: Runtime, spec: AccountSpec) -> Account:
         uow.emit(Event(ACCOUNT_ADDED, row.id, now, {"account": row.id, "name": row.name, "email": row.email}))
     rt.wake.account_check(row.id)
     return row
+
+
+# EmailEngine's generated account ids: 16 characters of [0-9a-z].
+_GENERATED_ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+_GENERATED_ID_LENGTH = 16
+
+
+def generated_account_id(rt: Runtime) -> str:
+    """An id for an account registered without one (EmailEngine's `"account": null`)."""
+    return "".join(rt.rng.choice(_GENERATED_ID_ALPHABET) for _ in range(_GENERATED_ID_LENGTH))
+
+
+async def upsert_account(rt: Runtime, spec: AccountSpec) -> tuple[Account, bool]:
+    """EmailEngine's `POST /v1/account`: register the account, or, when the id is taken, update it with
+    the given settings (`email`, `smtp`, `imap` left out keep the stored ones). True when it was created.
+    GraphQL's `registerAccount` keeps refusing a taken id (CONFLICT); this is the REST contract."""
+    if not spec.account:  # a generated id never updates another account
+        return await register_account(rt, replace(spec, account=generated_account_id(rt))), True
+    async with rt.db.read() as session:
+        exists = await session.get(Account, spec.account) is not None
+    if not exists:
+        try:
+            return await register_account(rt, spec), True
+        except Conflict:  # registered by a concurrent call meanwhile: update it
+            pass
+    patch = AccountPatch(name=spec.name, email=spec.email or None, smtp=spec.smtp, imap=spec.imap)
+    return await update_account(rt, spec.account, patch), False
 
 
 async def update_account(rt: Runtime, account_id: str, patch: AccountPatch) -> Account:
@@ -224,6 +258,51 @@ async def get_account(rt: Runtime, account_id: str) -> Account:
 async def list_accounts(rt: Runtime) -> Sequence[Account]:
     async with rt.db.read() as session:
         return (await session.execute(select(Account).order_by(col(Account.created_at)))).scalars().all()
+
+
+MAX_PAGE_SIZE = 1000
+MAX_PAGE = 1048576  # EmailEngine's bound on `page`
+
+
+@dataclass(frozen=True)
+class AccountPage:
+    accounts: Sequence[Account]
+    total: int  # matching accounts on all pages
+
+
+async def page_accounts(
+    rt: Runtime,
+    *,
+    page: int = 0,
+    page_size: int = 20,
+    state: AccountState | None = None,
+    query: str | None = None,
+) -> AccountPage:
+    """One page (0-based) of the accounts in registration order, optionally only those in `state` and
+    those whose id, name or email contains `query` (case-insensitive)."""
+    if not 0 <= page <= MAX_PAGE:
+        raise BadInput(f"page must be between 0 and {MAX_PAGE}", field="page")
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise BadInput(f"pageSize must be between 1 and {MAX_PAGE_SIZE}", field="pageSize")
+    conditions = []
+    if state is not None:
+        conditions.append(col(Account.state) == state)
+    if query:
+        needle = v.no_control_chars(query, "query", max_length=256).lower()
+        conditions.append(
+            or_(
+                *(
+                    func.lower(column).contains(needle, autoescape=True)
+                    for column in (col(Account.id), col(Account.name), col(Account.email))
+                )
+            )
+        )
+    rows = select(Account).where(*conditions).order_by(col(Account.created_at), col(Account.id))
+    count = select(func.count()).select_from(Account).where(*conditions)
+    async with rt.db.read() as session:
+        total = int((await session.execute(count)).scalar_one())
+        found = (await session.execute(rows.offset(page * page_size).limit(page_size))).scalars().all()
+    return AccountPage(accounts=found, total=total)
 
 
 def _require_tls(rt: Runtime, account_value: bool | None) -> bool:

@@ -37,7 +37,13 @@ class Conflict(ServiceError):
 
 
 class AccountNotReady(ServiceError):
+    """`state`: the account's state (an `AccountState` value), for front doors that name it in a code."""
+
     code = "ACCOUNT_NOT_READY"
+
+    def __init__(self, message: str, *, field: str | None = None, state: str) -> None:
+        super().__init__(message, field=field)
+        self.state = state
 
 
 class PayloadTooLarge(ServiceError):

@@ -41,6 +41,9 @@ class SubmitResult:
     queue_id: str
     # True when an earlier submission with the same idempotency key answered and nothing new was queued.
     duplicate: bool = field(default=False)
+    # When the message was first due: `send_at`, or the submission's time for one sent at once (EmailEngine
+    # answers `sendAt` for both).
+    due_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ def _result(row: OutboxMessage, *, duplicate: bool = False) -> SubmitResult:
         send_at=utc(row.send_at) if row.send_at else None,
         queue_id=row.id,
         duplicate=duplicate,
+        due_at=utc(row.send_at or row.created_at),
     )
 
 
@@ -175,7 +179,9 @@ async def _ready(rt: Runtime, account_id: str, account: Sender, spec: SubmitSpec
     """The checks of the account's state and the delivery fields, then the compose: what a submission
     and its dry run share."""
     if account.state != AccountState.CONNECTED:
-        raise AccountNotReady(f"account {account_id!r} is {account.state}, not CONNECTED", field="account")
+        raise AccountNotReady(
+            f"account {account_id!r} is {account.state}, not CONNECTED", field="account", state=account.state
+        )
 
     attempts = spec.delivery_attempts if spec.delivery_attempts is not None else rt.settings.delivery_attempts
     if not 1 <= attempts <= 100:
@@ -224,7 +230,11 @@ async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> Subm
     if row["next_attempt_at"] <= now:
         rt.wake.delivery()
     return SubmitResult(
-        response=QUEUED_RESPONSE, message_id=row["message_id"], send_at=send_at, queue_id=row["id"]
+        response=QUEUED_RESPONSE,
+        message_id=row["message_id"],
+        send_at=send_at,
+        queue_id=row["id"],
+        due_at=send_at or now,
     )
 
 

@@ -1,0 +1,292 @@
+"""EmailEngine's request bodies and query strings as pydantic models, and their translation to the
+services' specs (the same specs GraphQL's inputs build).
+
+Strict like EmailEngine's Joi schemas: an unknown key is refused ("\\"foo\\" is not allowed"). A key
+EmailEngine knows but gql-mail cannot honour yet is declared `Unsupported`: refused by name ("is not
+supported by gql-mail"), never silently ignored; `UnsupportedFlag` lets the value that asks for nothing
+(false, null) through. Sizes, formats and every other rule are the services' (services/validation.py,
+services/submission.py), so both APIs refuse the same input for the same reason.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from gql_mail.mail.compose import Address
+from gql_mail.services.accounts import AccountPatch, AccountSpec, AuthSpec, ImapSpec, SmtpSpec
+from gql_mail.services.submission import AttachmentSpec, SubmitSpec
+
+
+def _refuse(value: Any) -> None:
+    if value is not None:
+        raise PydanticCustomError("unsupported", "not supported by gql-mail")
+
+
+def _refuse_unless_off(value: Any) -> None:
+    if value is not None and value is not False:
+        raise PydanticCustomError("unsupported", "not supported by gql-mail")
+
+
+Unsupported = Annotated[Any, BeforeValidator(_refuse)]
+UnsupportedFlag = Annotated[Any, BeforeValidator(_refuse_unless_off)]
+
+
+def _false_is_none(value: Any) -> Any:
+    """EmailEngine's `imap: false`, `smtp: false`, `auth: false`: the block is absent."""
+    return None if value is False else value
+
+
+def _one_or_many(value: Any) -> Any:
+    """EmailEngine accepts one address object where it takes a list."""
+    return [value] if isinstance(value, dict) else value
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=False)
+
+
+# --- accounts ----------------------------------------------------------------------------------------
+
+
+class Auth(Body):
+    user: str
+    pass_: str | None = Field(default=None, alias="pass")
+    access_token: str | None = None
+
+    def to_spec(self) -> AuthSpec:
+        return AuthSpec(user=self.user, password=self.pass_, access_token=self.access_token)
+
+
+class Tls(Body):
+    reject_unauthorized: bool | None = None
+    require_tls: bool | None = Field(default=None, alias="requireTLS")  # gql-mail's own
+    min_version: Unsupported = None
+
+
+MaybeAuth = Annotated[Auth | None, BeforeValidator(_false_is_none)]
+
+
+class Imap(Body):
+    host: str | None = None
+    port: int | None = None
+    secure: bool | None = None
+    auth: MaybeAuth = None
+    tls: Tls | None = None
+    disabled: bool | None = None
+    sent_mail_path: str | None = None
+    use_auth_server: UnsupportedFlag = None
+    disable_imap4rev2: UnsupportedFlag = Field(default=None, alias="disableIMAP4rev2")
+    resync_delay: Unsupported = None
+    drafts_mail_path: Unsupported = None
+    junk_mail_path: Unsupported = None
+    trash_mail_path: Unsupported = None
+    archive_mail_path: Unsupported = None
+
+    def to_spec(self) -> ImapSpec:
+        return ImapSpec(
+            host=self.host,
+            port=self.port,
+            secure=self.secure,
+            auth=self.auth.to_spec() if self.auth else None,
+            reject_unauthorized=self.tls.reject_unauthorized if self.tls else None,
+            require_tls=self.tls.require_tls if self.tls else None,
+            disabled=self.disabled,
+            sent_mail_path=self.sent_mail_path,
+        )
+
+
+class Smtp(Body):
+    host: str | None = None
+    port: int | None = None
+    secure: bool | None = None
+    auth: MaybeAuth = None
+    tls: Tls | None = None
+    use_auth_server: UnsupportedFlag = None
+
+    def to_spec(self) -> SmtpSpec:
+        return SmtpSpec(
+            host=self.host,
+            port=self.port,
+            auth=self.auth.to_spec() if self.auth else None,
+            secure=self.secure,
+            reject_unauthorized=self.tls.reject_unauthorized if self.tls else None,
+            require_tls=self.tls.require_tls if self.tls else None,
+        )
+
+
+# `imap: false` is a send-only account, as `imap: {disabled: true}`.
+MaybeImap = Annotated[Imap | None, BeforeValidator(lambda v: {"disabled": True} if v is False else v)]
+MaybeSmtp = Annotated[Smtp | None, BeforeValidator(_false_is_none)]
+
+
+class AccountSettings(Body):
+    """What `POST /v1/account` and `PUT /v1/account/{account}` share."""
+
+    name: str | None = None
+    email: str | None = None
+    imap: MaybeImap = None
+    smtp: MaybeSmtp = None
+    oauth2: UnsupportedFlag = None
+    path: Unsupported = None
+    subconnections: Unsupported = None
+    webhooks: Unsupported = None
+    copy_: Unsupported = Field(default=None, alias="copy")
+    logs: UnsupportedFlag = None
+    notify_from: Unsupported = None
+    proxy: Unsupported = None
+    smtp_ehlo_name: Unsupported = None
+    locale: Unsupported = None
+    tz: Unsupported = None
+    webhooks_custom_headers: Unsupported = None
+    expected_email: Unsupported = None
+
+    def to_patch(self) -> AccountPatch:
+        return AccountPatch(
+            name=self.name,
+            email=self.email,
+            smtp=self.smtp.to_spec() if self.smtp else None,
+            imap=self.imap.to_spec() if self.imap else None,
+        )
+
+
+class CreateAccount(AccountSettings):
+    """`POST /v1/account`. `account: null` lets the service generate the id, as EmailEngine does."""
+
+    account: str | None
+    name: str
+    sync_from: Unsupported = None
+    imap_indexer: Unsupported = None
+
+    def to_spec(self) -> AccountSpec:
+        return AccountSpec(
+            account=self.account or "",
+            name=self.name,
+            email=self.email,
+            smtp=self.smtp.to_spec() if self.smtp else None,
+            imap=self.imap.to_spec() if self.imap else None,
+        )
+
+
+class UpdateAccount(AccountSettings):
+    """`PUT /v1/account/{account}`: fields left out keep their value; a given imap or smtp replaces it."""
+
+
+class Reconnect(Body):
+    reconnect: bool = False
+
+
+class AccountsQuery(Body):
+    """`GET /v1/accounts`. `state` is in EmailEngine's spelling (states.py)."""
+
+    page: int = Field(default=0, ge=0, le=1048576)
+    page_size: int = Field(default=20, ge=1, le=1000)
+    state: str | None = None
+    query: str | None = None
+
+
+class DeleteQuery(Body):
+    """`DELETE /v1/account/{account}`: `revoke` undoes an OAuth2 grant in EmailEngine; gql-mail keeps
+    none, so there is nothing to revoke."""
+
+    revoke: bool = False
+
+
+class NoQuery(Body):
+    """Routes without query parameters refuse any (as EmailEngine's Joi does)."""
+
+
+# --- submit ------------------------------------------------------------------------------------------
+
+
+class MailAddress(Body):
+    address: str
+    name: str | None = None
+
+    def to_address(self) -> Address:
+        return Address(address=self.address, name=self.name)
+
+
+Addresses = Annotated[list[MailAddress] | None, BeforeValidator(_one_or_many)]
+
+
+class SubmitAttachment(Body):
+    content: str
+    filename: str | None = None
+    content_type: str | None = None
+    cid: str | None = None
+    encoding: Literal["base64"] = "base64"
+    content_disposition: Unsupported = None
+    reference: Unsupported = None
+
+    def to_spec(self) -> AttachmentSpec:
+        return AttachmentSpec(
+            content=self.content, filename=self.filename, content_type=self.content_type, cid=self.cid
+        )
+
+
+def _addresses(values: list[MailAddress] | None) -> tuple[Address, ...]:
+    return tuple(a.to_address() for a in values or ())
+
+
+class SubmitMessage(Body):
+    """`POST /v1/account/{account}/submit`. The `Idempotency-Key` header is passed to `to_spec`."""
+
+    from_: MailAddress | None = Field(default=None, alias="from")
+    to: Addresses = None
+    cc: Addresses = None
+    bcc: Addresses = None
+    reply_to: Addresses = None
+    subject: str | None = None
+    text: str | None = None
+    html: str | None = None
+    attachments: list[SubmitAttachment] | None = None
+    headers: dict[str, Any] | None = None
+    message_id: str | None = None
+    send_at: datetime | None = None
+    delivery_attempts: int | None = None
+    copy_: bool | None = Field(default=None, alias="copy")
+    sent_mail_path: Unsupported = None
+    preview_text: Unsupported = None
+    raw: Unsupported = None
+    envelope: Unsupported = None
+    template: Unsupported = None
+    render: UnsupportedFlag = None
+    mail_merge: Unsupported = None
+    list_id: Unsupported = None
+    reference: Unsupported = None
+    tracking_enabled: UnsupportedFlag = None
+    track_opens: UnsupportedFlag = None
+    track_clicks: UnsupportedFlag = None
+    base_url: Unsupported = None
+    gateway: Unsupported = None
+    dsn: Unsupported = None
+    proxy: Unsupported = None
+    local_address: Unsupported = None
+    locale: Unsupported = None
+    tz: Unsupported = None
+    dry_run: UnsupportedFlag = None
+    use_queue: Unsupported = None
+
+    def to_spec(self, idempotency_key: str | None) -> SubmitSpec:
+        return SubmitSpec(
+            from_=self.from_.to_address() if self.from_ else None,
+            to=_addresses(self.to),
+            cc=_addresses(self.cc),
+            bcc=_addresses(self.bcc),
+            reply_to=_addresses(self.reply_to),
+            subject=self.subject,
+            text=self.text,
+            html=self.html,
+            attachments=tuple(a.to_spec() for a in self.attachments or ()),
+            headers=self.headers,
+            message_id=self.message_id,
+            send_at=self.send_at,
+            delivery_attempts=self.delivery_attempts,
+            copy=self.copy_,
+            idempotency_key=idempotency_key,
+        )

@@ -1,0 +1,55 @@
+"""The /v1 routes: EmailEngine's paths, each method onto its handler (endpoint.py runs them)."""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+from starlette.routing import Route, Router
+from starlette.types import Receive, Scope, Send
+
+from gql_mail.http_edge.gate import RequestGate
+from gql_mail.rest import accounts, boom, submit
+from gql_mail.rest.endpoint import Front, Operation, Resource
+from gql_mail.rest.models import (
+    AccountsQuery,
+    CreateAccount,
+    DeleteQuery,
+    Reconnect,
+    SubmitMessage,
+    UpdateAccount,
+)
+from gql_mail.runtime import Runtime
+
+
+async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    response: Response = boom.boom(404, "Not Found")
+    await response(scope, receive, send)
+
+
+def rest_app(runtime: Runtime, gate: RequestGate) -> Router:
+    """The ASGI app to mount at /v1. `gate`: the process's token and body rules, shared with /graphql."""
+    front = Front(runtime, gate)
+
+    def resource(path: str, **operations: Operation) -> Route:
+        return Route(path, Resource(front, operations))
+
+    return Router(
+        routes=[
+            resource("/account", POST=Operation(accounts.create_account, write=True, body=CreateAccount)),
+            resource(
+                "/account/{account}",
+                GET=Operation(accounts.get_account),
+                PUT=Operation(accounts.update_account, write=True, body=UpdateAccount),
+                DELETE=Operation(accounts.delete_account, write=True, query=DeleteQuery),
+            ),
+            resource(
+                "/account/{account}/reconnect",
+                PUT=Operation(accounts.reconnect_account, write=True, body=Reconnect),
+            ),
+            resource(
+                "/account/{account}/submit",
+                POST=Operation(submit.submit_message, write=True, body=SubmitMessage),
+            ),
+            resource("/accounts", GET=Operation(accounts.list_accounts, query=AccountsQuery)),
+        ],
+        default=_not_found,
+    )
