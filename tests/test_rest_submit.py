@@ -102,7 +102,6 @@ async def test_unsupported_and_unknown_fields_are_refused_by_name(
         ({"gateway": "relay"}, "gateway", "is not supported by gql-mail"),
         ({"dsn": {"return": "headers"}}, "dsn", "is not supported by gql-mail"),
         ({"render": {"params": {}}}, "render", "is not supported by gql-mail"),
-        ({"dryRun": True}, "dryRun", "is not supported by gql-mail"),
         ({"sentMailPath": "Sent"}, "sentMailPath", "is not supported by gql-mail"),
         ({"raw": "AAAA"}, "raw", "is not supported by gql-mail"),
         (
@@ -179,3 +178,28 @@ async def test_submit_to_an_account_that_cannot_send(
         ),
     )
     assert (await server.gql(OUTBOX))["outbox"] == []
+
+
+async def test_dry_run_answers_the_composed_message_and_queues_nothing(
+    server: Server, smtp_server: SmtpServer
+) -> None:
+    await _connected(server, smtp_server)
+    body = {
+        "to": [{"address": "rcpt@example.org"}],
+        "subject": "Preview",
+        "html": "<p>Hello</p>",
+        "previewText": "Hidden preheader",
+        "dryRun": True,
+    }
+    response = await rest(server, "POST", "/account/sender/submit", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert set(answer) == {"response", "messageId", "preview"}
+    assert answer["response"] == "Dry run"
+    message = email.message_from_bytes(base64.b64decode(answer["preview"]), policy=email.policy.default)
+    assert message["Subject"] == "Preview"
+    assert message["Message-ID"] == answer["messageId"]
+    assert isinstance(message, EmailMessage)
+    html = message.get_body(("html",))
+    assert html is not None and "Hidden preheader" in html.get_content()
+    assert (await server.gql(OUTBOX))["outbox"] == []  # nothing queued

@@ -251,7 +251,7 @@ class SubmitMessage(Body):
     delivery_attempts: int | None = None
     copy_: bool | None = Field(default=None, alias="copy")
     sent_mail_path: Unsupported = None
-    preview_text: Unsupported = None
+    preview_text: str | None = None
     raw: Unsupported = None
     envelope: Unsupported = None
     template: Unsupported = None
@@ -269,7 +269,7 @@ class SubmitMessage(Body):
     local_address: Unsupported = None
     locale: Unsupported = None
     tz: Unsupported = None
-    dry_run: UnsupportedFlag = None
+    dry_run: bool = False
     use_queue: Unsupported = None
 
     def to_spec(self, idempotency_key: str | None) -> SubmitSpec:
@@ -289,4 +289,5 @@ class SubmitMessage(Body):
             delivery_attempts=self.delivery_attempts,
             copy=self.copy_,
             idempotency_key=idempotency_key,
+            preview_text=self.preview_text,
         )

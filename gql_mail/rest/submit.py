@@ -14,9 +14,14 @@ IDEMPOTENCY_HEADER = "idempotency-key"
 
 async def submit_message(call: Call[SubmitMessage, NoQuery]) -> dict[str, Any]:
     """EmailEngine's answer: `{response, messageId, sendAt, queueId}`, plus `idempotency {key, status}`
-    when the request carried an `Idempotency-Key` (status HIT: an earlier submission's answer, replayed)."""
+    when the request carried an `Idempotency-Key` (status HIT: an earlier submission's answer, replayed).
+    With `dryRun: true`, `{response: "Dry run", messageId, preview}` and nothing queued."""
     key = call.request.headers.get(IDEMPOTENCY_HEADER)
-    result = await outbox.submit_message(call.runtime, call.path["account"], call.body.to_spec(key))
+    spec = call.body.to_spec(key)
+    if call.body.dry_run:
+        preview = await outbox.preview_message(call.runtime, call.path["account"], spec)
+        return {"response": preview.response, "messageId": preview.message_id, "preview": preview.preview}
+    result = await outbox.submit_message(call.runtime, call.path["account"], spec)
     answer: dict[str, Any] = {
         "response": result.response,
         "messageId": result.message_id,
