@@ -196,6 +196,13 @@ class DeleteQuery(Body):
     revoke: bool = False
 
 
+class OutboxQuery(Body):
+    """`GET /v1/outbox`."""
+
+    page: int = Field(default=0, ge=0, le=1048576)
+    page_size: int = Field(default=20, ge=1, le=1000)
+
+
 class NoQuery(Body):
     """Routes without query parameters refuse any (as EmailEngine's Joi does)."""
 

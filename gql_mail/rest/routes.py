@@ -7,12 +7,13 @@ from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
 from gql_mail.http_edge.gate import RequestGate
-from gql_mail.rest import accounts, boom, submit
+from gql_mail.rest import accounts, boom, outbox, submit
 from gql_mail.rest.endpoint import Front, Operation, Resource
 from gql_mail.rest.models import (
     AccountsQuery,
     CreateAccount,
     DeleteQuery,
+    OutboxQuery,
     Reconnect,
     SubmitMessage,
     UpdateAccount,
@@ -50,6 +51,12 @@ def rest_app(runtime: Runtime, gate: RequestGate) -> Router:
                 POST=Operation(submit.submit_message, write=True, body=SubmitMessage),
             ),
             resource("/accounts", GET=Operation(accounts.list_accounts, query=AccountsQuery)),
+            resource("/outbox", GET=Operation(outbox.list_outbox, query=OutboxQuery)),
+            resource(
+                "/outbox/{queueId}",
+                GET=Operation(outbox.get_outbox_entry),
+                DELETE=Operation(outbox.delete_outbox_entry, write=True),
+            ),
         ],
         default=_not_found,
     )

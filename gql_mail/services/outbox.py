@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import QueryableAttribute, defer
 from sqlmodel import col
@@ -267,31 +267,71 @@ def _statuses(values: Sequence[str] | None) -> list[str] | None:
     return v.known_names(values, known=_KNOWN_STATUSES, field="status", max_count=max_count, what="status")
 
 
-async def list_outbox(
-    rt: Runtime, account_id: str | None = None, *, statuses: Sequence[str] | None = None, limit: int = 1000
-) -> Sequence[OutboxMessage]:
-    """Active messages (queued, sending, scheduled) and finished ones of the last 24 hours, newest first."""
-    statuses = _statuses(statuses)
-    since = rt.clock.now() - timedelta(hours=24)
-    query = (
-        select(OutboxMessage)
-        .options(WITHOUT_RAW)
-        .order_by(col(OutboxMessage.id).desc())
-        .limit(max(1, min(limit, 10_000)))
-    )
+def _listed(account_id: str | None, statuses: Sequence[str] | None, since: datetime) -> list[Any]:
+    """The one rule of what an outbox listing shows (GraphQL's `outbox` and REST's `GET /v1/outbox`):
+    the given statuses, or else active messages and those finished since `since`."""
+    conditions: list[Any] = []
     if account_id is not None:
-        query = query.where(col(OutboxMessage.account_id) == account_id)
+        conditions.append(col(OutboxMessage.account_id) == account_id)
     if statuses:
-        query = query.where(col(OutboxMessage.status).in_(statuses))
+        conditions.append(col(OutboxMessage.status).in_(statuses))
     else:
-        query = query.where(
+        conditions.append(
             or_(
                 col(OutboxMessage.status).in_([MessageStatus.QUEUED, MessageStatus.SENDING]),
                 col(OutboxMessage.updated_at) >= since,
             )
         )
+    return conditions
+
+
+async def list_outbox(
+    rt: Runtime, account_id: str | None = None, *, statuses: Sequence[str] | None = None, limit: int = 1000
+) -> Sequence[OutboxMessage]:
+    """Active messages (queued, sending, scheduled) and finished ones of the last 24 hours, newest first."""
+    conditions = _listed(account_id, _statuses(statuses), rt.clock.now() - timedelta(hours=24))
+    query = (
+        select(OutboxMessage)
+        .options(WITHOUT_RAW)
+        .where(*conditions)
+        .order_by(col(OutboxMessage.id).desc())
+        .limit(max(1, min(limit, 10_000)))
+    )
     async with rt.db.read() as session:
         return (await session.execute(query)).scalars().all()
+
+
+MAX_PAGE_SIZE = 1000
+MAX_PAGE = 1048576  # EmailEngine's bound on `page`
+
+
+@dataclass(frozen=True)
+class OutboxPage:
+    messages: Sequence[OutboxMessage]
+    total: int  # listed messages on all pages
+
+
+async def page_outbox(rt: Runtime, *, page: int = 0, page_size: int = 20) -> OutboxPage:
+    """One page (0-based) of what `list_outbox` shows for every account, newest first (EmailEngine's
+    `GET /v1/outbox` is global too)."""
+    if not 0 <= page <= MAX_PAGE:
+        raise BadInput(f"page must be between 0 and {MAX_PAGE}", field="page")
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise BadInput(f"pageSize must be between 1 and {MAX_PAGE_SIZE}", field="pageSize")
+    conditions = _listed(None, None, rt.clock.now() - timedelta(hours=24))
+    rows = (
+        select(OutboxMessage)
+        .options(WITHOUT_RAW)
+        .where(*conditions)
+        .order_by(col(OutboxMessage.id).desc())
+        .offset(page * page_size)
+        .limit(page_size)
+    )
+    count = select(func.count()).select_from(OutboxMessage).where(*conditions)
+    async with rt.db.read() as session:
+        total = int((await session.execute(count)).scalar_one())
+        found = (await session.execute(rows)).scalars().all()
+    return OutboxPage(messages=found, total=total)
 
 
 async def _require_message(session: Any, queue_id: str) -> OutboxMessage:
