@@ -196,8 +196,8 @@ class DeleteQuery(Body):
     revoke: bool = False
 
 
-class OutboxQuery(Body):
-    """`GET /v1/outbox`."""
+class PageQuery(Body):
+    """A listing's page (0-based) and its size, EmailEngine's bounds."""
 
     page: int = Field(default=0, ge=0, le=1048576)
     page_size: int = Field(default=20, ge=1, le=1000)
@@ -298,3 +298,25 @@ class SubmitMessage(Body):
             idempotency_key=idempotency_key,
             preview_text=self.preview_text,
         )
+
+
+# --- tokens ------------------------------------------------------------------------------------------
+
+
+def _single(value: Any) -> Any:
+    """Joi's `.single()`: one value where a list is taken."""
+    return [value] if isinstance(value, str) else value
+
+
+class CreateToken(Body):
+    """`POST /v1/tokens`. gql-mail's tokens are instance-wide with one scope ("api", or gql-mail's own
+    read-only "read"); EmailEngine's narrowing fields are refused by name."""
+
+    description: str
+    scopes: Annotated[list[str], BeforeValidator(_single)] = Field(default_factory=lambda: ["api"])
+    account: Unsupported = None
+    metadata: Unsupported = None
+    restrictions: Unsupported = None
+    permissions: Unsupported = None
+    expires: Unsupported = None
+    ip: Unsupported = None

@@ -11,7 +11,7 @@ from gql_mail.clock import utc
 from gql_mail.events import iso
 from gql_mail.models import MessageStatus
 from gql_mail.rest.endpoint import Call
-from gql_mail.rest.models import NoQuery, OutboxQuery
+from gql_mail.rest.models import NoQuery, PageQuery
 from gql_mail.services import outbox
 
 # gql-mail's message status as EmailEngine's `progress.status`; a cancelled message has none in
@@ -58,7 +58,7 @@ def outbox_entry(row: models.OutboxMessage) -> dict[str, Any]:
     }
 
 
-async def list_outbox(call: Call[None, OutboxQuery]) -> dict[str, Any]:
+async def list_outbox(call: Call[None, PageQuery]) -> dict[str, Any]:
     query = call.query
     found = await outbox.page_outbox(call.runtime, page=query.page, page_size=query.page_size)
     return {

@@ -7,13 +7,14 @@ from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
 from gql_mail.http_edge.gate import RequestGate
-from gql_mail.rest import accounts, boom, outbox, submit
+from gql_mail.rest import accounts, boom, outbox, submit, tokens
 from gql_mail.rest.endpoint import Front, Operation, Resource
 from gql_mail.rest.models import (
     AccountsQuery,
     CreateAccount,
+    CreateToken,
     DeleteQuery,
-    OutboxQuery,
+    PageQuery,
     Reconnect,
     SubmitMessage,
     UpdateAccount,
@@ -51,12 +52,22 @@ def rest_app(runtime: Runtime, gate: RequestGate) -> Router:
                 POST=Operation(submit.submit_message, write=True, body=SubmitMessage),
             ),
             resource("/accounts", GET=Operation(accounts.list_accounts, query=AccountsQuery)),
-            resource("/outbox", GET=Operation(outbox.list_outbox, query=OutboxQuery)),
+            resource("/outbox", GET=Operation(outbox.list_outbox, query=PageQuery)),
             resource(
                 "/outbox/{queueId}",
                 GET=Operation(outbox.get_outbox_entry),
                 DELETE=Operation(outbox.delete_outbox_entry, write=True),
             ),
+            # Token management is an administrator's: an api-scope token for every method. EmailEngine 2.79
+            # moved POST /v1/token and DELETE /v1/token/{token} to /v1/tokens; both spellings work.
+            resource(
+                "/tokens",
+                GET=Operation(tokens.list_tokens, write=True, query=PageQuery),
+                POST=Operation(tokens.create_token, write=True, body=CreateToken),
+            ),
+            resource("/token", POST=Operation(tokens.create_token, write=True, body=CreateToken)),
+            resource("/tokens/{token}", DELETE=Operation(tokens.delete_token, write=True)),
+            resource("/token/{token}", DELETE=Operation(tokens.delete_token, write=True)),
         ],
         default=_not_found,
     )

@@ -10,16 +10,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlmodel import col
 
 from gql_mail.models import AccessToken
 from gql_mail.runtime import Runtime
+from gql_mail.services import validation as v
 from gql_mail.services.errors import BadInput, NotFound
 
 TOKEN_PREFIX = "gqlm_"
 # "api" may do everything; "read" may only query and subscribe.
 SCOPES = ("api", "read")
+MAX_DESCRIPTION = 1024  # EmailEngine's bound
+MAX_PAGE_SIZE = 1000
+MAX_PAGE = 1048576  # EmailEngine's bound on `page`
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ async def create_token(
     """Returns the stored row and the token, which exists nowhere else once this returns."""
     if scope not in SCOPES:
         raise BadInput(f"scope must be one of {', '.join(SCOPES)}", field="scope")
+    if description is not None:
+        description = v.no_control_chars(description, "description", max_length=MAX_DESCRIPTION)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = AccessToken(
         id=uuid.uuid4().hex[:16],
@@ -60,6 +66,45 @@ async def list_tokens(rt: Runtime) -> Sequence[AccessToken]:
         return (
             (await session.execute(select(AccessToken).order_by(col(AccessToken.created_at)))).scalars().all()
         )
+
+
+@dataclass(frozen=True)
+class TokenPage:
+    tokens: Sequence[AccessToken]
+    total: int  # active tokens on all pages
+
+
+async def page_tokens(rt: Runtime, *, page: int = 0, page_size: int = 20) -> TokenPage:
+    """One page (0-based) of the tokens not revoked, oldest first (EmailEngine's `GET /v1/tokens`)."""
+    if not 0 <= page <= MAX_PAGE:
+        raise BadInput(f"page must be between 0 and {MAX_PAGE}", field="page")
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise BadInput(f"pageSize must be between 1 and {MAX_PAGE_SIZE}", field="pageSize")
+    active = col(AccessToken.revoked_at).is_(None)
+    rows = select(AccessToken).where(active).order_by(col(AccessToken.created_at), col(AccessToken.id))
+    count = select(func.count()).select_from(AccessToken).where(active)
+    async with rt.db.read() as session:
+        total = int((await session.execute(count)).scalar_one())
+        found = (await session.execute(rows.offset(page * page_size).limit(page_size))).scalars().all()
+    return TokenPage(tokens=found, total=total)
+
+
+async def revoke_reference(rt: Runtime, reference: str) -> bool:
+    """Revoke the token a reference names: its id, or the token itself (EmailEngine's `DELETE
+    /v1/tokens/{token}` takes either). False when no active token has it."""
+    token_id = reference
+    if reference.startswith(TOKEN_PREFIX):
+        row = await rt.db.lookup(
+            "SELECT id FROM access_token WHERE token_hash = :digest", {"digest": hash_token(reference)}
+        )
+        if row is None:
+            return False
+        token_id = str(row[0])
+    try:
+        await revoke_token(rt, token_id)
+    except NotFound:
+        return False
+    return True
 
 
 async def revoke_token(rt: Runtime, token_id: str) -> None:
