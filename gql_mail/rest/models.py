@@ -320,3 +320,43 @@ class CreateToken(Body):
     permissions: Unsupported = None
     expires: Unsupported = None
     ip: Unsupported = None
+
+
+# --- settings ----------------------------------------------------------------------------------------
+
+
+class SettingsQuery(Body):
+    """`GET /v1/settings?key=true`: the settings asked for (EmailEngine answers only those)."""
+
+    webhooks: bool = False
+    webhooks_enabled: bool = False
+    webhook_events: bool = False
+    service_secret: bool = False
+    event_types: bool = False
+
+
+class UpdateSettings(Body):
+    """`POST /v1/settings`: the settings gql-mail keeps; other EmailEngine settings are refused by name."""
+
+    webhooks: str | None = None
+    webhooks_enabled: bool | None = None
+    webhook_events: list[str] | None = None
+    service_secret: str | None = None
+    webhooks_custom_headers: Unsupported = None
+    notify_headers: Unsupported = None
+    notify_text: Unsupported = None
+    notify_text_size: Unsupported = None
+    notify_web_safe_html: Unsupported = None
+    notify_attachments: Unsupported = None
+    notify_attachment_size: Unsupported = None
+    notify_calendar_events: Unsupported = None
+    inbox_new_only: Unsupported = None
+    service_url: Unsupported = None
+    track_clicks: Unsupported = None
+    track_opens: Unsupported = None
+    delivery_attempts: Unsupported = None
+    queue_keep: Unsupported = None
+
+    def given(self) -> dict[str, Any]:
+        """The settings the body set, by EmailEngine's names (null included: it clears `webhooks`)."""
+        return {to_camel(name): getattr(self, name) for name in sorted(self.model_fields_set)}

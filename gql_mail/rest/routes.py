@@ -7,7 +7,7 @@ from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
 from gql_mail.http_edge.gate import RequestGate
-from gql_mail.rest import accounts, boom, outbox, submit, tokens
+from gql_mail.rest import accounts, boom, outbox, settings, submit, tokens
 from gql_mail.rest.endpoint import Front, Operation, Resource
 from gql_mail.rest.models import (
     AccountsQuery,
@@ -16,8 +16,10 @@ from gql_mail.rest.models import (
     DeleteQuery,
     PageQuery,
     Reconnect,
+    SettingsQuery,
     SubmitMessage,
     UpdateAccount,
+    UpdateSettings,
 )
 from gql_mail.runtime import Runtime
 
@@ -57,6 +59,11 @@ def rest_app(runtime: Runtime, gate: RequestGate) -> Router:
                 "/outbox/{queueId}",
                 GET=Operation(outbox.get_outbox_entry),
                 DELETE=Operation(outbox.delete_outbox_entry, write=True),
+            ),
+            resource(
+                "/settings",
+                GET=Operation(settings.get_settings, query=SettingsQuery),
+                POST=Operation(settings.update_settings, write=True, body=UpdateSettings),
             ),
             # Token management is an administrator's: an api-scope token for every method. EmailEngine 2.79
             # moved POST /v1/token and DELETE /v1/token/{token} to /v1/tokens; both spellings work.

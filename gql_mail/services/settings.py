@@ -56,14 +56,20 @@ async def service_secret(rt: Runtime) -> str:
     return rt.secrets.decrypt(row.value_enc)
 
 
-async def set_service_secret(rt: Runtime, value: str) -> None:
-    """Replace the service secret (EmailEngine's `POST /v1/settings {serviceSecret}`); BadInput (field
-    `serviceSecret`) for one shorter than 16 or longer than 256 characters or with control characters."""
+def check_service_secret(value: str) -> str:
+    """A service secret a receiver's configuration can hold, or BadInput (field `serviceSecret`)."""
     value = v.no_control_chars(value, SERVICE_SECRET, max_length=MAX_SERVICE_SECRET)
     if len(value) < MIN_SERVICE_SECRET:
         raise BadInput(
             f"{SERVICE_SECRET} must be at least {MIN_SERVICE_SECRET} characters", field=SERVICE_SECRET
         )
+    return value
+
+
+async def set_service_secret(rt: Runtime, value: str) -> None:
+    """Replace the service secret (EmailEngine's `POST /v1/settings {serviceSecret}`); BadInput (field
+    `serviceSecret`) for one shorter than 16 or longer than 256 characters or with control characters."""
+    value = check_service_secret(value)
     async with rt.db.write() as session:
         row = await session.get(ServiceSetting, SERVICE_SECRET)
         if row is None:

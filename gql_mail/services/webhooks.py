@@ -25,22 +25,22 @@ class WebhookSpec:
     secret: str | None = None
 
 
-def _url(value: str) -> str:
+def check_url(value: str, field: str = "url") -> str:
     """A URL the webhook worker's HTTP client can POST to, or BAD_USER_INPUT. Checked here, once: a URL that
     only fails when used (an invalid IDNA label such as `http://xn--zz/`, a port past 65535, a 64-character
     DNS label) would fail every delivery of the webhook."""
-    url = v.required_text(value, "url", max_length=2048).strip()
+    url = v.required_text(value, field, max_length=2048).strip()
     try:
         parsed = httpx.URL(url)
         httpx.Request("POST", parsed)
     except Exception as exc:  # httpx.InvalidURL, or the idna codec's UnicodeError
-        raise BadInput(f"url is not a usable URL: {exc}", field="url") from None
+        raise BadInput(f"{field} is not a usable URL: {exc}", field=field) from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise BadInput("url must be an absolute http:// or https:// URL", field="url")
+        raise BadInput(f"{field} must be an absolute http:// or https:// URL", field=field)
     if parsed.port is not None and not 0 < parsed.port < 65536:
-        raise BadInput(f"url has no valid port: {parsed.port}", field="url")
+        raise BadInput(f"{field} has no valid port: {parsed.port}", field=field)
     if (fault := v.host_fault(parsed.raw_host.decode("ascii", "replace"))) is not None:
-        raise BadInput(f"url has no valid host name: {parsed.host!r} ({fault})", field="url")
+        raise BadInput(f"{field} has no valid host name: {parsed.host!r} ({fault})", field=field)
     return url
 
 
@@ -53,7 +53,7 @@ def _events(values: Sequence[str] | None) -> list[str]:
 async def create_webhook(rt: Runtime, spec: WebhookSpec) -> Webhook:
     row = Webhook(
         id=uuid.uuid4().hex[:20],
-        url=_url(spec.url),
+        url=check_url(spec.url),
         events=_events(spec.events),
         account_id=v.no_control_chars(spec.account, "account", max_length=256) if spec.account else None,
         secret_enc=rt.secrets.maybe_encrypt(spec.secret) if spec.secret else None,
