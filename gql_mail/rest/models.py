@@ -360,3 +360,10 @@ class UpdateSettings(Body):
     def given(self) -> dict[str, Any]:
         """The settings the body set, by EmailEngine's names (null included: it clears `webhooks`)."""
         return {to_camel(name): getattr(self, name) for name in sorted(self.model_fields_set)}
+
+
+class StatsQuery(Body):
+    """`GET /v1/stats`: `seconds` is the window of EmailEngine's event counters, which gql-mail does not
+    keep; refused by name rather than ignored."""
+
+    seconds: Unsupported = None

@@ -7,7 +7,7 @@ from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
 from gql_mail.http_edge.gate import RequestGate
-from gql_mail.rest import accounts, boom, outbox, settings, submit, tokens
+from gql_mail.rest import accounts, boom, outbox, settings, stats, submit, tokens
 from gql_mail.rest.endpoint import Front, Operation, Resource
 from gql_mail.rest.models import (
     AccountsQuery,
@@ -17,6 +17,7 @@ from gql_mail.rest.models import (
     PageQuery,
     Reconnect,
     SettingsQuery,
+    StatsQuery,
     SubmitMessage,
     UpdateAccount,
     UpdateSettings,
@@ -65,6 +66,7 @@ def rest_app(runtime: Runtime, gate: RequestGate) -> Router:
                 GET=Operation(settings.get_settings, query=SettingsQuery),
                 POST=Operation(settings.update_settings, write=True, body=UpdateSettings),
             ),
+            resource("/stats", GET=Operation(stats.get_stats, query=StatsQuery)),
             # Token management is an administrator's: an api-scope token for every method. EmailEngine 2.79
             # moved POST /v1/token and DELETE /v1/token/{token} to /v1/tokens; both spellings work.
             resource(
