@@ -32,15 +32,22 @@ class WebhookSettings:
     events: tuple[str, ...] = ()
 
 
-async def get_webhook_settings(rt: Runtime) -> WebhookSettings:
-    async with rt.db.read() as session:
-        stored = {key: await session.get(ServiceSetting, key) for key in (URL, ENABLED, EVENTS)}
+def _settings(stored: dict[str, ServiceSetting | None]) -> WebhookSettings:
     values: dict[str, Any] = {key: row.value for key, row in stored.items() if row is not None}
     return WebhookSettings(
         url=values.get(URL) or None,
         enabled=bool(values.get(ENABLED, False)),
         events=tuple(values.get(EVENTS) or ()),
     )
+
+
+async def _stored(session: Any) -> dict[str, ServiceSetting | None]:
+    return {key: await session.get(ServiceSetting, key) for key in (URL, ENABLED, EVENTS)}
+
+
+async def get_webhook_settings(rt: Runtime) -> WebhookSettings:
+    async with rt.db.read() as session:
+        return _settings(await _stored(session))
 
 
 def _checked(changes: dict[str, Any]) -> dict[str, Any]:
@@ -58,20 +65,22 @@ def _checked(changes: dict[str, Any]) -> dict[str, Any]:
 
 
 async def update_webhook_settings(rt: Runtime, changes: dict[str, Any]) -> WebhookSettings:
-    """Apply `changes` (any of `webhooks`, `webhooksEnabled`, `webhookEvents`) in one transaction: the
-    settings and the settings webhook change together, or nothing does."""
+    """Apply `changes` (any of `webhooks`, `webhooksEnabled`, `webhookEvents`) in one write transaction,
+    read included: the settings and the settings webhook change together, or nothing does, and two
+    updates at once do not lose one another's keys."""
     checked = _checked(changes)
     now = rt.clock.now()
-    current = await get_webhook_settings(rt)
-    after = replace(
-        current,
-        url=checked.get(URL, current.url),
-        enabled=checked.get(ENABLED, current.enabled),
-        events=tuple(checked.get(EVENTS, current.events)),
-    )
     async with rt.db.write() as session:
+        stored = await _stored(session)
+        current = _settings(stored)
+        after = replace(
+            current,
+            url=checked.get(URL, current.url),
+            enabled=checked.get(ENABLED, current.enabled),
+            events=tuple(checked.get(EVENTS, current.events)),
+        )
         for key, value in checked.items():
-            row = await session.get(ServiceSetting, key)
+            row = stored[key]
             if row is None:
                 session.add(ServiceSetting(key=key, value=value, updated_at=now))
             else:
