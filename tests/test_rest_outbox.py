@@ -3,6 +3,7 @@ as GraphQL's `outbox`, cancelling, and the errors."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -96,3 +97,18 @@ async def test_outbox_needs_a_token_and_cancelling_needs_write(
         boom(403, "Unauthorized scope", requestedScope="api"),
     )
     assert (await server.gql(OUTBOX))["outbox"][0]["status"] == "queued"  # nothing changed
+
+
+async def test_a_sent_message_shows_as_submitted_in_both(server: Server, smtp_server: SmtpServer) -> None:
+    await _scheduled(server, smtp_server, 0)
+    message = {"from": {"address": "sender@example.com"}, "to": [{"address": "to@example.com"}], "text": "x"}
+    queue_id = (await rest(server, "POST", "/account/sender/submit", json=message)).json()["queueId"]
+    async with asyncio.timeout(15):
+        while True:
+            if (await server.gql(OUTBOX))["outbox"] == [{"queueId": queue_id, "status": "sent"}]:
+                break
+            await asyncio.sleep(0.05)
+    entry = (await rest(server, "GET", f"/outbox/{queue_id}")).json()
+    assert entry["nextAttempt"] is False and entry["attemptsMade"] == 1
+    assert entry["progress"]["status"] == "submitted" and entry["progress"]["response"].startswith("250")
+    assert entry["progress"]["messageId"] == entry["messageId"]
