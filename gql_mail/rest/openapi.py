@@ -134,6 +134,8 @@ def _operation(
         statuses.add(403)
     if names:
         statuses.add(404)
+    if operation.body is not None:
+        statuses.add(413)
     parameters = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in names
     ]
@@ -149,8 +151,6 @@ def _operation(
     if description:
         spec["description"] = description
     if operation.body is not None:
-        statuses.add(413)
-        spec["responses"]["413"] = _error(413)
         spec["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": refs[(operation.body, "validation")]}},
