@@ -114,6 +114,22 @@ def test_a_route_added_to_a_router_is_documented_with_no_other_step() -> None:
     assert sorted(spec["responses"]) == ["200", "400", "401", "403", "404", "413"]
 
 
+def test_operation_ids_stay_unique_when_handlers_share_a_name() -> None:
+    async def handler(call: Any) -> dict[str, Any]:
+        return {}
+
+    resource = Resource(
+        cast(Any, None), {"GET": Operation(handler), "DELETE": Operation(handler, write=True)}
+    )
+    document = openapi_document(Router(routes=[Route("/a/{id}", resource)]).routes)
+    validate(document)  # refuses duplicate operationIds
+    operations = document["paths"]["/v1/a/{id}"]
+    assert {operations["get"]["operationId"], operations["delete"]["operationId"]} == {
+        "handler",
+        "get_v1_a_id_",
+    }
+
+
 async def test_real_answers_validate_against_the_documented_schemas(
     server: Server, smtp_server: SmtpServer
 ) -> None:

@@ -170,13 +170,18 @@ def openapi_document(routes: Iterable[BaseRoute], prefix: str = "/v1") -> dict[s
                 pairs.append((operation.response, "serialization"))
     refs, components = _schemas(list(dict.fromkeys(pairs)))
     paths: dict[str, Any] = {}
+    operation_ids: set[str] = set()
     for route_path, resource in resources:
         names = _PATH_PARAMETER.findall(route_path)
         path = prefix + _PATH_PARAMETER.sub(r"{\1}", route_path)
-        paths[path] = {
-            method.lower(): _operation(method, path, names, operation, refs, components)
-            for method, operation in sorted(resource.operations.items())
-        }
+        paths[path] = {}
+        for method, operation in sorted(resource.operations.items()):
+            spec = _operation(method, path, names, operation, refs, components)
+            # The handler's name, unless two handlers share one (ids must be unique in the document).
+            if spec["operationId"] in operation_ids:
+                spec["operationId"] = f"{method.lower()}{re.sub(r'[^A-Za-z0-9]+', '_', path)}"
+            operation_ids.add(spec["operationId"])
+            paths[path][method.lower()] = spec
     components[BOOM] = _BOOM_SCHEMA
     return {
         "openapi": "3.1.0",
