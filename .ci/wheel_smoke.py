@@ -2,8 +2,9 @@
 
 Run by .ci/run against a virtualenv holding only the built wheel and its dependencies, from empty
 temporary directories, so nothing of the source tree can stand in for what the wheel lacks (the migration
-scripts, the static files). Two rounds: `migrate`, `token create`, `serve`, /health and one authenticated
-GraphQL query; then `serve` alone on a new directory (it migrates at start), then a token and the query.
+scripts, the static files). Two rounds: `migrate`, `token create`, `serve`, /health, one authenticated
+GraphQL query, the REST API's OpenAPI document and Swagger UI's script; then `serve` alone on a new
+directory (it migrates at start), then a token, the query and the document.
 Standard library only; any failure raises with the command's output.
 """
 
@@ -75,6 +76,19 @@ def query(base: str, token: str) -> None:
         raise SystemExit(f"{QUERY} answered {answer!r}")
 
 
+def rest_docs(base: str) -> None:
+    """The REST API's document and the Swagger UI script its page loads (static files of the wheel)."""
+    document = request(f"{base}/v1/openapi.json")
+    if not isinstance(document, dict) or "/v1/account" not in document.get("paths", {}):
+        raise SystemExit(f"/v1/openapi.json answered {document!r}")
+    with urllib.request.urlopen(f"{base}/v1/docs", timeout=10) as response:
+        page = response.read().decode()
+    script = page.split('<script src="', 1)[1].split('"', 1)[0]
+    with urllib.request.urlopen(base + script, timeout=10) as response:
+        if len(response.read()) < 100_000:
+            raise SystemExit(f"{script} is not Swagger UI's bundle")
+
+
 def stop(server: subprocess.Popen[str]) -> str:
     if server.poll() is None:
         server.terminate()
@@ -110,6 +124,7 @@ def round_trip(gql_mail: str, cwd: Path, *, migrate_first: bool) -> None:
         if not token:
             token = run(gql_mail, cwd, "token", "create", "--description", "smoke").strip()
         query(base, token)
+        rest_docs(base)
     finally:
         errors = stop(server)
     if server.returncode not in (0, -15):

@@ -53,12 +53,17 @@ Handler = Callable[[Call[Any, Any]], Awaitable[Response | dict[str, Any]]]
 
 @dataclass(frozen=True)
 class Operation:
-    """A method of a resource: its handler, whether it writes, and the models of its body and query."""
+    """A method of a resource: its handler, whether it writes, and the models of its body and query.
+
+    `response` (the answer's model, rest/answers.py) and `refusals` (error statuses the handler's service
+    can answer beyond those every operation can) only describe it in the OpenAPI document (openapi.py)."""
 
     handler: Handler
     write: bool = False
     body: type[BaseModel] | None = None
     query: type[BaseModel] = NoQuery
+    response: type[BaseModel] | None = None
+    refusals: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

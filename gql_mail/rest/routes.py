@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from starlette.responses import Response
-from starlette.routing import Route, Router
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route, Router
 from starlette.types import Receive, Scope, Send
 
 from gql_mail.http_edge.gate import RequestGate
-from gql_mail.rest import accounts, boom, outbox, settings, stats, submit, tokens
+from gql_mail.rest import accounts, answers, boom, outbox, settings, stats, submit, tokens
+from gql_mail.rest.docs import docs_page, docs_static_app
 from gql_mail.rest.endpoint import Front, Operation, Resource
 from gql_mail.rest.models import (
     AccountsQuery,
@@ -22,6 +24,7 @@ from gql_mail.rest.models import (
     UpdateAccount,
     UpdateSettings,
 )
+from gql_mail.rest.openapi import openapi_document
 from gql_mail.runtime import Runtime
 
 
@@ -37,24 +40,44 @@ def rest_app(runtime: Runtime, gate: RequestGate) -> Router:
     def resource(path: str, **operations: Operation) -> Route:
         return Route(path, Resource(front, operations))
 
-    return Router(
+    router = Router(
         routes=[
-            resource("/account", POST=Operation(accounts.create_account, write=True, body=CreateAccount)),
+            resource(
+                "/account",
+                POST=Operation(
+                    accounts.create_account, write=True, body=CreateAccount, response=answers.AccountCreated
+                ),
+            ),
             resource(
                 "/account/{account}",
-                GET=Operation(accounts.get_account),
-                PUT=Operation(accounts.update_account, write=True, body=UpdateAccount),
-                DELETE=Operation(accounts.delete_account, write=True, query=DeleteQuery),
+                GET=Operation(accounts.get_account, response=answers.AccountDetails),
+                PUT=Operation(
+                    accounts.update_account, write=True, body=UpdateAccount, response=answers.AccountUpdated
+                ),
+                DELETE=Operation(
+                    accounts.delete_account, write=True, query=DeleteQuery, response=answers.AccountDeleted
+                ),
             ),
             resource(
                 "/account/{account}/reconnect",
-                PUT=Operation(accounts.reconnect_account, write=True, body=Reconnect),
+                PUT=Operation(
+                    accounts.reconnect_account, write=True, body=Reconnect, response=answers.Reconnected
+                ),
             ),
             resource(
                 "/account/{account}/submit",
-                POST=Operation(submit.submit_message, write=True, body=SubmitMessage),
+                POST=Operation(
+                    submit.submit_message,
+                    write=True,
+                    body=SubmitMessage,
+                    response=answers.Submitted,
+                    refusals=(503,),
+                ),
             ),
-            resource("/accounts", GET=Operation(accounts.list_accounts, query=AccountsQuery)),
+            resource(
+                "/accounts",
+                GET=Operation(accounts.list_accounts, query=AccountsQuery, response=answers.AccountList),
+            ),
             resource("/outbox", GET=Operation(outbox.list_outbox, query=PageQuery)),
             resource(
                 "/outbox/{queueId}",
@@ -80,3 +103,24 @@ def rest_app(runtime: Runtime, gate: RequestGate) -> Router:
         ],
         default=_not_found,
     )
+    _add_docs(router)
+    return router
+
+
+def _add_docs(router: Router) -> None:
+    """`/openapi.json`, describing the router's resources (built once, from the routes above, so a route
+    added there is in it), and the Swagger UI page `/docs` with its assets."""
+    document = openapi_document(router.routes)
+
+    async def openapi_json(request: Request) -> Response:
+        """Served without a token, as EmailEngine serves its /swagger.json."""
+        return JSONResponse(document)
+
+    async def docs(request: Request) -> Response:
+        return docs_page(request)
+
+    router.routes += [
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+        Mount("/docs/static", docs_static_app()),
+    ]
