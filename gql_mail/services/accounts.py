@@ -260,10 +260,6 @@ async def list_accounts(rt: Runtime) -> Sequence[Account]:
         return (await session.execute(select(Account).order_by(col(Account.created_at)))).scalars().all()
 
 
-MAX_PAGE_SIZE = 1000
-MAX_PAGE = 1048576  # EmailEngine's bound on `page`
-
-
 @dataclass(frozen=True)
 class AccountPage:
     accounts: Sequence[Account]
@@ -280,10 +276,7 @@ async def page_accounts(
 ) -> AccountPage:
     """One page (0-based) of the accounts in registration order, optionally only those in `state` and
     those whose id, name or email contains `query` (case-insensitive)."""
-    if not 0 <= page <= MAX_PAGE:
-        raise BadInput(f"page must be between 0 and {MAX_PAGE}", field="page")
-    if not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise BadInput(f"pageSize must be between 1 and {MAX_PAGE_SIZE}", field="pageSize")
+    v.check_page(page, page_size)
     conditions = []
     if state is not None:
         conditions.append(col(Account.state) == state)

@@ -301,10 +301,6 @@ async def list_outbox(
         return (await session.execute(query)).scalars().all()
 
 
-MAX_PAGE_SIZE = 1000
-MAX_PAGE = 1048576  # EmailEngine's bound on `page`
-
-
 @dataclass(frozen=True)
 class OutboxPage:
     messages: Sequence[OutboxMessage]
@@ -314,10 +310,7 @@ class OutboxPage:
 async def page_outbox(rt: Runtime, *, page: int = 0, page_size: int = 20) -> OutboxPage:
     """One page (0-based) of what `list_outbox` shows for every account, newest first (EmailEngine's
     `GET /v1/outbox` is global too)."""
-    if not 0 <= page <= MAX_PAGE:
-        raise BadInput(f"page must be between 0 and {MAX_PAGE}", field="page")
-    if not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise BadInput(f"pageSize must be between 1 and {MAX_PAGE_SIZE}", field="pageSize")
+    v.check_page(page, page_size)
     conditions = _listed(None, None, rt.clock.now() - timedelta(hours=24))
     rows = (
         select(OutboxMessage)

@@ -22,8 +22,6 @@ TOKEN_PREFIX = "gqlm_"
 # "api" may do everything; "read" may only query and subscribe.
 SCOPES = ("api", "read")
 MAX_DESCRIPTION = 1024  # EmailEngine's bound
-MAX_PAGE_SIZE = 1000
-MAX_PAGE = 1048576  # EmailEngine's bound on `page`
 
 
 @dataclass(frozen=True)
@@ -76,10 +74,7 @@ class TokenPage:
 
 async def page_tokens(rt: Runtime, *, page: int = 0, page_size: int = 20) -> TokenPage:
     """One page (0-based) of the tokens not revoked, oldest first (EmailEngine's `GET /v1/tokens`)."""
-    if not 0 <= page <= MAX_PAGE:
-        raise BadInput(f"page must be between 0 and {MAX_PAGE}", field="page")
-    if not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise BadInput(f"pageSize must be between 1 and {MAX_PAGE_SIZE}", field="pageSize")
+    v.check_page(page, page_size)
     active = col(AccessToken.revoked_at).is_(None)
     rows = select(AccessToken).where(active).order_by(col(AccessToken.created_at), col(AccessToken.id))
     count = select(func.count()).select_from(AccessToken).where(active)

@@ -114,3 +114,15 @@ def event_names(values: Collection[str], *, wildcard: bool = False, field: str =
     `wildcard` allows "*"), the `events` subscription's filter (its fan-out fast path included)."""
     known = ALL_EVENTS | {EVENT_WILDCARD} if wildcard else ALL_EVENTS
     return known_names(values, known=known, field=field, max_count=MAX_EVENT_NAMES, what="event")
+
+
+MAX_PAGE_SIZE = 1000
+MAX_PAGE = 1048576  # EmailEngine's bound on `page`
+
+
+def check_page(page: int, page_size: int) -> None:
+    """A 0-based page of a listing, within EmailEngine's bounds (every paged listing uses these)."""
+    if not 0 <= page <= MAX_PAGE:
+        raise BadInput(f"page must be between 0 and {MAX_PAGE}", field="page")
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise BadInput(f"pageSize must be between 1 and {MAX_PAGE_SIZE}", field="pageSize")
