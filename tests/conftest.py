@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.databases import drop_created
+from gql_mail.migrations import upgrade
+from tests.databases import drop_created, fresh_postgresql, pg_reachable
 from tests.harness import Server, run_server
 from tests.servers.imap import ImapServer
 from tests.servers.smtp import SmtpServer
@@ -120,3 +121,14 @@ async def register_connected(server: Server, data: dict[str, Any]) -> None:
             lambda e: e["event"] in ("accountConnected", "authenticationError", "connectError")
         )
     assert event["event"] == "accountConnected", event
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A fresh, migrated PostgreSQL database for tests that need PostgreSQL itself (the event relay),
+    whatever GQL_MAIL_TEST_DATABASE says; skipped where none is reachable."""
+    if not await pg_reachable():
+        pytest.skip("no PostgreSQL reachable")
+    async with fresh_postgresql() as url:
+        await upgrade(url)
+        yield url

@@ -19,10 +19,8 @@ import websockets
 from gql_mail.app import build_runtime
 from gql_mail.config import Settings
 from gql_mail.events import Event, EventBus, SubscriberTooSlow, Subscription
-from gql_mail.migrations import upgrade
 from gql_mail.pg_events import EVENTS_CHANNEL, EventRelay, asyncpg_dsn, encode_event
 from gql_mail.runtime import Wakers
-from tests.databases import fresh_postgresql, pg_reachable
 from tests.harness import EVENTS_SUBSCRIPTION, Server, run_server, subscribe
 from tests.server_log import server_log, tracebacks
 
@@ -171,15 +169,6 @@ async def test_a_connection_that_stops_reading_is_closed_as_too_slow(tmp_path: P
 
 
 # --- the PostgreSQL relay --------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    if not await pg_reachable():
-        pytest.skip("no PostgreSQL reachable")
-    async with fresh_postgresql() as url:
-        await upgrade(url)
-        yield url
 
 
 @asynccontextmanager

@@ -29,7 +29,7 @@ LATER = datetime.now(UTC) + timedelta(days=1)
 
 
 @pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
+async def cluster_pg_url() -> AsyncIterator[str]:
     if not use_postgresql():
         pytest.skip("multi-node tests run with GQL_MAIL_TEST_DATABASE=postgresql")
     if not await pg_reachable():
@@ -51,11 +51,11 @@ def _ids(tag: str) -> list[str]:
 
 @pytest.mark.timeout(300)
 async def test_three_processes_deliver_each_message_once_and_share_events(
-    pg_url: str, tmp_path: Path, sink: SmtpServer
+    cluster_pg_url: str, tmp_path: Path, sink: SmtpServer
 ) -> None:
     ids = _ids("once")
     # Heartbeats: no claim of a live worker lapses, however long its messages wait.
-    async with cluster(pg_url, tmp_path, 3) as c:
+    async with cluster(cluster_pg_url, tmp_path, 3) as c:
         first = c.nodes[0]
         await c.register_send_only(first, "bulk", sink.host, sink.port)
         async with c.subscribe(first, ["messageSent"]) as sub:
@@ -74,11 +74,11 @@ async def test_three_processes_deliver_each_message_once_and_share_events(
 
 @pytest.mark.timeout(300)
 async def test_a_killed_process_claimed_work_is_finished_by_the_others(
-    pg_url: str, tmp_path: Path, sink: SmtpServer
+    cluster_pg_url: str, tmp_path: Path, sink: SmtpServer
 ) -> None:
     ids = _ids("kill")
     # The default settings: the victim's claims come back once its heartbeat is a lease (15 s) old.
-    async with cluster(pg_url, tmp_path, 3, lease_seconds=None) as c:
+    async with cluster(cluster_pg_url, tmp_path, 3, lease_seconds=None) as c:
         first, _, victim = c.nodes
         await c.register_send_only(first, "bulk", sink.host, sink.port)
         await c.submit_many("bulk", ids, send_at=LATER)

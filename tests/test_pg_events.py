@@ -4,21 +4,17 @@ reachable), standing in for two processes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-import pytest
 
 from gql_mail.app import build_runtime
 from gql_mail.config import Settings
 from gql_mail.events import Event, EventBus
-from gql_mail.migrations import upgrade
 from gql_mail.pg_events import MAX_NOTIFY_BYTES, EventRelay, asyncpg_dsn, decode_event, encode_event, pack
 from gql_mail.runtime import Runtime, Wakers
-from tests.databases import fresh_postgresql, pg_reachable
 
 
 def _event(n: int, size: int = 10) -> Event:
@@ -52,15 +48,6 @@ class Node:
     rt: Runtime
     relay: EventRelay
     woken: list[str]
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    if not await pg_reachable():
-        pytest.skip("no PostgreSQL reachable")
-    async with fresh_postgresql() as url:
-        await upgrade(url)
-        yield url
 
 
 async def _node(url: str, tmp_path: Path) -> Node:
