@@ -117,6 +117,8 @@ class OutboxMessage(SQLModel, table=True):
     attempts_made: int = 0
     attempts: int = 10
     copy_to_sent: bool = False
+    # The folder this message's Sent copy goes to, over the account's (EmailEngine's submit `sentMailPath`).
+    sent_mail_path: str | None = Field(default=None, max_length=512)
     send_at: datetime | None = _ts()
     next_attempt_at: datetime = _ts(nullable=False)
     # The worker (see `Worker`) that claimed the row to send it or to copy it to the Sent folder.
