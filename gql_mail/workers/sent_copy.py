@@ -111,7 +111,9 @@ class SentCopier:
                 else:
                     async with self._limit:
                         self._started.add(copy.id)
-                        folder, error = await self._append(copy, settings, account.sent_mail_path)
+                        folder, error = await self._append(
+                            copy, settings, copy.sent_mail_path or account.sent_mail_path
+                        )
                     await record_copy(self.rt, copy, folder, error)
             except Exception:
                 log.exception(
