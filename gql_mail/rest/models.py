@@ -84,6 +84,7 @@ class Imap(Body):
     tls: Tls | None = None
     disabled: bool | None = None
     sent_mail_path: str | None = None
+    partial: bool = False
     use_auth_server: UnsupportedFlag = None
     disable_imap4rev2: UnsupportedFlag = Field(default=None, alias="disableIMAP4rev2")
     resync_delay: Unsupported = None
@@ -102,6 +103,7 @@ class Imap(Body):
             require_tls=self.tls.require_tls if self.tls else None,
             disabled=self.disabled,
             sent_mail_path=self.sent_mail_path,
+            partial=self.partial,
         )
 
 
@@ -112,6 +114,7 @@ class Smtp(Body):
     auth: MaybeAuth = None
     tls: Tls | None = None
     use_auth_server: UnsupportedFlag = None
+    partial: bool = False
 
     def to_spec(self) -> SmtpSpec:
         return SmtpSpec(
@@ -121,6 +124,7 @@ class Smtp(Body):
             secure=self.secure,
             reject_unauthorized=self.tls.reject_unauthorized if self.tls else None,
             require_tls=self.tls.require_tls if self.tls else None,
+            partial=self.partial,
         )
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, or_, select
 from sqlmodel import col
@@ -55,6 +55,7 @@ class ImapSpec:
     require_tls: bool | None = None  # None: the deployment's default (`Settings.require_tls`)
     disabled: bool | None = None
     sent_mail_path: str | None = None
+    partial: bool = False  # EmailEngine's `partial`: what is None here keeps the stored value
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class SmtpSpec:
     secure: bool | None = None
     reject_unauthorized: bool | None = None
     require_tls: bool | None = None  # None: the deployment's default (`Settings.require_tls`)
+    partial: bool = False  # EmailEngine's `partial`: what is None here keeps the stored value
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,48 @@ def _apply_imap(rt: Runtime, row: Account, imap: ImapSpec | None) -> None:
     )
 
 
+_Block = TypeVar("_Block", SmtpSpec, ImapSpec)
+
+
+def _stored_auth(rt: Runtime, user: str | None, password: str | None, token: str | None) -> AuthSpec | None:
+    if user is None:
+        return None
+    return AuthSpec(
+        user=user, password=rt.secrets.maybe_decrypt(password), access_token=rt.secrets.maybe_decrypt(token)
+    )
+
+
+def _stored_smtp(rt: Runtime, row: Account) -> SmtpSpec:
+    return SmtpSpec(
+        host=row.smtp_host,
+        port=row.smtp_port,
+        auth=_stored_auth(rt, row.smtp_user, row.smtp_pass_enc, row.smtp_token_enc),
+        secure=row.smtp_secure,
+        reject_unauthorized=row.smtp_reject_unauthorized,
+        require_tls=row.smtp_require_tls,
+    )
+
+
+def _stored_imap(rt: Runtime, row: Account) -> ImapSpec:
+    return ImapSpec(
+        host=row.imap_host,
+        port=row.imap_port,
+        secure=row.imap_secure,
+        auth=_stored_auth(rt, row.imap_user, row.imap_pass_enc, row.imap_token_enc),
+        reject_unauthorized=row.imap_reject_unauthorized,
+        require_tls=row.imap_require_tls,
+        disabled=row.imap_disabled,
+        sent_mail_path=row.sent_mail_path,
+    )
+
+
+def _merged(stored: _Block, given: _Block) -> _Block:
+    """`given` over `stored`, field by field: EmailEngine's `partial: true` (a given `auth` replaces the
+    stored one whole, as there)."""
+    changes = {f.name: getattr(given, f.name) for f in fields(given) if getattr(given, f.name) is not None}
+    return replace(stored, **{**changes, "partial": False})
+
+
 def _account_id(value: str) -> str:
     return v.required_text(value, "account", max_length=256)
 
@@ -214,9 +258,13 @@ async def update_account(rt: Runtime, account_id: str, patch: AccountPatch) -> A
         if patch.email is not None:
             row.email = _email(patch.email)
         if patch.smtp is not None:
-            _apply_smtp(rt, row, patch.smtp)
+            _apply_smtp(
+                rt, row, _merged(_stored_smtp(rt, row), patch.smtp) if patch.smtp.partial else patch.smtp
+            )
         if patch.imap is not None:
-            _apply_imap(rt, row, patch.imap)
+            _apply_imap(
+                rt, row, _merged(_stored_imap(rt, row), patch.imap) if patch.imap.partial else patch.imap
+            )
         row.version += 1
         row.state = AccountState.CONNECTING
         row.updated_at = rt.clock.now()
