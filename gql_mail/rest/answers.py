@@ -199,7 +199,9 @@ class OutboxEntry(Answer):
     idempotency_key: str | None
     created: str = Field(description=ISO)
     scheduled: str = Field(description=f"{ISO}: when it is (or was) due")
-    next_attempt: str | Literal[False] = Field(description=f"{ISO}; false once it is no longer queued")
+    next_attempt: str | Literal[False] = Field(
+        description=f"{ISO}; false once it is sent, failed or cancelled"
+    )
     attempts_made: int
     attempts: int = Field(description="delivery attempts before the message fails")
     progress: OutboxProgress
