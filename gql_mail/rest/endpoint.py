@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from gql_mail.http_edge.gate import RequestGate
 from gql_mail.http_edge.json_body import MalformedJson, decode
-from gql_mail.rest import boom
+from gql_mail.rest import answers, boom
 from gql_mail.rest.models import NoQuery
 from gql_mail.runtime import Runtime
 from gql_mail.services.errors import ServiceError
@@ -48,7 +48,9 @@ class Call(Generic[B, Q]):
     query: Q
 
 
-Handler = Callable[[Call[Any, Any]], Awaitable[Response | dict[str, Any]]]
+# A handler answers with its answer model (rest/answers.py, sent as `answers.dump` makes it), a dict, or a
+# ready response.
+Handler = Callable[[Call[Any, Any]], Awaitable[Response | BaseModel | dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -156,4 +158,6 @@ class Resource:
             return boom.from_service_error(exc)
         except Exception as exc:
             return boom.internal_error(exc)
+        if isinstance(result, BaseModel):
+            return JSONResponse(answers.dump(result))
         return JSONResponse(result) if isinstance(result, dict) else result
