@@ -207,3 +207,16 @@ async def test_sent_mail_path_puts_this_message_s_copy_in_its_folder(
         assert sum(answer["messageId"].encode() in raw for raw in trash) == 1
         assert not any(answer["messageId"].encode() in raw for raw in in_sent)
     assert sum(default["messageId"].encode() in raw for raw in in_sent) == 1
+
+
+async def test_a_raw_message_s_subject_is_listed_decoded(server: Server, smtp_server: SmtpServer) -> None:
+    await _connected(server, smtp_server)
+    raw = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: =?utf-8?q?caf=C3=A9?= menu\r\n\r\nx\r\n"
+    body = {"raw": b64(raw), "sendAt": "2099-01-01T00:00:00Z"}  # still queued when listed
+    answer = (await rest(server, "POST", "/account/sender/submit", json=body)).json()
+    entry = (await rest(server, "GET", f"/outbox/{answer['queueId']}")).json()
+    assert entry["subject"] == "café menu"
+    shown = await server.gql(
+        "query Q($q: ID!) { message(queueId: $q) { subject } }", {"q": answer["queueId"]}
+    )
+    assert shown["message"]["subject"] == "café menu"

@@ -119,6 +119,7 @@ class Composed:
     message_id: str  # with angle brackets, e.g. "<uuid@example.com>"
     envelope_from: str  # bare address
     envelope_to: tuple[str, ...]  # to+cc+bcc bare addresses, de-duplicated case-insensitively, order kept
+    subject: str | None = None  # as a reader shows it (decoded)
 
 
 # CRLF, 7-bit bodies (quoted-printable/base64: no 8BITMIME needed), 7-bit headers (utf8=False), and
@@ -224,6 +225,7 @@ def compose(
         message_id=message_id,
         envelope_from=envelope_from,
         envelope_to=tuple(_unique(recipients)),
+        subject=draft.subject,
     )
 
 

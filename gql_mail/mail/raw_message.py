@@ -30,11 +30,12 @@ from gql_mail.mail.compose import (
     validate_address,
 )
 
-__all__ = ["Envelope", "MAX_HEADER_SECTION", "prepare_raw", "settle_envelope"]
+__all__ = ["Envelope", "MAX_HEADER_SECTION", "MAX_SUBJECT", "prepare_raw", "settle_envelope"]
 
 # A header section larger than this is refused: a submitted message is a new one, without the trace
 # fields of a relayed message, and the `email` package's header parsers are not linear in the worst case.
 MAX_HEADER_SECTION = 256 * 1024
+MAX_SUBJECT = 16 * 1024  # the longest subject a submission may have (services/submission.py) or stores
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
 _LINE_BREAK = re.compile(rb"\r?\n")
 _FOLD = re.compile(r"\r?\n")
@@ -113,6 +114,14 @@ def _unique(addresses: Sequence[str]) -> tuple[str, ...]:
     return tuple(first.values())
 
 
+def _subject(fields: Sequence[bytes]) -> str | None:
+    """The Subject as readers show it (encoded-words decoded by the `email` package), for listings."""
+    value = next((_value(f) for f in fields if _name(f) == "subject"), None)
+    if value is None:
+        return None
+    return str(SMTP.header_factory("subject", value[:MAX_SUBJECT]))[:MAX_SUBJECT]
+
+
 def _header(name: str, value: str) -> bytes:
     """One header field as the `email` package folds it (CRLF, no final CRLF)."""
     return SMTP.fold_binary(name, value).rstrip(b"\r\n")
@@ -157,4 +166,5 @@ def prepare_raw(
         message_id=final_id,
         envelope_from=envelope_from,
         envelope_to=envelope_to,
+        subject=_subject(fields),
     )

@@ -196,6 +196,7 @@ class OutboxEntry(Answer):
     source: Literal["api"]
     message_id: str
     envelope: OutboxEnvelope
+    subject: str | None
     idempotency_key: str | None
     created: str = Field(description=ISO)
     scheduled: str = Field(description=f"{ISO}: when it is (or was) due")

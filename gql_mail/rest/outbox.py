@@ -48,6 +48,7 @@ def outbox_entry(row: models.OutboxMessage) -> answers.OutboxEntry:
         source="api",
         message_id=row.message_id,
         envelope=answers.OutboxEnvelope(from_=row.envelope_from, to=list(row.envelope_to)),
+        subject=row.subject,
         idempotency_key=row.idempotency_key,
         created=iso(created),
         scheduled=iso(utc(row.send_at) if row.send_at else created),

@@ -223,6 +223,7 @@ async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> Subm
         attempts=ready.attempts,
         copy_to_sent=(spec.copy if spec.copy is not None else True) and not account.imap_disabled,
         sent_mail_path=ready.sent_mail_path,
+        subject=composed.subject,
         send_at=send_at,
         next_attempt_at=max(now, send_at) if send_at else now,
         idempotency_key=key,

@@ -25,7 +25,7 @@ from typing import Any
 from gql_mail.config import Settings
 from gql_mail.mail.compose import Address, Attachment, Composed, ComposeError, Draft, compose
 from gql_mail.mail.preview_text import MAX_PREVIEW_TEXT, with_preview_text
-from gql_mail.mail.raw_message import Envelope, prepare_raw, settle_envelope
+from gql_mail.mail.raw_message import MAX_SUBJECT, Envelope, prepare_raw, settle_envelope
 
 __all__ = ["AttachmentSpec", "Envelope", "Sender", "SubmitSpec", "check_bounds", "compose_message"]
 from gql_mail.services.errors import BadInput, PayloadTooLarge
@@ -35,7 +35,6 @@ MAX_HEADER_NAME = 128
 MAX_HEADER_VALUE = 16 * 1024
 MAX_ADDRESS = 320  # RFC 3696 errata: 64 + 1 + 255
 MAX_HEADER_TEXT = 998  # display names, messageId, attachment filename/contentType/cid: one header line
-MAX_SUBJECT = 16 * 1024
 
 # Estimated compose cost, in units of about one body byte (measured: a body byte ~0.06 µs, an extra
 # header ~0.3 ms plus ~2 µs per character when it needs encoded-words, a recipient ~0.05 ms). Above this
