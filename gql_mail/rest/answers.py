@@ -1,13 +1,13 @@
 """The JSON the REST handlers answer with, as pydantic models: what the OpenAPI document (openapi.py) says
-each operation answers, and, for the outbox, settings, stats and token handlers, what builds the answer
-(a handler returns its model, and endpoint.py sends `dump(model)`), so their shape is written once.
+each operation answers, and, for the submit, outbox, settings, stats and token handlers, what builds the
+answer (a handler returns its model, and endpoint.py sends `dump(model)`), so their shape is written once.
 
 Each model forbids keys it does not name, so the document says exactly what a client gets. A key that an
 answer has only sometimes is a field with a default, left unset when it is absent: `dump` leaves out what
 was not set, so absent stays absent and null stays null. A test (tests/test_rest_openapi.py) validates
 real answers against these schemas, and another that every operation of the router names its model. The
-account and submit handlers still build their dicts by hand: for them the test is what keeps the model
-and the answer together.
+account handlers still build their dicts by hand: for them the test is what keeps the model and the
+answer together.
 """
 
 from __future__ import annotations
