@@ -109,8 +109,16 @@ def _email(value: str | None) -> str:
         raise BadInput(str(exc), field="email") from exc
 
 
+def _reachable(rt: Runtime, host: str, field: str) -> str:
+    """A host that is an address the outbound policy refuses is refused now, by its field (a name is
+    judged when it is resolved, at each connection)."""
+    if (rule := rt.outbound.literal_refusal(host)) is not None:
+        raise BadInput(f"{field} is an address outbound connections may not reach ({rule})", field=field)
+    return host
+
+
 def _apply_smtp(rt: Runtime, row: Account, smtp: SmtpSpec) -> None:
-    row.smtp_host = v.hostname(smtp.host, "smtp.host")
+    row.smtp_host = _reachable(rt, v.hostname(smtp.host, "smtp.host"), "smtp.host")
     row.smtp_port = v.port(smtp.port, "smtp.port")
     auth = _auth(smtp.auth, "smtp.auth")
     row.smtp_secure = bool(smtp.secure)
@@ -129,7 +137,7 @@ def _apply_imap(rt: Runtime, row: Account, imap: ImapSpec | None) -> None:
         row.imap_require_tls = None
         return
     row.imap_disabled = False
-    row.imap_host = v.hostname(imap.host, "imap.host")
+    row.imap_host = _reachable(rt, v.hostname(imap.host, "imap.host"), "imap.host")
     row.imap_port = v.port(imap.port, "imap.port")
     auth = _auth(imap.auth, "imap.auth")
     row.imap_secure = bool(imap.secure)
