@@ -115,7 +115,7 @@ def test_a_route_added_to_a_router_is_documented_with_no_other_step() -> None:
     assert spec["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Answer"
     }
-    assert sorted(spec["responses"]) == ["200", "400", "401", "403", "404", "413"]
+    assert sorted(spec["responses"]) == ["200", "400", "401", "403", "404", "408", "413"]
 
 
 def test_operation_ids_stay_unique_when_handlers_share_a_name() -> None:

@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from gql_mail.http_edge.gate import RequestGate
 from gql_mail.http_edge.json_body import MalformedJson, decode
+from gql_mail.http_edge.request_body import SLOW_BODY, BodyTooLarge, BodyTooSlow
 from gql_mail.rest import answers, boom
 from gql_mail.rest.models import NoQuery
 from gql_mail.runtime import Runtime
@@ -121,10 +122,15 @@ class Resource:
     async def _body(self, request: Request, receive: Receive) -> Any:
         """The body's JSON value ({} for an empty body), read within the shared bounds."""
         gate = self.front.gate
-        data = await gate.read_body(request, receive)
-        if data is None:
+        try:
+            data = await gate.read_body(request, receive)
+        except BodyTooLarge:
             limit = gate.max_body_bytes
-            raise _Refusal(boom.boom(413, f"Payload content length greater than maximum allowed: {limit}"))
+            raise _Refusal(
+                boom.boom(413, f"Payload content length greater than maximum allowed: {limit}")
+            ) from None
+        except BodyTooSlow:
+            raise _Refusal(boom.boom(408, SLOW_BODY)) from None
         if not data.strip():
             return {}
         try:
