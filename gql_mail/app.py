@@ -25,8 +25,10 @@ from gql_mail.graphql.schema import build_schema
 from gql_mail.graphql.server_send import KeepServerSend
 from gql_mail.graphql.view import GqlMailView
 from gql_mail.http_edge.gate import RequestGate
+from gql_mail.http_edge.request_metrics import RequestMetrics
 from gql_mail.log_redaction import install as install_log_redaction
 from gql_mail.log_redaction import register_secret
+from gql_mail.metrics_endpoint import metrics_endpoint
 from gql_mail.migrations import upgrade
 from gql_mail.outbound import OutboundPolicy, Resolver
 from gql_mail.pg_events import EventRelay, relay_for
@@ -206,6 +208,7 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/health", health),
+            Route("/metrics", metrics_endpoint(rt), methods=["GET"]),
             Route("/graphql", endpoint, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", endpoint),
             Mount("/graphiql-static", graphiql_static_app()),
@@ -213,9 +216,11 @@ def create_app(
             Mount("/v1", rest_app(rt, gate)),
         ],
         lifespan=lifespan,
-        middleware=[Middleware(KeepServerSend)],
+        middleware=[Middleware(KeepServerSend), Middleware(RequestMetrics, metrics=rt.metrics)],
     )
     app.state.runtime = rt
+    rt.metrics.websockets.set_function(lambda: endpoint.open_websockets)
+    rt.metrics.subscribers.set_function(lambda: rt.bus.subscriber_count)
     app.state.graphql = endpoint  # its websocket count, for operators' and tests' eyes
     app.state.gate = gate  # its body reader (`bodies`), likewise; REST's front door reads bodies through it
     return app

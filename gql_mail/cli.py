@@ -161,7 +161,7 @@ def parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="manage access tokens")
     tsub = token.add_subparsers(dest="token_command", required=True)
     create = tsub.add_parser("create", help="print a new token (only the token)")
-    create.add_argument("--scope", default="api", choices=["api", "read"])
+    create.add_argument("--scope", default="api", choices=["api", "read", "metrics"])
     create.add_argument("--description", default=None)
     tsub.add_parser("list", help="list tokens (never the tokens themselves)")
     revoke = tsub.add_parser("revoke", help="revoke a token by id")
