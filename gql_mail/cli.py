@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import logging
+import importlib.metadata
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from gql_mail import log_format
 from gql_mail.config import Settings
 from gql_mail.log_redaction import install as install_log_redaction
 
@@ -66,6 +67,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         host=host,
         port=port,
         log_level=settings.log_level,
+        # No logging configuration of uvicorn's own: its records go to the root handler `main` set up, in
+        # the same format (text or JSON) as everything else.
+        log_config=None,
+        access_log=args.access_log or settings.access_log,
         lifespan="on",
         ws=WS_PROTOCOL,  # the one the fan-out's fast path writes to (see frame_writer)
         timeout_keep_alive=settings.http_keep_alive_seconds,
@@ -145,15 +150,34 @@ def cmd_service_secret(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("gql-mail")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gql-mail", description="GraphQL email sending through your users' mailboxes"
     )
+    p.add_argument("--version", action="version", version=f"gql-mail {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the server (applies migrations first)")
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=None,
+        help="text, or one JSON object per line (default: GQL_MAIL_LOG_FORMAT, else text)",
+    )
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every HTTP request (uvicorn's access log; off by default, or GQL_MAIL_ACCESS_LOG)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
@@ -194,11 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     install_log_redaction()  # before anything logs: no credential in any record, at any level
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    if getattr(args, "log_format", None):
+        settings = settings.model_copy(update={"log_format": args.log_format})
+    log_format.configure(settings.log_level, settings.log_format)
     result: int = args.func(args, settings)
     return result
 

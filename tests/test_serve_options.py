@@ -1,0 +1,89 @@
+"""`gql-mail serve`'s operating options, run as a user runs them (a real process): JSON logs through a
+whole send, the access log off unless asked for, and `--version`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.conftest import account_input
+from tests.faults.helpers import HOOK, SUBMIT, simple
+from tests.faults.process import ServerProcess
+from tests.harness import wait_webhook, webhook_event
+from tests.servers.smtp import SmtpServer
+from tests.servers.webhook_receiver import WebhookReceiver
+from tests.test_cli import cli
+
+REGISTER = "mutation R($input: RegisterAccountInput!) { registerAccount(input: $input) { state } }"
+
+
+def json_lines(proc: ServerProcess) -> list[dict[str, Any]]:
+    """Every line the process wrote (stdout and stderr), each parsed as one JSON object."""
+    lines = [line for line in proc.logs().splitlines() if line.strip()]
+    assert lines, "the server logged nothing"
+    parsed = []
+    for line in lines:
+        value = json.loads(line)  # fails the test on any line that is not JSON
+        assert isinstance(value, dict), line
+        assert {"time", "level", "logger", "message"} <= value.keys(), line
+        parsed.append(value)
+    return parsed
+
+
+def test_version(tmp_path: Path) -> None:
+    result = cli(tmp_path, "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "gql-mail 0.1.0"
+
+
+async def test_json_logs_of_a_whole_send(
+    tmp_path: Path, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver
+) -> None:
+    proc = ServerProcess(tmp_path, GQL_MAIL_LOG_FORMAT="json", GQL_MAIL_LOG_LEVEL="info").start()
+    try:
+        async with httpx.AsyncClient(timeout=20) as http:
+            await proc.gql(http, HOOK, {"input": {"url": webhook_receiver.url}})
+            await proc.gql(http, REGISTER, {"input": account_input("jsonlog", smtp_server)})
+            await wait_webhook(webhook_receiver, webhook_event("accountConnected"), timeout=15)
+            submitted = (await proc.gql(http, SUBMIT, {"account": "jsonlog", "input": simple()}))[
+                "submitMessage"
+            ]
+            await wait_webhook(webhook_receiver, webhook_event("messageSent", submitted["queueId"]), 15)
+            assert (await http.get(proc.url + "/health")).status_code == 200
+    finally:
+        proc.stop()
+    lines = json_lines(proc)
+    outcomes = [line for line in lines if line.get("queueId") == submitted["queueId"]]
+    assert len(outcomes) == 1, outcomes  # one INFO line per delivery outcome
+    (sent,) = outcomes
+    assert sent["level"] == "INFO" and sent["logger"] == "gql_mail.delivery"
+    assert sent["account"] == "jsonlog" and sent["messageId"] == submitted["messageId"]
+    assert sent["result"] == "sent" and sent["response"].startswith("250")
+    assert any("Uvicorn running on" in line["message"] for line in lines), "uvicorn's lines are JSON too"
+    assert not [line for line in lines if line["logger"] == "uvicorn.access"], "access log off by default"
+    assert smtp_server.password not in proc.logs()
+
+
+async def test_access_log_on_request_in_json_and_redacted(tmp_path: Path) -> None:
+    proc = ServerProcess(tmp_path, GQL_MAIL_LOG_LEVEL="info").start("--log-format", "json", "--access-log")
+    try:
+        async with httpx.AsyncClient(timeout=20) as http:
+            answer = await http.get(proc.url + "/v1/accounts", params={"access_token": proc.token})
+            assert answer.status_code == 200
+    finally:
+        proc.stop()
+    access = [line for line in json_lines(proc) if line["logger"] == "uvicorn.access"]
+    assert any("/v1/accounts" in line["message"] for line in access), access
+    assert proc.token not in proc.logs()
+    assert any("access_token=[REDACTED]" in line["message"] for line in access)
+
+
+async def test_text_logs_by_default(tmp_path: Path) -> None:
+    proc = ServerProcess(tmp_path, GQL_MAIL_LOG_LEVEL="info").start()
+    proc.stop()
+    log = proc.logs()
+    assert "INFO uvicorn.error: Uvicorn running on" in log
+    assert not log.lstrip().startswith("{")
