@@ -60,7 +60,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(update={"host": host, "port": port})
     if "service_url" not in settings.model_fields_set:
         settings = settings.model_copy(update={"service_url": f"http://{host}:{port}"})
-    app = create_app(settings)
+    if args.workers_only:
+        from gql_mail.worker_node import run_workers
+
+        _settle_garbage_collector()
+        asyncio.run(run_workers(settings))
+        return 0
+    app = create_app(settings, workers=not args.no_workers)
     _settle_garbage_collector()
     uvicorn.run(
         app,
@@ -172,6 +178,17 @@ def parser() -> argparse.ArgumentParser:
         choices=["text", "json"],
         default=None,
         help="text, or one JSON object per line (default: GQL_MAIL_LOG_FORMAT, else text)",
+    )
+    roles = serve.add_mutually_exclusive_group()
+    roles.add_argument(
+        "--no-workers",
+        action="store_true",
+        help="API only: no delivery, webhook or Sent-copy workers (other nodes on the database run them)",
+    )
+    roles.add_argument(
+        "--workers-only",
+        action="store_true",
+        help="workers only, no HTTP (--host/--port unused): a worker node of a PostgreSQL deployment",
     )
     serve.add_argument(
         "--access-log",

@@ -1,9 +1,14 @@
 """`gql-mail serve`'s operating options, run as a user runs them (a real process): JSON logs through a
-whole send, the access log off unless asked for, and `--version`."""
+whole send, the access log off unless asked for, `--version`, and an API-only node beside a
+workers-only one."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,7 @@ from tests.harness import wait_webhook, webhook_event
 from tests.servers.smtp import SmtpServer
 from tests.servers.webhook_receiver import WebhookReceiver
 from tests.test_cli import cli
+from tests.test_metrics import parse, value
 
 REGISTER = "mutation R($input: RegisterAccountInput!) { registerAccount(input: $input) { state } }"
 
@@ -87,3 +93,68 @@ async def test_text_logs_by_default(tmp_path: Path) -> None:
     log = proc.logs()
     assert "INFO uvicorn.error: Uvicorn running on" in log
     assert not log.lstrip().startswith("{")
+
+
+ACCOUNT_STATE = "query A($a: ID!) { account(account: $a) { state } }"
+
+
+def start_worker_node(api: ServerProcess, log_path: Path) -> subprocess.Popen[bytes]:
+    """`gql-mail serve --workers-only` on the API node's database, its output in `log_path`."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gql_mail", "serve", "--workers-only"],
+            env={**api.env, "GQL_MAIL_LOG_LEVEL": "info"}, stdout=log, stderr=subprocess.STDOUT,
+            cwd=api.directory,
+        )  # fmt: skip
+
+
+async def wait_connected(api: ServerProcess, http: httpx.AsyncClient, account: str) -> None:
+    async with asyncio.timeout(15):
+        while (await api.gql(http, ACCOUNT_STATE, {"a": account}))["account"]["state"] != "CONNECTED":  # noqa: ASYNC110 - polls another process
+            await asyncio.sleep(0.05)
+
+
+async def test_an_api_node_and_a_worker_node_split_the_work(
+    tmp_path: Path, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver
+) -> None:
+    """`serve --no-workers` takes requests and delivers nothing; `serve --workers-only` on the same
+    database delivers without serving HTTP."""
+    api = ServerProcess(tmp_path).start("--no-workers")
+    worker: subprocess.Popen[bytes] | None = None
+    worker_log = tmp_path / "worker.log"
+    try:
+        async with httpx.AsyncClient(timeout=20) as http:
+            ready = await http.get(api.url + "/health/ready")
+            assert ready.status_code == 200 and ready.json() == {"status": "ok", "workers": "disabled"}
+            await api.gql(http, HOOK, {"input": {"url": webhook_receiver.url}})
+            await api.gql(http, REGISTER, {"input": account_input("split", smtp_server)})
+            # The account check a registration asks for runs on the node that took it.
+            await wait_connected(api, http, "split")
+            submitted = (await api.gql(http, SUBMIT, {"account": "split", "input": simple()}))[
+                "submitMessage"
+            ]
+            headers = {"Authorization": f"Bearer {api.token}"}
+            before = parse((await http.get(api.url + "/metrics", headers=headers)).text)
+            assert value(before, "gql_mail_workers_alive") == 0, "the API node claims nothing"
+            assert value(before, "gql_mail_queue_messages", status="queued") == 1
+
+            worker = start_worker_node(api, worker_log)
+            await wait_webhook(webhook_receiver, webhook_event("messageSent", submitted["queueId"]), 30)
+            assert len(await smtp_server.wait_for_messages(1)) == 1
+            after = parse((await http.get(api.url + "/metrics", headers=headers)).text)
+            assert value(after, "gql_mail_workers_alive") == 1
+            assert value(after, "gql_mail_queue_messages", status="sent") == 1
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(15)
+        api.stop()
+    assert worker is not None and worker.returncode == 0, worker_log.read_text()
+    text = worker_log.read_text()
+    assert "workers running without HTTP" in text and "workers stopped" in text
+    assert "Uvicorn" not in text
+
+
+def test_the_two_roles_exclude_each_other(tmp_path: Path) -> None:
+    both = cli(tmp_path, "serve", "--no-workers", "--workers-only")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
