@@ -11,7 +11,7 @@ import pytest
 from gql_mail.log_format import JsonFormatter
 from gql_mail.log_redaction import credentials_in_use, install
 from tests.conftest import account_input, register_connected
-from tests.harness import Server
+from tests.harness import Server, subscribe
 from tests.servers.smtp import SmtpServer
 
 SUBMIT = """
@@ -54,10 +54,12 @@ async def test_each_delivery_outcome_is_one_info_line(
     await register_connected(server, account_input("logs", smtp_server))
     smtp_server.fail_next(1, code=451, message="4.3.0 Try again later")
     message = {"from": {"address": "logs@example.com"}, "to": [{"address": "to@example.org"}], "text": "hi"}
-    submitted = (await server.gql(SUBMIT, {"account": "logs", "input": message}))["submitMessage"]
-    await server.drain()
-    server.advance(3600)
-    await server.drain()
+    async with subscribe(server, account="logs") as sub:
+        submitted = (await server.gql(SUBMIT, {"account": "logs", "input": message}))["submitMessage"]
+        await sub.wait_for(lambda e: e["event"] == "messageDeliveryError")
+        server.advance(3600)
+        # The outcome's line is written as its transaction commits, before the event reaches anyone.
+        await sub.wait_for(lambda e: e["event"] == "messageSent")
     lines = [r for r in caplog.records if r.name == "gql_mail.delivery"]
     assert [(r.levelname, r.__dict__["result"]) for r in lines] == [("INFO", "retried"), ("INFO", "sent")]
     for record in lines:
