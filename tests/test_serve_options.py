@@ -114,36 +114,36 @@ async def wait_connected(api: ServerProcess, http: httpx.AsyncClient, account: s
             await asyncio.sleep(0.05)
 
 
-async def test_an_api_node_and_a_worker_node_split_the_work(
-    tmp_path: Path, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver
-) -> None:
+async def split_roles(tmp_path: Path, smtp: SmtpServer, receiver: WebhookReceiver, **env: str) -> None:
     """`serve --no-workers` takes requests and delivers nothing; `serve --workers-only` on the same
-    database delivers without serving HTTP."""
-    api = ServerProcess(tmp_path).start("--no-workers")
+    database delivers without serving HTTP, and stops cleanly on SIGTERM."""
+    api = ServerProcess(tmp_path, **env).start("--no-workers")
     worker: subprocess.Popen[bytes] | None = None
     worker_log = tmp_path / "worker.log"
     try:
         async with httpx.AsyncClient(timeout=20) as http:
             ready = await http.get(api.url + "/health/ready")
             assert ready.status_code == 200 and ready.json() == {"status": "ok", "workers": "disabled"}
-            await api.gql(http, HOOK, {"input": {"url": webhook_receiver.url}})
-            await api.gql(http, REGISTER, {"input": account_input("split", smtp_server)})
+            await api.gql(http, HOOK, {"input": {"url": receiver.url}})
+            await api.gql(http, REGISTER, {"input": account_input("split", smtp)})
             # The account check a registration asks for runs on the node that took it.
             await wait_connected(api, http, "split")
-            submitted = (await api.gql(http, SUBMIT, {"account": "split", "input": simple()}))[
-                "submitMessage"
-            ]
+            first = (await api.gql(http, SUBMIT, {"account": "split", "input": simple()}))["submitMessage"]
             headers = {"Authorization": f"Bearer {api.token}"}
             before = parse((await http.get(api.url + "/metrics", headers=headers)).text)
             assert value(before, "gql_mail_workers_alive") == 0, "the API node claims nothing"
             assert value(before, "gql_mail_queue_messages", status="queued") == 1
 
             worker = start_worker_node(api, worker_log)
-            await wait_webhook(webhook_receiver, webhook_event("messageSent", submitted["queueId"]), 30)
-            assert len(await smtp_server.wait_for_messages(1)) == 1
+            await wait_webhook(receiver, webhook_event("messageSent", first["queueId"]), 30)
+            # One submitted while the worker node runs: woken through the database (PostgreSQL), or found
+            # by its next poll (SQLite).
+            second = (await api.gql(http, SUBMIT, {"account": "split", "input": simple()}))["submitMessage"]
+            await wait_webhook(receiver, webhook_event("messageSent", second["queueId"]), 15)
+            assert len(await smtp.wait_for_messages(2)) == 2
             after = parse((await http.get(api.url + "/metrics", headers=headers)).text)
             assert value(after, "gql_mail_workers_alive") == 1
-            assert value(after, "gql_mail_queue_messages", status="sent") == 1
+            assert value(after, "gql_mail_queue_messages", status="sent") == 2
     finally:
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
@@ -153,6 +153,26 @@ async def test_an_api_node_and_a_worker_node_split_the_work(
     text = worker_log.read_text()
     assert "workers running without HTTP" in text and "workers stopped" in text
     assert "Uvicorn" not in text
+
+
+async def test_an_api_node_and_a_worker_node_split_the_work(
+    tmp_path: Path, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver
+) -> None:
+    await split_roles(tmp_path, smtp_server, webhook_receiver)
+
+
+async def test_on_postgresql_the_api_node_wakes_the_worker_node(
+    tmp_path: Path, pg_url: str, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver
+) -> None:
+    """Polling every 30 s: a message submitted to the API node goes out at once only because the
+    submission's wake-up reaches the worker node through the relay."""
+    await split_roles(
+        tmp_path,
+        smtp_server,
+        webhook_receiver,
+        GQL_MAIL_DATABASE_URL=pg_url,
+        GQL_MAIL_POLL_INTERVAL_SECONDS="30",
+    )
 
 
 def test_the_two_roles_exclude_each_other(tmp_path: Path) -> None:
