@@ -17,6 +17,7 @@ from gql_mail.crypto import SecretBox
 from gql_mail.db import Database
 from gql_mail.events import EventBus
 from gql_mail.group_commit import GroupCommit
+from gql_mail.metrics import Metrics
 from gql_mail.outbound import OutboundPolicy
 from gql_mail.retry import RetryPolicy
 
@@ -50,6 +51,8 @@ class Runtime:
     new_messages: GroupCommit[dict[str, Any]] = field(default_factory=GroupCommit)
     # This process's identity as a claimer of work (the `worker` table; see workers/heartbeat.py).
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # This process's Prometheus figures, in a registry of its own (gql_mail/metrics.py).
+    metrics: Metrics = field(default_factory=Metrics)
 
     @property
     def delivery_retry(self) -> RetryPolicy:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -257,6 +258,7 @@ class DeliveryWorker:
 
     async def _send_all(self, lane: Lane, settings: SmtpSettings) -> None:
         connection: SmtpConnection | None = None
+        metrics = self.rt.metrics
         try:
             while lane.pending or (connection is not None and await self._wait_for_more(lane, connection)):
                 if not lane.pending:
@@ -266,6 +268,7 @@ class DeliveryWorker:
                     self._account_room.set()
                 if connection is None or not connection.usable:
                     if connection is not None:
+                        metrics.smtp_connections.dec()
                         await connection.__aexit__(None, None, None)
                         connection = None
                     try:
@@ -273,14 +276,19 @@ class DeliveryWorker:
                     except MailError as exc:
                         await self._connect_failed(lane, message, exc)
                         return
+                    metrics.smtp_connections.inc()
+                started = time.perf_counter()
                 try:
                     result = await connection.send(message.envelope_from, message.envelope_to, message.raw)
                 except MailError as exc:
+                    metrics.smtp_transaction.observe(time.perf_counter() - started)
                     self._record_later(Outcome(message, error=exc))
                 else:
+                    metrics.smtp_transaction.observe(time.perf_counter() - started)
                     self._record_later(Outcome(message, result=result))
         finally:
             if connection is not None:
+                metrics.smtp_connections.dec()
                 await connection.__aexit__(None, None, None)
 
     async def _wait_for_more(self, lane: Lane, connection: SmtpConnection) -> bool:
