@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,13 @@ from gql_mail.services.delivery import Outcome, record_outcomes, record_unrecord
 from gql_mail.workers.batcher import Batcher
 
 log = logging.getLogger(__name__)
+
+
+def _since(started: float) -> int:
+    """Milliseconds of wall time since `started` (a `perf_counter` reading): an attempt's duration is a
+    measurement of the real network, not of the injectable clock."""
+    return round((time.perf_counter() - started) * 1000)
+
 
 OUTCOME_GATHER_SECONDS = 0.025
 # How long a connection whose lane ran dry stays open for the account's next message (only while other lanes
@@ -273,12 +281,13 @@ class DeliveryWorker:
                     except MailError as exc:
                         await self._connect_failed(lane, message, exc)
                         return
+                started = time.perf_counter()
                 try:
                     result = await connection.send(message.envelope_from, message.envelope_to, message.raw)
                 except MailError as exc:
-                    self._record_later(Outcome(message, error=exc))
+                    self._record_later(Outcome(message, error=exc, duration_ms=_since(started)))
                 else:
-                    self._record_later(Outcome(message, result=result))
+                    self._record_later(Outcome(message, result=result, duration_ms=_since(started)))
         finally:
             if connection is not None:
                 await connection.__aexit__(None, None, None)
