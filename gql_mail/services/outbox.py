@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import Text, func, insert, or_, select, update
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import QueryableAttribute, defer
 from sqlmodel import col
@@ -25,6 +26,7 @@ from gql_mail.mail.compose import Composed
 from gql_mail.models import AccountState, MessageStatus, OutboxMessage
 from gql_mail.queue import OUTBOX
 from gql_mail.runtime import Runtime
+from gql_mail.services import cursors
 from gql_mail.services import validation as v
 from gql_mail.services.errors import AccountNotReady, BadInput, NotFound
 from gql_mail.services.submission import Sender, SubmitSpec, check_bounds, compose_message
@@ -333,6 +335,67 @@ async def page_outbox(rt: Runtime, *, page: int = 0, page_size: int = 20) -> Out
         total = int((await session.execute(count)).scalar_one())
         found = (await session.execute(rows)).scalars().all()
     return OutboxPage(messages=found, total=total)
+
+
+@dataclass(frozen=True)
+class OutboxFilter:
+    """What `outboxConnection` narrows the listing to; every given condition must hold."""
+
+    account_id: str | None = None
+    statuses: Sequence[str] | None = None
+    created_from: datetime | None = None  # inclusive
+    created_to: datetime | None = None  # exclusive
+    recipient: str | None = None  # one of the envelope's recipients, case-insensitive
+
+
+_OUTBOX_CURSOR = "outbox"
+
+
+def _filtered(rt: Runtime, f: OutboxFilter) -> list[Any]:
+    """`_listed` (the one rule of what a listing shows), narrowed by the filter's other conditions."""
+    conditions = _listed(f.account_id, _statuses(f.statuses), rt.clock.now() - timedelta(hours=24))
+    if f.created_from is not None:
+        conditions.append(col(OutboxMessage.created_at) >= utc(f.created_from))
+    if f.created_to is not None:
+        conditions.append(col(OutboxMessage.created_at) < utc(f.created_to))
+    if f.recipient:
+        address = v.no_control_chars(f.recipient, "recipient", max_length=998).lower()
+        # envelope_to is a JSON list of addresses: a quoted element matches exactly one of them.
+        envelope = func.lower(sql_cast(col(OutboxMessage.envelope_to), Text))
+        conditions.append(envelope.contains(f'"{address}"', autoescape=True))
+    return conditions
+
+
+async def count_outbox(rt: Runtime, f: OutboxFilter) -> int:
+    """How many messages the filter lists on all pages."""
+    count = select(func.count()).select_from(OutboxMessage).where(*_filtered(rt, f))
+    async with rt.db.read() as session:
+        return int((await session.execute(count)).scalar_one())
+
+
+async def outbox_after(
+    rt: Runtime, f: OutboxFilter, *, first: int = cursors.DEFAULT_FIRST, after: str | None = None
+) -> cursors.CursorPage[OutboxMessage]:
+    """Up to `first` listed messages after the cursor `after`, newest first.
+
+    Keyset paging on the time-ordered id (never OFFSET): each page is an index range, as cheap on the
+    thousandth page as on the first, and a message submitted meanwhile never shifts a row onto two pages."""
+    first = cursors.check_first(first)
+    conditions = _filtered(rt, f)
+    if after is not None:
+        (last_id,) = cursors.decode(_OUTBOX_CURSOR, after, 1)
+        conditions.append(col(OutboxMessage.id) < last_id)
+    query = (
+        select(OutboxMessage)
+        .options(WITHOUT_RAW)
+        .where(*conditions)
+        .order_by(col(OutboxMessage.id).desc())
+        .limit(first + 1)
+    )
+    async with rt.db.read() as session:
+        rows = (await session.execute(query)).scalars().all()
+    edges = [(cursors.encode(_OUTBOX_CURSOR, r.id), r) for r in rows[:first]]
+    return cursors.CursorPage(edges=edges, has_next=len(rows) > first)
 
 
 async def _require_message(session: Any, queue_id: str) -> OutboxMessage:
