@@ -272,7 +272,8 @@ def _record_other(
         "response": err.response,
     }
     if retry_at is None:
-        values.update(status=MessageStatus.FAILED, raw=b"")
+        # The body is kept (until retention prunes the message) so `retry_message` can send it again.
+        values["status"] = MessageStatus.FAILED
     else:
         values.update(status=MessageStatus.QUEUED, next_attempt_at=retry_at)
     uow.emit(

@@ -28,7 +28,7 @@ from gql_mail.queue import OUTBOX
 from gql_mail.runtime import Runtime
 from gql_mail.services import cursors
 from gql_mail.services import validation as v
-from gql_mail.services.errors import AccountNotReady, BadInput, NotFound
+from gql_mail.services.errors import AccountNotReady, BadInput, Conflict, NotFound
 from gql_mail.services.submission import Sender, SubmitSpec, check_bounds, compose_message
 
 QUEUED_RESPONSE = "Queued for delivery"
@@ -430,3 +430,46 @@ async def cancel_message(rt: Runtime, queue_id: str) -> bool:
         if (await session.execute(select(OUTBOX.c.id).where(OUTBOX.c.id == queue_id))).first() is None:
             raise NotFound(f"no queued message {queue_id!r}", field="queueId")
     return False
+
+
+async def retry_message(rt: Runtime, queue_id: str) -> OutboxMessage:
+    """Queue a `failed` message again, due now, with a fresh attempt budget (its `attempts`, counted anew;
+    its attempt rows stay, and the new run's attempts are numbered from 1 again). No event is emitted: the
+    new attempts report their own outcomes as usual.
+
+    One conditional UPDATE, not a read then a write: on PostgreSQL two nodes retrying the same message at
+    once queue it once, and a message that is not `failed` is never touched. CONFLICT when the message is
+    not failed, or when its body is no longer stored (a failure whose outcome could not be recorded, or
+    one that stalled too often: those drop it, since the message may have been delivered)."""
+    now = rt.clock.now()
+    async with rt.db.write() as session:
+        retried = await session.execute(
+            update(OUTBOX)
+            .where(
+                OUTBOX.c.id == queue_id,
+                OUTBOX.c.status == MessageStatus.FAILED,
+                func.length(OUTBOX.c.raw) > 0,
+            )
+            .values(
+                status=MessageStatus.QUEUED,
+                attempts_made=0,
+                stalled_count=0,
+                claimed_by=None,
+                next_attempt_at=now,
+                updated_at=now,
+            )
+            .returning(OUTBOX.c.id)
+        )
+        if retried.first() is None:
+            status = (
+                await session.execute(select(OUTBOX.c.status).where(OUTBOX.c.id == queue_id))
+            ).scalar_one_or_none()
+            if status is None:
+                raise NotFound(f"no queued message {queue_id!r}", field="queueId")
+            if status != MessageStatus.FAILED:
+                raise Conflict(f"message {queue_id!r} is {status}; only a failed message can be retried")
+            raise Conflict(
+                f"message {queue_id!r} can not be retried: its body is no longer stored; submit it again"
+            )
+    rt.wake.delivery()
+    return await get_message(rt, queue_id)
