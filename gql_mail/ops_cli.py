@@ -71,8 +71,9 @@ def account_dict(row: models.Account) -> dict[str, Any]:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Left-aligned columns as wide as their widest cell; None shows as '-'."""
-    cells = [[("-" if c is None else str(c)) for c in row] for row in rows]
+    """Left-aligned columns as wide as their widest cell; None shows as '-', and a multi-line cell (an SMTP
+    server's reply) as one line."""
+    cells = [[("-" if c is None else " ".join(str(c).split())) for c in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     lines = [list(headers), *cells]
     return "\n".join(
