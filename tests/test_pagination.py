@@ -140,7 +140,8 @@ async def test_accounts_connection(server: Server, smtp_server: SmtpServer) -> N
     names = [f"acc{i}" for i in range(7)]
     for name in names:
         await register_connected(server, account_input(name, smtp_server))
-        server.clock.advance(1)
+        if name == "acc3":  # the others share a registration time: the id breaks the tie across pages
+            server.clock.advance(1)
     seen: list[str] = []
     after = None
     while True:
