@@ -1,4 +1,5 @@
-"""Command line: serve, migrate, token create|list|revoke, schema, rotate-secret, service-secret."""
+"""Command line: serve, migrate, token create|list|revoke, schema, rotate-secret, service-secret, and
+outbox/accounts (in ops_cli.py)."""
 
 from __future__ import annotations
 
@@ -163,6 +164,12 @@ def _version() -> str:
         return "unknown"
 
 
+def cmd_ops(args: argparse.Namespace, settings: Settings) -> int:
+    from gql_mail.ops_cli import run_command
+
+    return run_command(args, settings, _with_runtime)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gql-mail", description="GraphQL email sending through your users' mailboxes"
@@ -228,6 +235,10 @@ def parser() -> argparse.ArgumentParser:
     )
     service_secret.add_argument("--set", action="store_true")
     service_secret.set_defaults(func=cmd_service_secret)
+
+    from gql_mail.ops_cli import add_parsers
+
+    add_parsers(sub, cmd_ops)
     return p
 
 

@@ -94,11 +94,19 @@ _MARK_SENT = (
         ),
     )
 )
+# The attempt row of a message every recipient accepted copies the message's columns; only its duration is
+# bound (per row, matched by id).
 _COPY_SENT_ATTEMPTS = insert(_ATTEMPTS).from_select(
-    ["outbox_id", "attempt", "at", "ok", "response", "accepted"],
+    ["outbox_id", "attempt", "at", "ok", "response", "accepted", "duration_ms"],
     select(
-        OUTBOX.c.id, OUTBOX.c.attempts_made, OUTBOX.c.sent_at, true(), OUTBOX.c.response, OUTBOX.c.accepted
-    ).where(OUTBOX.c.id.in_(bindparam("ids", expanding=True))),
+        OUTBOX.c.id,
+        OUTBOX.c.attempts_made,
+        OUTBOX.c.sent_at,
+        true(),
+        OUTBOX.c.response,
+        OUTBOX.c.accepted,
+        bindparam("duration_ms", type_=_ATTEMPTS.c.duration_ms.type),
+    ).where(OUTBOX.c.id == bindparam("outbox_id")),
 )
 
 
@@ -111,6 +119,8 @@ class Outcome:
     message: ClaimedMessage
     result: SendResult | None = None
     error: MailError | None = None
+    # The SMTP transaction's duration; None when the attempt never got a connection.
+    duration_ms: int | None = None
 
 
 def _envelope(m: ClaimedMessage) -> dict[str, Any]:
@@ -123,6 +133,7 @@ async def record_outcomes(rt: Runtime, outcomes: Sequence[Outcome]) -> None:
         return
     now = rt.clock.now()
     sent: list[dict[str, Any]] = []
+    sent_attempts: list[dict[str, Any]] = []
     attempt_rows: list[dict[str, Any]] = []
     # Updates grouped by the columns they set: each group is one executemany.
     updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -145,6 +156,7 @@ async def record_outcomes(rt: Runtime, outcomes: Sequence[Outcome]) -> None:
             attempt = m.attempts_made  # counted when it was claimed
             if outcome.result is not None and not outcome.result.rejected:
                 sent.append({"outbox_id": m.id, "now": now, "response": outcome.result.response})
+                sent_attempts.append({"outbox_id": m.id, "duration_ms": outcome.duration_ms})
                 uow.emit(_sent_event(m, outcome.result, now, {}))
                 recorded.append((outcome, None))
                 continue
@@ -152,11 +164,11 @@ async def record_outcomes(rt: Runtime, outcomes: Sequence[Outcome]) -> None:
             recorded.append((outcome, values.get("next_attempt_at")))
             values.update(claimed_by=None, updated_at=now, outbox_id=m.id)
             updates.setdefault(tuple(sorted(values)), []).append(values)
-            row.update(outbox_id=m.id, attempt=attempt, at=now)
+            row.update(outbox_id=m.id, attempt=attempt, at=now, duration_ms=outcome.duration_ms)
             attempt_rows.append(row)
         if sent:
             await uow.session.execute(_MARK_SENT, sent)
-            await uow.session.execute(_COPY_SENT_ATTEMPTS, {"ids": [row["outbox_id"] for row in sent]})
+            await uow.session.execute(_COPY_SENT_ATTEMPTS, sent_attempts)
         for params in updates.values():
             await uow.session.execute(_UPDATE_SENDING, params)
         if attempt_rows:
@@ -275,7 +287,8 @@ def _record_other(
         "response": err.response,
     }
     if retry_at is None:
-        values.update(status=MessageStatus.FAILED, raw=b"")
+        # The body is kept (until retention prunes the message) so `retry_message` can send it again.
+        values["status"] = MessageStatus.FAILED
     else:
         values.update(status=MessageStatus.QUEUED, next_attempt_at=retry_at)
     uow.emit(
