@@ -28,6 +28,7 @@ from gql_mail.queue import ClaimedMessage, claim_messages, release_messages
 from gql_mail.runtime import Runtime
 from gql_mail.services.accounts import record_account_state, smtp_settings
 from gql_mail.services.delivery import Outcome, record_outcomes, record_unrecordable, recover_stalled
+from gql_mail.services.pacing import admit, give_back_paused
 from gql_mail.workers.batcher import Batcher
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ class DeliveryWorker:
         # While set, a connection whose lane is empty closes at once instead of waiting (see `idle`).
         self._no_idle_connections = False
         self._stopping = False
+        # Accounts whose limits cap their connections below `max_concurrent_per_account` (services/pacing).
+        self._connection_caps: dict[str, int] = {}
 
     def start(self) -> None:
         self._recorder.start()
@@ -162,7 +165,7 @@ class DeliveryWorker:
                 if self._stopping:
                     await release_messages(self.rt, [m.id for m in claimed])
                     return
-                for message in claimed:
+                for message in await self._admit(claimed):
                     self._dispatch(message)
                 if len(claimed) < limit and not self._wanted.is_set():
                     if not busy:
@@ -176,6 +179,17 @@ class DeliveryWorker:
                         )
         finally:
             self._not_draining.set()
+
+    async def _admit(self, claimed: list[ClaimedMessage]) -> list[ClaimedMessage]:
+        """What the accounts' limits let through now (services/pacing.py); the rest is back in the queue."""
+        try:
+            admission = await admit(self.rt, claimed)
+        except Exception:
+            log.exception("pacing %d claimed messages failed; they go back to the queue", len(claimed))
+            await release_messages(self.rt, [m.id for m in claimed])
+            return []
+        self._connection_caps.update(admission.max_connections)
+        return admission.messages
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -193,9 +207,11 @@ class DeliveryWorker:
             lane = self._lanes[message.account_id] = Lane(message.account_id)
         lane.pending.append(message)
         lane.arrived.set()
-        if lane.connections < self.rt.settings.max_concurrent_per_account and lane.connections < len(
-            lane.pending
-        ):
+        cap = min(
+            self.rt.settings.max_concurrent_per_account,
+            self._connection_caps.get(message.account_id, self.rt.settings.max_concurrent_per_account),
+        )
+        if lane.connections < cap and lane.connections < len(lane.pending):
             lane.connections += 1
             self._spawn(self._run_connection(lane), f"smtp:{lane.account_id}")
 
@@ -276,6 +292,9 @@ class DeliveryWorker:
                 try:
                     result = await connection.send(message.envelope_from, message.envelope_to, message.raw)
                 except MailError as exc:
+                    if exc.throttle is not None:
+                        await self._throttled(lane, message, exc)
+                        return
                     self._record_later(Outcome(message, error=exc))
                 else:
                     self._record_later(Outcome(message, result=result))
@@ -303,6 +322,9 @@ class DeliveryWorker:
         CONNECTED, and everything else is given back untried to wait until the account is fixed. The
         lane's other connections meet the same 535 at the same moment; the flag keeps them from failing
         their messages too (found by tests/faults: up to `max_concurrent_per_account` were burned)."""
+        if error.throttle is not None:
+            await self._throttled(lane, first, error)
+            return
         if error.auth_failure:
             if lane.auth_failed:
                 lane.pending.appendleft(first)
@@ -316,6 +338,21 @@ class DeliveryWorker:
         failed = [first, *lane.pending]
         lane.pending.clear()
         await asyncio.gather(*(self._finish(Outcome(m, error=error)) for m in failed))
+
+    async def _throttled(self, lane: Lane, message: ClaimedMessage, error: MailError) -> None:
+        """The server throttles the account: the message's outcome pauses it (services/pacing.py), and once
+        that is written, the lane's other messages go back untried; their next claim finds the pause."""
+        await self._finish(Outcome(message, error=error))
+        untried = list(lane.pending)
+        lane.pending.clear()
+        ids = [m.id for m in untried]
+        try:
+            await give_back_paused(self.rt, lane.account_id, ids)
+        except Exception:
+            log.exception("giving back %d messages of paused %s failed", len(ids), lane.account_id)
+            self._spawn(self._recover(ids), f"recover:{lane.account_id}")
+        finally:
+            self._done(len(untried))
 
     async def _finish(self, outcome: Outcome) -> None:
         """Record the outcome and wait until it is written (a failure is `_recorded`'s to handle)."""
