@@ -278,14 +278,22 @@ class AccountPacing(SQLModel, table=True):
 
 class SendLog(SQLModel, table=True):
     """One row per message admitted for sending by a paced account: the sliding windows of its limits are
-    counted over these rows, so they hold across restarts and across processes. Kept one day."""
+    counted over these rows, so they hold across restarts and across processes. Kept one day. A row is
+    written at admission and moved to the end of the message's attempt, so a message that waited in a busy
+    lane counts from when the provider saw it."""
 
     __tablename__ = "send_log"
-    __table_args__ = (Index("ix_send_log_account_at", "account_id", "at"),)
+    __table_args__ = (
+        Index("ix_send_log_account_at", "account_id", "at"),
+        Index("ix_send_log_outbox", "outbox_id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     account_id: str = Field(
         sa_column=Column(String(256), ForeignKey("account.id", ondelete="CASCADE"), nullable=False)
     )
+    # When the message was admitted, then when its attempt ended (`stamp_sent`): what the provider counted.
     at: datetime = _ts(nullable=False)
     recipients: int = 1
+    # The message, while its send is pending (no foreign key: the log outlives pruned messages).
+    outbox_id: str | None = Field(default=None, max_length=64)

@@ -205,3 +205,18 @@ async def test_a_daily_quota_reply_pauses_until_the_window_ends_and_fails_nothin
         assert len(smtp.messages) == 4
         assert not [e for e in sub.events if e.get("event") == "messageFailed"]
         assert [m["status"] for m in await states(server, ids)] == ["sent"] * 4
+
+
+async def test_a_minutes_quota_is_spread_over_the_minute(server: Server) -> None:
+    """12 a minute: 2 every 10 s (never the whole minute's worth at once), 12 in any minute."""
+    with RateLimitedSmtpServer(server.clock) as smtp:
+        await register_connected(server, account_input("smooth", smtp, limits={"perMinute": 12}))
+        await submit_many(server, "smooth", 14)
+        counts = []
+        for _ in range(7):
+            await server.drain()
+            counts.append(len(smtp.messages))
+            server.advance(10)
+        assert counts == [2, 4, 6, 8, 10, 12, 14]
+        assert smtp.most_in_any(timedelta(minutes=1)) <= 12
+        assert smtp.most_in_any(timedelta(seconds=10)) <= 2

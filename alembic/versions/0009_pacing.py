@@ -41,13 +41,16 @@ def upgrade() -> None:
         sa.Column("account_id", sa.String(length=256), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("recipients", sa.Integer(), nullable=False),
+        sa.Column("outbox_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
         sa.ForeignKeyConstraint(["account_id"], ["account.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_send_log_account_at", "send_log", ["account_id", "at"])
+    op.create_index("ix_send_log_outbox", "send_log", ["outbox_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_send_log_outbox", table_name="send_log")
     op.drop_index("ix_send_log_account_at", table_name="send_log")
     op.drop_table("send_log")
     op.drop_table("account_pacing")

@@ -28,7 +28,7 @@ from gql_mail.queue import ClaimedMessage, claim_messages, release_messages
 from gql_mail.runtime import Runtime
 from gql_mail.services.accounts import record_account_state, smtp_settings
 from gql_mail.services.delivery import Outcome, record_outcomes, record_unrecordable, recover_stalled
-from gql_mail.services.pacing import admit, give_back_paused
+from gql_mail.services.pacing import admit, give_back_paused, stamp_sent
 from gql_mail.workers.batcher import Batcher
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ class DeliveryWorker:
         self._stopping = False
         # Accounts whose limits cap their connections below `max_concurrent_per_account` (services/pacing).
         self._connection_caps: dict[str, int] = {}
+        # Admitted messages of paced accounts whose send-log rows await the end of their attempt.
+        self._logged: set[str] = set()
 
     def start(self) -> None:
         self._recorder.start()
@@ -189,6 +191,7 @@ class DeliveryWorker:
             await release_messages(self.rt, [m.id for m in claimed])
             return []
         self._connection_caps.update(admission.max_connections)
+        self._logged |= admission.logged
         return admission.messages
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
@@ -257,6 +260,7 @@ class DeliveryWorker:
     async def _release(self, lane: Lane) -> None:
         released = list(lane.pending)
         lane.pending.clear()
+        self._logged.difference_update(m.id for m in released)
         await release_messages(self.rt, [m.id for m in released])
         self._done(len(released))
 
@@ -378,8 +382,21 @@ class DeliveryWorker:
 
     async def _record(self, outcomes: Sequence[Outcome]) -> None:
         await record_outcomes(self.rt, outcomes)
+        if self._logged:
+            await self._stamp([o.message.id for o in outcomes if o.message.id in self._logged])
         if any(o.result is not None and o.message.copy_to_sent for o in outcomes):
             self.rt.wake.sent_copy()  # their Sent copies are recorded as due now
+
+    async def _stamp(self, ids: list[str]) -> None:
+        """Paced messages' send-log rows to the end of their attempt (services/pacing.py). Not the outcomes'
+        business: a failure here leaves the rows at admission time (counted early, never too few)."""
+        if not ids:
+            return
+        self._logged.difference_update(ids)
+        try:
+            await stamp_sent(self.rt, ids)
+        except Exception:
+            log.exception("stamping %d paced messages' send time failed", len(ids))
 
     async def _unrecordable(self, outcome: Outcome, error: Exception) -> None:
         await record_unrecordable(self.rt, outcome, error)
