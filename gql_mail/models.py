@@ -268,6 +268,8 @@ class AccountPacing(SQLModel, table=True):
     per_day: int | None = None
     recipients_per_day: int | None = None
     max_connections: int | None = None
+    # Warm-up: the limits start at a fraction for a new account and double daily (services/pacing.py).
+    ramp_up: bool = False
     # A throttling reply paused the account until then (None: never paused).
     throttled_until: datetime | None = _ts()
     throttle_reason: str | None = None

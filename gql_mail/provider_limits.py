@@ -21,6 +21,8 @@ class Limits:
     per_day: int | None = None
     recipients_per_day: int | None = None
     max_connections: int | None = None
+    # Warm-up: a new account starts at a fraction of these and doubles daily (services/pacing.py `ramped`).
+    ramp_up: bool = False
 
     @property
     def empty(self) -> bool:

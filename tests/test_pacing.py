@@ -18,7 +18,7 @@ from tests.servers.rate_limited_smtp import RateLimitedSmtpServer
 
 PACING = """
 query Pacing($account: ID!) { account(account: $account) {
-  limits { perMinute perHour perDay recipientsPerDay maxConnections preset }
+  limits { perMinute perHour perDay recipientsPerDay maxConnections rampUp preset }
   usage { lastMinute lastHour today recipientsToday }
   throttledUntil } }"""
 UPDATE = """
@@ -98,6 +98,7 @@ async def test_limits_are_shown_and_changed(server: Server) -> None:
             "perDay": 100,
             "recipientsPerDay": None,
             "maxConnections": None,
+            "rampUp": False,
             "preset": None,
         }
         assert shown["throttledUntil"] is None

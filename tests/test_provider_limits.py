@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -44,7 +45,9 @@ def _pacing(**limits: int | None) -> SimpleNamespace:
         ("per_minute", "per_hour", "per_day", "recipients_per_day", "max_connections")
     )
     values.update(limits)
-    return SimpleNamespace(**values, throttled_until=None, throttle_reason=None, throttle_level=0)
+    return SimpleNamespace(
+        **values, throttled_until=None, throttle_reason=None, throttle_level=0, ramp_up=False
+    )
 
 
 def test_own_limits_win_over_the_preset() -> None:
@@ -54,3 +57,14 @@ def test_own_limits_win_over_the_preset() -> None:
     assert own.preset is None and own.limits == Limits(per_minute=5)
     cleared = rule_of("smtp.office365.com", "me@company.example", _pacing())
     assert cleared.preset == "microsoft-365"
+
+
+def test_ramp_up_starts_small_and_doubles_daily() -> None:
+    warming = SimpleNamespace(**{**vars(_pacing()), "ramp_up": True})
+    per_day = [
+        rule_of("smtp.mail.me.com", "me@icloud.com", warming, age=timedelta(days=d)).limits.per_day
+        for d in range(6)
+    ]
+    assert per_day == [62, 125, 250, 500, 1000, 1000]
+    own = SimpleNamespace(**{**vars(_pacing(per_minute=3)), "ramp_up": True})
+    assert rule_of("127.0.0.1", "me@example.org", own).limits.per_minute == 1  # never below 1

@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("per_day", sa.Integer(), nullable=True),
         sa.Column("recipients_per_day", sa.Integer(), nullable=True),
         sa.Column("max_connections", sa.Integer(), nullable=True),
+        sa.Column("ramp_up", sa.Boolean(), nullable=False),
         sa.Column("throttled_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("throttle_reason", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("throttle_level", sa.Integer(), nullable=False),

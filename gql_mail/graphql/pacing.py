@@ -23,6 +23,11 @@ class LimitsInput:
     max_connections: int | None = strawberry.field(
         default=None, description="SMTP connections this process opens for the account at once."
     )
+    ramp_up: bool = strawberry.field(
+        default=False,
+        description="Warm-up for a new sender: a sixteenth of the limits (its own or the preset's) on the "
+        "account's first day, doubling daily, the whole from the fifth day.",
+    )
 
     def to_limits(self) -> pacing.Limits:
         return pacing.validated_limits(
@@ -31,6 +36,7 @@ class LimitsInput:
             per_day=self.per_day,
             recipients_per_day=self.recipients_per_day,
             max_connections=self.max_connections,
+            ramp_up=self.ramp_up,
         )
 
 
@@ -41,6 +47,7 @@ class AccountLimits:
     per_day: int | None
     recipients_per_day: int | None
     max_connections: int | None
+    ramp_up: bool = strawberry.field(description="Warming up: the figures shown are today's share.")
     preset: str | None = strawberry.field(
         description="The provider preset in force (e.g. gmail); null: the account's own."
     )
@@ -66,6 +73,7 @@ def limits_of(found: pacing.PacingStatus) -> AccountLimits:
         per_day=lim.per_day,
         recipients_per_day=lim.recipients_per_day,
         max_connections=lim.max_connections,
+        ramp_up=lim.ramp_up,
         preset=found.preset,
     )
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -55,6 +55,8 @@ PAUSE_MEMORY = timedelta(hours=1)
 # A daily quota whose window cannot be read from our log (nothing logged) waits a whole day; one that can
 # waits until the oldest logged send of the day leaves the window, but never less than this.
 DAILY_MIN_PAUSE = timedelta(hours=1)
+# Warm-up (`ramped`): the first day's share of the limits, doubled each day after.
+RAMP_START = 1 / 16
 
 _MAX_LIMIT = 10_000_000
 _MAX_CONNECTIONS = 100
@@ -70,6 +72,7 @@ def validated_limits(
     per_day: int | None = None,
     recipients_per_day: int | None = None,
     max_connections: int | None = None,
+    ramp_up: bool = False,
 ) -> Limits:
     """Limits as given by a caller, checked: each a positive count or None (no limit of the account's own)."""
     given = {
@@ -82,13 +85,13 @@ def validated_limits(
     for name, (value, most) in given.items():
         if value is not None and not 1 <= value <= most:
             raise BadInput(f"limits.{name} must be between 1 and {most}", field=f"limits.{name}")
-    return Limits(per_minute, per_hour, per_day, recipients_per_day, max_connections)
+    return Limits(per_minute, per_hour, per_day, recipients_per_day, max_connections, ramp_up)
 
 
 def _insert_missing(rt: Runtime, accounts: Sequence[str], now: datetime) -> Any:
     """An `account_pacing` row for each account that has none (a concurrent insert elsewhere wins)."""
     insert_ = sqlite_insert if rt.db.is_sqlite else pg_insert
-    rows = [{"account_id": a, "throttle_level": 0, "updated_at": now} for a in accounts]
+    rows = [{"account_id": a, "throttle_level": 0, "ramp_up": False, "updated_at": now} for a in accounts]
     return insert_(PACING).values(rows).on_conflict_do_nothing(index_elements=["account_id"])
 
 
@@ -108,6 +111,7 @@ async def set_limits(rt: Runtime, account_id: str, limits: Limits) -> None:
                 per_day=limits.per_day,
                 recipients_per_day=limits.recipients_per_day,
                 max_connections=limits.max_connections,
+                ramp_up=limits.ramp_up,
                 updated_at=now,
             )
         )
@@ -152,17 +156,35 @@ def _own_limits(row: Any) -> Limits:
     return Limits(row.per_minute, row.per_hour, row.per_day, row.recipients_per_day, row.max_connections)
 
 
-def rule_of(smtp_host: str, email: str, pacing: Any) -> Rule:
-    """The rule for an account: its own limits when it set any, else its provider's preset."""
+def ramped(limits: Limits, age: timedelta) -> Limits:
+    """Warm-up, as deliverability guides advise for a new sender: a sixteenth of the limits on the account's
+    first day, doubling every day, the whole from the fifth day (never below 1 a window)."""
+    share = min(1.0, RAMP_START * 2 ** max(0, age.days))
+
+    def part(value: int | None) -> int | None:
+        return None if value is None else max(1, int(value * share))
+
+    return replace(
+        limits,
+        per_minute=part(limits.per_minute),
+        per_hour=part(limits.per_hour),
+        per_day=part(limits.per_day),
+        recipients_per_day=part(limits.recipients_per_day),
+        ramp_up=True,
+    )
+
+
+def rule_of(smtp_host: str, email: str, pacing: Any, *, age: timedelta = timedelta(0)) -> Rule:
+    """The rule for an account: its own limits when it set any, else its provider's preset; warmed up
+    (`ramped`) by the account's age when it asked for that."""
     own = _own_limits(pacing)
     until = utc(pacing.throttled_until) if pacing is not None and pacing.throttled_until else None
     reason = pacing.throttle_reason if pacing is not None else None
-    if not own.empty:
-        return Rule(own, None, until, reason)
-    preset = preset_for(smtp_host, email)
-    if preset is None:
-        return Rule(Limits(), None, until, reason)
-    return Rule(preset.limits, preset.name, until, reason)
+    preset = None if not own.empty else preset_for(smtp_host, email)
+    limits = own if preset is None else preset.limits
+    if pacing is not None and pacing.ramp_up:
+        limits = ramped(limits, age)
+    return Rule(limits, preset.name if preset else None, until, reason)
 
 
 _PACING_COLUMNS = (
@@ -175,17 +197,18 @@ _PACING_COLUMNS = (
     PACING.c.throttled_until,
     PACING.c.throttle_reason,
     PACING.c.throttle_level,
+    PACING.c.ramp_up,
 )
 _RULES = (
-    select(ACCOUNT.c.id, ACCOUNT.c.smtp_host, ACCOUNT.c.email, *_PACING_COLUMNS[1:])
+    select(ACCOUNT.c.id, ACCOUNT.c.smtp_host, ACCOUNT.c.email, ACCOUNT.c.created_at, *_PACING_COLUMNS[1:])
     .select_from(ACCOUNT.outerjoin(PACING, PACING.c.account_id == ACCOUNT.c.id))
     .where(ACCOUNT.c.id.in_(bindparam("ids", expanding=True)))
 )
 
 
-def _rule_from_row(row: Any) -> Rule:
+def _rule_from_row(row: Any, now: datetime) -> Rule:
     pacing = row if row.throttle_level is not None else None  # no pacing row: the outer join's NULLs
-    return rule_of(row.smtp_host, row.email, pacing)
+    return rule_of(row.smtp_host, row.email, pacing, age=now - utc(row.created_at))
 
 
 # -- usage ----------------------------------------------------------------------------------------------
@@ -315,7 +338,8 @@ async def admit(rt: Runtime, claimed: Sequence[ClaimedMessage]) -> Admission:
     now = rt.clock.now()
     accounts = sorted({m.account_id for m in claimed})
     async with rt.db.write() as session:
-        rules = {r.id: _rule_from_row(r) for r in (await session.execute(_RULES, {"ids": accounts})).all()}
+        found = (await session.execute(_RULES, {"ids": accounts})).all()
+        rules = {r.id: _rule_from_row(r, now) for r in found}
         caps = {a: r.limits.max_connections for a, r in rules.items() if r.limits.max_connections is not None}
         paced = [a for a, r in rules.items() if r.paces(now)]
         if not paced:
@@ -331,7 +355,7 @@ async def admit(rt: Runtime, claimed: Sequence[ClaimedMessage]) -> Admission:
                 .with_for_update()
             )
             fresh = (await session.execute(_RULES, {"ids": paced})).all()
-            rules.update({r.id: _rule_from_row(r) for r in fresh})
+            rules.update({r.id: _rule_from_row(r, now) for r in fresh})
         usage = await _usage(session, paced, now)
         admitted: list[ClaimedMessage] = []
         logged: list[dict[str, Any]] = []
@@ -502,7 +526,7 @@ async def pacing_status(rt: Runtime, account_id: str) -> PacingStatus:
         if row is None:
             raise NotFound(f"account {account_id!r} not found")
         usage = (await _usage(session, [account_id], now))[account_id]
-    rule = _rule_from_row(row)
+    rule = _rule_from_row(row, now)
     paused = rule.paused(now)
     return PacingStatus(
         rule.limits,
