@@ -8,12 +8,14 @@ attempt not spent and its `nextAttempt` saying when room opens.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from gql_mail.clock import utc
+from gql_mail.clock import ManualClock, utc
 from tests.conftest import account_input, register_connected
+from tests.databases import fresh_database
 from tests.faults.helpers import message, simple, submit
-from tests.harness import GraphQLErrors, Server, subscribe
+from tests.harness import GraphQLErrors, Server, run_server, subscribe
 from tests.servers.rate_limited_smtp import RateLimitedSmtpServer
 
 PACING = """
@@ -221,3 +223,22 @@ async def test_a_minutes_quota_is_spread_over_the_minute(server: Server) -> None
         assert counts == [2, 4, 6, 8, 10, 12, 14]
         assert smtp.most_in_any(timedelta(minutes=1)) <= 12
         assert smtp.most_in_any(timedelta(seconds=10)) <= 2
+
+
+async def test_limits_hold_across_a_restart(tmp_path: Path) -> None:
+    """The windows are counted in the database: a new process on the same database honours the minute."""
+    async with fresh_database(tmp_path) as url:
+        with RateLimitedSmtpServer(ManualClock()) as smtp:
+            async with run_server(tmp_path / "one", database_url=url) as one:
+                await register_connected(one, account_input("kept", smtp, limits={"perMinute": 3}))
+                await submit_many(one, "kept", 5)
+                await one.drain()
+                assert len(smtp.messages) == 3
+                stopped_at = one.clock.now()
+            async with run_server(tmp_path / "two", database_url=url) as two:
+                two.clock.set(stopped_at + timedelta(seconds=30))
+                await two.drain()
+                assert len(smtp.messages) == 3, "the restart forgot the minute"
+                two.advance(30)
+                await two.drain()
+                assert len(smtp.messages) == 5

@@ -337,16 +337,18 @@ async def admit(rt: Runtime, claimed: Sequence[ClaimedMessage]) -> Admission:
         return Admission([])
     now = rt.clock.now()
     accounts = sorted({m.account_id for m in claimed})
-    async with rt.db.write() as session:
+    # A read first: most claims have no paced account, and then cost no write transaction (on SQLite, no
+    # turn of the one write lock).
+    async with rt.db.read() as session:
         found = (await session.execute(_RULES, {"ids": accounts})).all()
-        rules = {r.id: _rule_from_row(r, now) for r in found}
-        caps = {a: r.limits.max_connections for a, r in rules.items() if r.limits.max_connections is not None}
-        paced = [a for a, r in rules.items() if r.paces(now)]
-        if not paced:
-            return Admission(list(claimed), caps)
+    rules = {r.id: _rule_from_row(r, now) for r in found}
+    caps = {a: r.limits.max_connections for a, r in rules.items() if r.limits.max_connections is not None}
+    paced = [a for a, r in rules.items() if r.paces(now)]
+    if not paced:
+        return Admission(list(claimed), caps)
+    async with rt.db.write() as session:
         if not rt.db.is_sqlite:
-            # Lock the paced accounts' rows (made if missing), then read their rules again under the lock:
-            # another node may have paused the account or logged sends since the read above.
+            # Lock the paced accounts' rows (made if missing): admissions on other nodes wait for this one.
             await session.execute(_insert_missing(rt, paced, now))
             await session.execute(
                 select(PACING.c.account_id)
@@ -354,8 +356,9 @@ async def admit(rt: Runtime, claimed: Sequence[ClaimedMessage]) -> Admission:
                 .order_by(PACING.c.account_id)
                 .with_for_update()
             )
-            fresh = (await session.execute(_RULES, {"ids": paced})).all()
-            rules.update({r.id: _rule_from_row(r, now) for r in fresh})
+        # Read again inside the transaction: the account may have been paused, or sent for elsewhere, since.
+        fresh = (await session.execute(_RULES, {"ids": paced})).all()
+        rules.update({r.id: _rule_from_row(r, now) for r in fresh})
         usage = await _usage(session, paced, now)
         admitted: list[ClaimedMessage] = []
         logged: list[dict[str, Any]] = []
