@@ -9,7 +9,11 @@ Why here and how:
   they hold across restarts; on PostgreSQL the account's `account_pacing` row is locked (`FOR UPDATE`) for
   the transaction, so two nodes admitting for one account take turns and their sum stays within the limit.
 - Limits come from the account (`set_limits`), else from its provider's published figures
-  (gql_mail/provider_limits.py). An account with neither costs one read per claim and nothing else.
+  (gql_mail/provider_limits.py), warmed up (`ramped`) when the account asked for it. An account with none
+  costs one read per claim and nothing else.
+- A minute's quota is spread over the minute (a sixth every 10 s, `Rule.windows`), and a log row moves to
+  the end of its message's attempt (`stamp_sent`): what a provider counts is arrivals, and a burst admitted
+  at once would arrive late and meet the next window's.
 - A throttling reply (mail/errors.py's `Throttle`) pauses the whole account (`pause`): growing backoff, or
   the server's own retry hint, or the end of the quota window for a daily quota. The message that met it
   goes back without losing its attempt, the account's queued messages wait until the pause ends, and
