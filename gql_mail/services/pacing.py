@@ -315,6 +315,38 @@ class Admission:
     logged: set[str] = field(default_factory=set)
 
 
+# How long an account read as having nothing to pace is taken to stay so (`UnpacedAccounts`).
+UNPACED_FOR = timedelta(seconds=1)
+
+
+@dataclass
+class UnpacedAccounts:
+    """Accounts a recent admission read as having nothing to pace (no limits, no preset, no pause), so the
+    next claims of only such accounts skip the read: it was a measurable share of delivering a message.
+    Held by one worker. The price: new limits, or a pause recorded by another node, apply after up to
+    `UNPACED_FOR`; a pause met by this worker applies at once (`forget`)."""
+
+    until: dict[str, datetime] = field(default_factory=dict)
+    # Bumped by `forget`: a reading taken before it (an admission that read the rules while the pause was
+    # being recorded) is not remembered after it.
+    forgotten: int = 0
+
+    def known(self, accounts: Sequence[str], now: datetime) -> bool:
+        return all(self.until.get(a, now) > now for a in accounts)
+
+    def remember(self, accounts: Sequence[str], now: datetime, read_at: int) -> None:
+        if read_at != self.forgotten:
+            return
+        if len(self.until) > 10_000:
+            self.until = {a: t for a, t in self.until.items() if t > now}
+        for account in accounts:
+            self.until[account] = now + UNPACED_FOR
+
+    def forget(self, account: str) -> None:
+        self.forgotten += 1
+        self.until.pop(account, None)
+
+
 _DEFER = (
     update(OUTBOX)
     .where(
@@ -333,7 +365,9 @@ _DEFER = (
 )
 
 
-async def admit(rt: Runtime, claimed: Sequence[ClaimedMessage]) -> Admission:
+async def admit(
+    rt: Runtime, claimed: Sequence[ClaimedMessage], unpaced: UnpacedAccounts | None = None
+) -> Admission:
     """Let through the claimed messages their accounts' limits have room for, log them, and give the rest
     back to the queue due when room opens (attempt not spent). One transaction; the paced accounts' rows
     are locked on PostgreSQL, so admissions on several nodes for one account take turns."""
@@ -341,6 +375,9 @@ async def admit(rt: Runtime, claimed: Sequence[ClaimedMessage]) -> Admission:
         return Admission([])
     now = rt.clock.now()
     accounts = sorted({m.account_id for m in claimed})
+    if unpaced is not None and unpaced.known(accounts, now):
+        return Admission(list(claimed))
+    read_at = unpaced.forgotten if unpaced is not None else 0
     # A read first: most claims have no paced account, and then cost no write transaction (on SQLite, no
     # turn of the one write lock).
     async with rt.db.read() as session:
@@ -348,6 +385,8 @@ async def admit(rt: Runtime, claimed: Sequence[ClaimedMessage]) -> Admission:
     rules = {r.id: _rule_from_row(r, now) for r in found}
     caps = {a: r.limits.max_connections for a, r in rules.items() if r.limits.max_connections is not None}
     paced = [a for a, r in rules.items() if r.paces(now)]
+    if unpaced is not None:
+        unpaced.remember([a for a, r in rules.items() if not r.paces(now)], now, read_at)
     if not paced:
         return Admission(list(claimed), caps)
     async with rt.db.write() as session:
@@ -549,6 +588,7 @@ __all__ = [
     "Limits",
     "PacingStatus",
     "Rule",
+    "UnpacedAccounts",
     "Usage",
     "admit",
     "give_back_paused",

@@ -28,7 +28,7 @@ from gql_mail.queue import ClaimedMessage, claim_messages, release_messages
 from gql_mail.runtime import Runtime
 from gql_mail.services.accounts import record_account_state, smtp_settings
 from gql_mail.services.delivery import Outcome, record_outcomes, record_unrecordable, recover_stalled
-from gql_mail.services.pacing import admit, give_back_paused, stamp_sent
+from gql_mail.services.pacing import UnpacedAccounts, admit, give_back_paused, stamp_sent
 from gql_mail.workers.batcher import Batcher
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ class DeliveryWorker:
         self._connection_caps: dict[str, int] = {}
         # Admitted messages of paced accounts whose send-log rows await the end of their attempt.
         self._logged: set[str] = set()
+        self._unpaced = UnpacedAccounts()
 
     def start(self) -> None:
         self._recorder.start()
@@ -185,7 +186,7 @@ class DeliveryWorker:
     async def _admit(self, claimed: list[ClaimedMessage]) -> list[ClaimedMessage]:
         """What the accounts' limits let through now (services/pacing.py); the rest is back in the queue."""
         try:
-            admission = await admit(self.rt, claimed)
+            admission = await admit(self.rt, claimed, self._unpaced)
         except Exception:
             log.exception("pacing %d claimed messages failed; they go back to the queue", len(claimed))
             await release_messages(self.rt, [m.id for m in claimed])
@@ -347,6 +348,7 @@ class DeliveryWorker:
         """The server throttles the account: the message's outcome pauses it (services/pacing.py), and once
         that is written, the lane's other messages go back untried; their next claim finds the pause."""
         await self._finish(Outcome(message, error=error))
+        self._unpaced.forget(lane.account_id)  # paused now: the next claims must see it
         untried = list(lane.pending)
         lane.pending.clear()
         ids = [m.id for m in untried]
