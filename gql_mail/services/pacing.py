@@ -430,8 +430,7 @@ async def admit(
             if not messages:
                 continue
             rule = rules[account]
-            if rule.paused(now):
-                assert rule.throttled_until is not None
+            if rule.paused(now) and rule.throttled_until is not None:
                 when = rule.throttled_until
             else:
                 when = await _room_at(session, account, rule, now, len(messages[0].envelope_to))
