@@ -30,6 +30,8 @@ ACCOUNT_DELETED = "accountDeleted"
 ACCOUNT_CONNECTED = "accountConnected"
 AUTHENTICATION_ERROR = "authenticationError"
 CONNECT_ERROR = "connectError"
+# A throttling reply paused the account (services/pacing.py): { account, until, reason, dailyQuota, pause }.
+ACCOUNT_THROTTLED = "accountThrottled"
 
 ALL_EVENTS = frozenset(
     {
@@ -42,6 +44,7 @@ ALL_EVENTS = frozenset(
         ACCOUNT_CONNECTED,
         AUTHENTICATION_ERROR,
         CONNECT_ERROR,
+        ACCOUNT_THROTTLED,
     }
 )
 

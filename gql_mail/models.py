@@ -268,3 +268,51 @@ class ServiceSetting(SQLModel, table=True):
     value: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
     value_enc: str | None = None
     updated_at: datetime = _ts(nullable=False)
+
+
+class AccountPacing(SQLModel, table=True):
+    """An account's sending limits and throttling state (services/pacing.py). A row of its own, not columns
+    of `account`: limits are read and locked by every claim of a paced account, and that lock must not
+    serialise updates of the account's settings. No row (or all limits None): the provider's preset."""
+
+    __tablename__ = "account_pacing"
+
+    account_id: str = Field(
+        sa_column=Column(String(256), ForeignKey("account.id", ondelete="CASCADE"), primary_key=True)
+    )
+    per_minute: int | None = None
+    per_hour: int | None = None
+    per_day: int | None = None
+    recipients_per_day: int | None = None
+    max_connections: int | None = None
+    # Warm-up: the limits start at a fraction for a new account and double daily (services/pacing.py).
+    ramp_up: bool = False
+    # A throttling reply paused the account until then (None: never paused).
+    throttled_until: datetime | None = _ts()
+    throttle_reason: str | None = None
+    # Consecutive pauses (each one's backoff doubles); back to 1 when a pause starts long after the last.
+    throttle_level: int = 0
+    updated_at: datetime = _ts(nullable=False)
+
+
+class SendLog(SQLModel, table=True):
+    """One row per message admitted for sending by a paced account: the sliding windows of its limits are
+    counted over these rows, so they hold across restarts and across processes. Kept one day. A row is
+    written at admission and moved to the end of the message's attempt, so a message that waited in a busy
+    lane counts from when the provider saw it."""
+
+    __tablename__ = "send_log"
+    __table_args__ = (
+        Index("ix_send_log_account_at", "account_id", "at"),
+        Index("ix_send_log_outbox", "outbox_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(
+        sa_column=Column(String(256), ForeignKey("account.id", ondelete="CASCADE"), nullable=False)
+    )
+    # When the message was admitted, then when its attempt ended (`stamp_sent`): what the provider counted.
+    at: datetime = _ts(nullable=False)
+    recipients: int = 1
+    # The message, while its send is pending (no foreign key: the log outlives pruned messages).
+    outbox_id: str | None = Field(default=None, max_length=64)

@@ -49,6 +49,7 @@ EVENTS = [
     "accountConnected",
     "authenticationError",
     "connectError",
+    "accountThrottled",
 ]
 
 
@@ -216,15 +217,15 @@ async def test_outbox_status_filter_is_bounded(server: Server) -> None:
 
 
 @pytest.mark.fault(
-    "event-name lists of 11 names or a 65-character name (webhooks, subscriptions)",
+    "event-name lists of 12 names or a 65-character name (webhooks, subscriptions)",
     "BAD_USER_INPUT from the one shared check; no webhook stored, no subscription opened",
 )
 async def test_event_name_lists_are_bounded(server: Server) -> None:
     url = "http://127.0.0.1:9/hook"
-    hook = await server.gql(WEBHOOK, {"i": {"url": url, "events": [*EVENTS, "*"]}})  # 10 names
+    hook = await server.gql(WEBHOOK, {"i": {"url": url, "events": [*EVENTS, "*"]}})  # 11 names
     assert hook["createWebhook"]["events"]
     for events, says in (
-        ([*EVENTS, "*", "messageSent"], "at most 10"),
+        ([*EVENTS, "*", "messageSent"], "at most 11"),
         (["m" * 65], "at most 64"),
         (["m" * 64], "unknown event"),
     ):
@@ -233,7 +234,7 @@ async def test_event_name_lists_are_bounded(server: Server) -> None:
         assert says in error["message"], error
     assert len((await server.gql("{ webhooks { id } }"))["webhooks"]) == 1
 
-    async with subscribe(server, events=EVENTS) as sub:  # 9 names: subscribed
+    async with subscribe(server, events=EVENTS) as sub:  # 10 names: subscribed
         assert sub.events == []
     before = server.runtime.bus.subscriber_count
     for events in ([*EVENTS, *EVENTS], ["m" * 65], ["m"] * 20_000):

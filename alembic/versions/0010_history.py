@@ -1,7 +1,7 @@
 """history: each delivery attempt's duration, and webhook deliveries found by their message
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 Create Date: 2026-12-03
 """
 
@@ -13,8 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
-# 0008/0009 are on other branches; re-chained when merging.
-down_revision: str | None = "0007"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

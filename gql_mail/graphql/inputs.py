@@ -7,6 +7,7 @@ from datetime import datetime
 import strawberry
 from strawberry.scalars import JSON
 
+from gql_mail.graphql.pacing import LimitsInput
 from gql_mail.mail.compose import Address
 from gql_mail.services.accounts import AccountPatch, AccountSpec, AuthSpec, ImapSpec, SmtpSpec
 from gql_mail.services.submission import AttachmentSpec, Envelope, SubmitSpec
@@ -97,6 +98,7 @@ class RegisterAccountInput:
     imap: ImapInput | None = strawberry.field(
         default=None, description="Omitted, or {disabled: true}: send-only."
     )
+    limits: LimitsInput | None = None
 
     def to_spec(self) -> AccountSpec:
         return AccountSpec(
@@ -116,6 +118,9 @@ class UpdateAccountInput:
     email: str | None = None
     smtp: SmtpInput | None = None
     imap: ImapInput | None = None
+    limits: LimitsInput | None = strawberry.field(
+        default=None, description="Replaces the account's limits; {} (all null): back to its provider's."
+    )
 
     def to_patch(self) -> AccountPatch:
         return AccountPatch(

@@ -8,7 +8,8 @@ from gql_mail.graphql.context import Info
 from gql_mail.graphql.inputs import RegisterAccountInput, SubmitMessageInput, UpdateAccountInput, WebhookInput
 from gql_mail.graphql.permissions import CanWrite
 from gql_mail.graphql.types import Account, OutboxMessage, PreviewMessageResult, SubmitMessageResult, Webhook
-from gql_mail.services import accounts, outbox, webhooks
+from gql_mail.services import accounts, outbox, pacing, webhooks
+from gql_mail.services.accounts import AccountPatch
 
 
 @strawberry.type
@@ -18,15 +19,27 @@ class Mutation:
         description="Answers {account, state: NEW} at once; the connection check runs in the background.",
     )
     async def register_account(self, info: Info, input: RegisterAccountInput) -> Account:
-        return Account.from_row(await accounts.register_account(info.context.runtime, input.to_spec()))
+        rt = info.context.runtime
+        limits = input.limits.to_limits() if input.limits else None  # checked before anything is stored
+        row = await accounts.register_account(rt, input.to_spec())
+        if limits is not None:
+            await pacing.set_limits(rt, row.id, limits)
+        return Account.from_row(row)
 
     @strawberry.mutation(
         permission_classes=[CanWrite], description="Change settings; checks the account again."
     )
     async def update_account(self, info: Info, account: strawberry.ID, input: UpdateAccountInput) -> Account:
-        return Account.from_row(
-            await accounts.update_account(info.context.runtime, str(account), input.to_patch())
-        )
+        rt = info.context.runtime
+        limits = input.limits.to_limits() if input.limits else None
+        if limits is not None and input.to_patch() == AccountPatch():
+            # Only the limits changed: the account's connection is not checked again.
+            await pacing.set_limits(rt, str(account), limits)
+            return Account.from_row(await accounts.get_account(rt, str(account)))
+        row = await accounts.update_account(rt, str(account), input.to_patch())
+        if limits is not None:
+            await pacing.set_limits(rt, row.id, limits)
+        return Account.from_row(row)
 
     @strawberry.mutation(
         permission_classes=[CanWrite], description="Check the account's connection again now."

@@ -14,6 +14,8 @@ from gql_mail.events import Event as BusEvent
 from gql_mail.events import iso
 from gql_mail.graphql.context import Info
 from gql_mail.graphql.history_types import DeliveryAttempt, MessageEvent, WebhookDeliveryInfo
+from gql_mail.graphql.pacing import AccountLimits, AccountUsage, limits_of, throttled_until_of, usage_of
+from gql_mail.graphql.pacing import status as pacing_status
 from gql_mail.services import history
 from gql_mail.services.outbox import PreviewResult, SubmitResult
 from gql_mail.services.webhooks import expand_events
@@ -71,6 +73,18 @@ class Account:
     imap: ImapSummary | None
     created_at: datetime
     connected_at: datetime | None
+
+    @strawberry.field(description="The sending limits in force (the account's own, or its provider's).")
+    async def limits(self, info: Info) -> AccountLimits:
+        return limits_of(await pacing_status(info, str(self.account)))
+
+    @strawberry.field(description="Messages sent in the sliding windows the limits count.")
+    async def usage(self, info: Info) -> AccountUsage:
+        return usage_of(await pacing_status(info, str(self.account)))
+
+    @strawberry.field(description="A throttling reply paused the account until then; null: not paused.")
+    async def throttled_until(self, info: Info) -> datetime | None:
+        return throttled_until_of(await pacing_status(info, str(self.account)))
 
     @classmethod
     def from_row(cls, row: models.Account) -> Account:

@@ -36,6 +36,7 @@ import asyncio
 import re
 import ssl
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import aiosmtplib
 
@@ -44,6 +45,8 @@ from gql_mail.outbound import OutboundRefused
 
 __all__ = [
     "MailError",
+    "Throttle",
+    "classify_throttle",
     "classify_imap_exception",
     "classify_imap_login_refusal",
     "classify_smtp_exception",
@@ -66,6 +69,7 @@ class MailError(Exception):
         permanent: bool = False,
         auth_failure: bool = False,
         response: str | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         message = peer_text(message)
         super().__init__(message)
@@ -75,12 +79,97 @@ class MailError(Exception):
         self.permanent = permanent
         self.auth_failure = auth_failure
         self.response = peer_text(response) if response is not None else None
+        # Set when the reply says the *account* is sending too fast or is over a quota (see `Throttle`).
+        self.throttle = throttle
 
     def __repr__(self) -> str:
         return (
             f"MailError({self.message!r}, code={self.code!r}, smtp_code={self.smtp_code!r}, "
             f"permanent={self.permanent!r}, auth_failure={self.auth_failure!r})"
         )
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """A reply that slows the account, not the message: the server refuses *this sender* for now (a rate or
+    connection limit) or for the day (a daily quota). The message is fine and is retried without losing an
+    attempt once the account's pause (services/pacing.py) ends."""
+
+    daily: bool  # a daily quota: the pause lasts until the quota window ends
+    retry_after: float | None  # seconds, when the reply says how long to wait ("try again in 5 minutes")
+    reason: str  # the server's reply, as stored
+
+
+# (reply codes, enhanced status or None, phrase in the lower-cased text or None, daily quota?)
+# The first matching rule wins; a rule with both status and phrase needs both.
+_THROTTLE_RULES: tuple[tuple[frozenset[int], str | None, str | None, bool], ...] = (
+    # Gmail "550 5.4.5 Daily user sending quota exceeded" (also 552/554, and 4xx when softened):
+    # https://support.google.com/a/answer/3726730 (Gmail SMTP errors and codes).
+    (frozenset({421, 450, 451, 452, 550, 552, 554}), "5.4.5", None, True),
+    # 5.7.x with a quota wording: Microsoft 365 "550 5.7.520 ... exceeded its daily sending limit"
+    # (https://learn.microsoft.com/exchange/troubleshoot/email-delivery/send-receive-emails-socketerror),
+    # Yahoo "554 5.7.x ... sending limit", Gmail's "daily user sending limit exceeded".
+    (frozenset({550, 552, 554}), "5.7.*", "quota", True),
+    (frozenset({550, 552, 554}), "5.7.*", "sending limit", True),
+    (frozenset({550, 552, 554}), "5.7.*", "daily", True),
+    # Exchange Online's submission quota: "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceeded".
+    (frozenset({550, 552, 554}), None, "submissionquotaexceeded", True),
+    # Gmail "421 4.7.0 Try again later, closing connection" and "4.7.28 ... unusual rate of unsolicited
+    # mail" (https://support.google.com/a/answer/3726730).
+    (frozenset({421, 450, 451, 452}), "4.7.0", None, False),
+    (frozenset({421, 450, 451, 452}), "4.7.28", None, False),
+    # Microsoft "451 4.7.500 Server busy. Please try again later"
+    # (https://learn.microsoft.com/exchange/mail-flow-best-practices/non-delivery-reports-in-exchange-online/
+    # fix-error-code-451-4-7-500-699-asxxx-in-exchange-online); "432 4.3.2 STOREDRV.ClientSubmit; sender
+    # thread limit exceeded" (too many concurrent connections), and 4.3.2 "try later" (RFC 3463: system not
+    # accepting network messages). A bare "421 4.3.2 Service not available" is the server's state, not the
+    # account's: an ordinary transient failure.
+    (frozenset({421, 450, 451, 452}), "4.7.500", None, False),
+    (frozenset({421, 432, 450, 451, 452}), "4.3.2", "try later", False),
+    (frozenset({421, 432, 450, 451, 452}), "4.3.2", "limit", False),
+    # Wording alone, any enhanced status but 4.5.3 ("too many recipients" is this message's, not a rate).
+    (frozenset({421, 450, 451, 452}), None, "too many", False),
+    (frozenset({421, 450, 451, 452}), None, "try later", False),
+    (frozenset({421, 450, 451, 452}), None, "unusual rate", False),
+    (frozenset({421, 450, 451, 452}), None, "rate limit", False),
+)
+
+_RETRY_HINT_RE = re.compile(
+    r"(?:try again|retry|wait|resume)\D{0,24}?(\d{1,6})\s*"
+    r"(seconds?|secs?|s|minutes?|mins?|m|hours?|hrs?|h)\b",
+    re.IGNORECASE,
+)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+_MAX_RETRY_HINT = 86_400.0
+
+
+def _retry_hint(text: str) -> float | None:
+    match = _RETRY_HINT_RE.search(text)
+    if match is None:
+        return None
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)[0].lower()]
+    return float(min(max(seconds, 1), _MAX_RETRY_HINT))
+
+
+def _status_matches(status: str | None, wanted: str | None) -> bool:
+    if wanted is None:
+        return status != "4.5.3"
+    if wanted.endswith(".*"):
+        return status is not None and status.startswith(wanted[:-1])
+    return status == wanted
+
+
+def classify_throttle(code: int, message: str) -> Throttle | None:
+    """The throttling a negative SMTP reply reports, if any (see `_THROTTLE_RULES`)."""
+    status = enhanced_status(message)
+    lowered = message.lower()
+    for codes, wanted, phrase, daily in _THROTTLE_RULES:
+        if code not in codes or not _status_matches(status, wanted):
+            continue
+        if phrase is not None and phrase not in lowered:
+            continue
+        return Throttle(daily=daily, retry_after=_retry_hint(message), reason=reply_text(code, message))
+    return None
 
 
 # (reply code, enhanced status) -> permanent?  Consulted before the 4xx/5xx rule.
@@ -174,6 +263,16 @@ def _transport_error(exc: BaseException) -> MailError | None:
 
 
 def _response_error(exc: aiosmtplib.SMTPResponseException) -> MailError:
+    """Classify an SMTP reply the server actually sent; a throttling one is never permanent (it passes)."""
+    error = _reply_error(exc)
+    throttle = None if error.auth_failure else classify_throttle(exc.code, exc.message)
+    if throttle is not None:
+        error.throttle = throttle
+        error.permanent = False
+    return error
+
+
+def _reply_error(exc: aiosmtplib.SMTPResponseException) -> MailError:
     """Classify an SMTP reply the server actually sent, by the command that drew it."""
     code, text = exc.code, exc.message
     response = reply_text(code, text)
@@ -253,6 +352,8 @@ def _recipients_error(exc: aiosmtplib.SMTPRecipientsRefused) -> MailError:
         smtp_code=first.smtp_code if first else None,
         permanent=bool(refusals) and all(r.permanent for r in refusals),
         response=first.response if first else None,
+        # Every recipient refused because the account is throttled: the account's pause, not the message's.
+        throttle=first.throttle if refusals and all(r.throttle for r in refusals) and first else None,
     )
 
 

@@ -49,6 +49,7 @@ from gql_mail.queue import (
     still,
 )
 from gql_mail.runtime import Runtime
+from gql_mail.services import pacing
 from gql_mail.services.delivery_report import report_failure, report_given_up, report_sent
 from gql_mail.services.unit import ANY_ENABLED_WEBHOOK, UnitOfWork, unit_of_work
 
@@ -149,11 +150,26 @@ async def record_outcomes(rt: Runtime, outcomes: Sequence[Outcome]) -> None:
         ours = {r.id for r in found}
         if found and not any(r.hooks for r in found):
             uow.no_webhooks()
+        # Throttling replies pause their accounts first: the messages that met them wait for the pause.
+        paused: dict[str, datetime] = {}
+        for outcome in outcomes:
+            throttle = outcome.error.throttle if outcome.error is not None else None
+            account = outcome.message.account_id
+            if throttle is not None and outcome.message.id in ours and account not in paused:
+                paused[account] = await pacing.pause(uow, rt, account, throttle, now)
         for outcome in outcomes:
             m = outcome.message
             if m.id not in ours:
                 continue
             attempt = m.attempts_made  # counted when it was claimed
+            if outcome.error is not None and outcome.error.throttle is not None:
+                values, row = _record_throttled(uow, m, outcome.error, attempt, paused[m.account_id], now)
+                recorded.append((outcome, values["next_attempt_at"]))
+                values.update(claimed_by=None, updated_at=now, outbox_id=m.id)
+                updates.setdefault(tuple(sorted(values)), []).append(values)
+                row.update(outbox_id=m.id, attempt=attempt, at=now, duration_ms=outcome.duration_ms)
+                attempt_rows.append(row)
+                continue
             if outcome.result is not None and not outcome.result.rejected:
                 sent.append({"outbox_id": m.id, "now": now, "response": outcome.result.response})
                 sent_attempts.append({"outbox_id": m.id, "duration_ms": outcome.duration_ms})
@@ -246,6 +262,51 @@ def _sent_event(m: ClaimedMessage, result: SendResult, now: datetime, rejected: 
     if rejected:
         data.update(accepted=list(result.accepted), rejected=rejected)
     return Event(MESSAGE_SENT, m.account_id, now, data, order_key=m.id)
+
+
+def _record_throttled(
+    uow: UnitOfWork, m: ClaimedMessage, err: MailError, attempt: int, until: datetime, now: datetime
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A reply that throttles the account (its pause is recorded by `pacing.pause`): the message is queued
+    again for when the pause ends, with the attempt the claim counted given back. Its attempt row and its
+    `messageDeliveryError` (after every failed attempt, as the contract says) still report what happened;
+    the event's `job` shows the attempt not spent."""
+    values: dict[str, Any] = {
+        "status": MessageStatus.QUEUED,
+        "next_attempt_at": until,
+        "attempts_made": attempt - 1,
+        "last_error_message": str(err),
+        "last_error_code": err.code,
+        "last_smtp_code": err.smtp_code,
+        "response": err.response,
+    }
+    uow.emit(
+        Event(
+            MESSAGE_DELIVERY_ERROR,
+            m.account_id,
+            now,
+            {
+                "queueId": m.id,
+                "envelope": _envelope(m),
+                "messageId": m.message_id,
+                "error": str(err),
+                "errorCode": err.code,
+                "smtpResponse": err.response,
+                "smtpResponseCode": err.smtp_code,
+                "throttled": True,
+                "job": {"attemptsMade": attempt - 1, "attempts": m.attempts, "nextAttempt": iso(until)},
+            },
+            order_key=m.id,
+        )
+    )
+    row = {
+        "ok": False,
+        "error": str(err),
+        "error_code": err.code,
+        "smtp_code": err.smtp_code,
+        "response": err.response,
+    }
+    return values, row
 
 
 def _record_other(

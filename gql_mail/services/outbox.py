@@ -472,5 +472,8 @@ async def retry_message(rt: Runtime, queue_id: str) -> OutboxMessage:
             raise Conflict(
                 f"message {queue_id!r} can not be retried: its body is no longer stored; submit it again"
             )
+        # Read in the same transaction: the answer is the message as retried, not as a worker woken
+        # meanwhile may already have claimed it.
+        row = await _require_message(session, queue_id)
     rt.wake.delivery()
-    return await get_message(rt, queue_id)
+    return row

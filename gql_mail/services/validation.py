@@ -14,8 +14,8 @@ from gql_mail.services.errors import BadInput
 # before the GraphQL layer coerces it; settings that allow more (max_recipients, max_attachments,
 # max_headers) widen it.
 MAX_LIST_ITEMS = 100
-# Lists of event names: webhook `events`, the `events` subscription's filter.
-MAX_EVENT_NAMES = 10
+# Lists of event names: webhook `events`, the `events` subscription's filter: every name and the wildcard.
+MAX_EVENT_NAMES = len(ALL_EVENTS) + 1
 # A name in such a list (event names, message statuses).
 MAX_NAME_LENGTH = 64
 

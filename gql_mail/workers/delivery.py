@@ -29,6 +29,7 @@ from gql_mail.queue import ClaimedMessage, claim_messages, release_messages
 from gql_mail.runtime import Runtime
 from gql_mail.services.accounts import record_account_state, smtp_settings
 from gql_mail.services.delivery import Outcome, record_outcomes, record_unrecordable, recover_stalled
+from gql_mail.services.pacing import UnpacedAccounts, admit, give_back_paused, stamp_sent
 from gql_mail.workers.batcher import Batcher
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,11 @@ class DeliveryWorker:
         # While set, a connection whose lane is empty closes at once instead of waiting (see `idle`).
         self._no_idle_connections = False
         self._stopping = False
+        # Accounts whose limits cap their connections below `max_concurrent_per_account` (services/pacing).
+        self._connection_caps: dict[str, int] = {}
+        # Admitted messages of paced accounts whose send-log rows await the end of their attempt.
+        self._logged: set[str] = set()
+        self._unpaced = UnpacedAccounts()
 
     def start(self) -> None:
         self._recorder.start()
@@ -164,7 +170,7 @@ class DeliveryWorker:
                 if self._stopping:
                     await release_messages(self.rt, [m.id for m in claimed])
                     return
-                for message in claimed:
+                for message in await self._admit(claimed):
                     self._dispatch(message)
                 if len(claimed) < limit and not self._wanted.is_set():
                     if not busy:
@@ -178,6 +184,18 @@ class DeliveryWorker:
                         )
         finally:
             self._not_draining.set()
+
+    async def _admit(self, claimed: list[ClaimedMessage]) -> list[ClaimedMessage]:
+        """What the accounts' limits let through now (services/pacing.py); the rest is back in the queue."""
+        try:
+            admission = await admit(self.rt, claimed, self._unpaced)
+        except Exception:
+            log.exception("pacing %d claimed messages failed; they go back to the queue", len(claimed))
+            await release_messages(self.rt, [m.id for m in claimed])
+            return []
+        self._connection_caps.update(admission.max_connections)
+        self._logged |= admission.logged
+        return admission.messages
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -195,9 +213,11 @@ class DeliveryWorker:
             lane = self._lanes[message.account_id] = Lane(message.account_id)
         lane.pending.append(message)
         lane.arrived.set()
-        if lane.connections < self.rt.settings.max_concurrent_per_account and lane.connections < len(
-            lane.pending
-        ):
+        cap = min(
+            self.rt.settings.max_concurrent_per_account,
+            self._connection_caps.get(message.account_id, self.rt.settings.max_concurrent_per_account),
+        )
+        if lane.connections < cap and lane.connections < len(lane.pending):
             lane.connections += 1
             self._spawn(self._run_connection(lane), f"smtp:{lane.account_id}")
 
@@ -243,6 +263,7 @@ class DeliveryWorker:
     async def _release(self, lane: Lane) -> None:
         released = list(lane.pending)
         lane.pending.clear()
+        self._logged.difference_update(m.id for m in released)
         await release_messages(self.rt, [m.id for m in released])
         self._done(len(released))
 
@@ -282,7 +303,11 @@ class DeliveryWorker:
                 try:
                     result = await connection.send(message.envelope_from, message.envelope_to, message.raw)
                 except MailError as exc:
-                    self._record_later(Outcome(message, error=exc, duration_ms=self._timed(started)))
+                    duration_ms = self._timed(started)
+                    if exc.throttle is not None:
+                        await self._throttled(lane, message, exc, duration_ms)
+                        return
+                    self._record_later(Outcome(message, error=exc, duration_ms=duration_ms))
                 else:
                     self._record_later(Outcome(message, result=result, duration_ms=self._timed(started)))
         finally:
@@ -318,6 +343,9 @@ class DeliveryWorker:
         CONNECTED, and everything else is given back untried to wait until the account is fixed. The
         lane's other connections meet the same 535 at the same moment; the flag keeps them from failing
         their messages too (found by tests/faults: up to `max_concurrent_per_account` were burned)."""
+        if error.throttle is not None:
+            await self._throttled(lane, first, error, None)
+            return
         if error.auth_failure:
             if lane.auth_failed:
                 lane.pending.appendleft(first)
@@ -331,6 +359,24 @@ class DeliveryWorker:
         failed = [first, *lane.pending]
         lane.pending.clear()
         await asyncio.gather(*(self._finish(Outcome(m, error=error)) for m in failed))
+
+    async def _throttled(
+        self, lane: Lane, message: ClaimedMessage, error: MailError, duration_ms: int | None
+    ) -> None:
+        """The server throttles the account: the message's outcome pauses it (services/pacing.py), and once
+        that is written, the lane's other messages go back untried; their next claim finds the pause."""
+        await self._finish(Outcome(message, error=error, duration_ms=duration_ms))
+        self._unpaced.forget(lane.account_id)  # paused now: the next claims must see it
+        untried = list(lane.pending)
+        lane.pending.clear()
+        ids = [m.id for m in untried]
+        try:
+            await give_back_paused(self.rt, lane.account_id, ids)
+        except Exception:
+            log.exception("giving back %d messages of paused %s failed", len(ids), lane.account_id)
+            self._spawn(self._recover(ids), f"recover:{lane.account_id}")
+        finally:
+            self._done(len(untried))
 
     async def _finish(self, outcome: Outcome) -> None:
         """Record the outcome and wait until it is written (a failure is `_recorded`'s to handle)."""
@@ -356,8 +402,21 @@ class DeliveryWorker:
 
     async def _record(self, outcomes: Sequence[Outcome]) -> None:
         await record_outcomes(self.rt, outcomes)
+        if self._logged:
+            await self._stamp([o.message.id for o in outcomes if o.message.id in self._logged])
         if any(o.result is not None and o.message.copy_to_sent for o in outcomes):
             self.rt.wake.sent_copy()  # their Sent copies are recorded as due now
+
+    async def _stamp(self, ids: list[str]) -> None:
+        """Paced messages' send-log rows to the end of their attempt (services/pacing.py). Not the outcomes'
+        business: a failure here leaves the rows at admission time (counted early, never too few)."""
+        if not ids:
+            return
+        self._logged.difference_update(ids)
+        try:
+            await stamp_sent(self.rt, ids)
+        except Exception:
+            log.exception("stamping %d paced messages' send time failed", len(ids))
 
     async def _unrecordable(self, outcome: Outcome, error: Exception) -> None:
         await record_unrecordable(self.rt, outcome, error)
