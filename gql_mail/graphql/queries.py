@@ -5,8 +5,8 @@ from __future__ import annotations
 import strawberry
 
 from gql_mail.graphql.context import Info
-from gql_mail.graphql.types import Account, OutboxMessage, Webhook
-from gql_mail.services import accounts, outbox, webhooks
+from gql_mail.graphql.types import Account, OAuth2App, OutboxMessage, Webhook
+from gql_mail.services import accounts, oauth2_apps, outbox, webhooks
 
 
 @strawberry.type
@@ -39,3 +39,11 @@ class Query:
     @strawberry.field
     async def webhooks(self, info: Info) -> list[Webhook]:
         return [Webhook.from_row(r) for r in await webhooks.list_webhooks(info.context.runtime)]
+
+    @strawberry.field(name="oauth2Apps", description="The registered OAuth2 applications.")
+    async def oauth2_apps(self, info: Info) -> list[OAuth2App]:
+        return [OAuth2App.from_row(r) for r in await oauth2_apps.list_apps(info.context.runtime)]
+
+    @strawberry.field(name="oauth2App", description="NOT_FOUND error for an unknown app id.")
+    async def oauth2_app(self, info: Info, id: strawberry.ID) -> OAuth2App:
+        return OAuth2App.from_row(await oauth2_apps.get_app(info.context.runtime, str(id)))

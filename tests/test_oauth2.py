@@ -1,0 +1,212 @@
+"""OAuth2 mailboxes end to end: a real gql-mail, a real OAuth2 token endpoint (tests/servers/
+oauth2_token_server.py) and aiosmtpd accepting XOAUTH2 with exactly the currently valid access token.
+
+Time is the server's manual clock: a token "expires" when the test moves the clock, never by waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gql_mail.services import oauth2_tokens
+from tests.conftest import ACCOUNT, register_connected
+from tests.faults.helpers import message, simple, submit
+from tests.harness import Server, run_server, subscribe
+from tests.servers.oauth2_token_server import TokenServer
+from tests.servers.smtp import SmtpServer
+
+USER = "mailbox@example.com"
+CREATE_APP = """
+mutation App($input: OAuth2AppInput!) {
+  createOAuth2App(input: $input) { id name provider clientId clientSecretSet tokenUrl }
+}"""
+UPDATE = """
+mutation Up($account: ID!, $input: UpdateAccountInput!) { updateAccount(account: $account, input: $input) {
+  account state } }"""
+
+
+@pytest.fixture
+def tokens(smtp_server: SmtpServer) -> Iterator[TokenServer]:
+    """The token endpoint; every access token it issues becomes the only one the SMTP server accepts."""
+    smtp_server.set_credentials(USER, "unused-password")
+    with TokenServer(on_issue=smtp_server.set_access_token) as server:
+        yield server
+
+
+async def create_app(server: Server, tokens: TokenServer) -> str:
+    app = (
+        await server.gql(
+            CREATE_APP,
+            {
+                "input": {
+                    "name": "Test Gmail",
+                    "provider": "gmail",
+                    "clientId": tokens.client_id,
+                    "clientSecret": tokens.client_secret,
+                    "tokenUrl": tokens.url,
+                }
+            },
+        )
+    )["createOAuth2App"]
+    assert app["clientSecretSet"] is True and app["tokenUrl"] == tokens.url
+    return str(app["id"])
+
+
+def oauth2_block(app: str, access: str | None, refresh: str, expires: datetime | None) -> dict[str, Any]:
+    return {
+        "provider": app,
+        "auth": {"user": USER},
+        "accessToken": access,
+        "refreshToken": refresh,
+        "expires": expires.isoformat() if expires else None,
+    }
+
+
+async def register_oauth2(
+    server: Server, smtp: SmtpServer, tokens: TokenServer, account: str = "oa"
+) -> tuple[str, str]:
+    """A CONNECTED OAuth2 account whose token expires in an hour; (app id, access token)."""
+    app = await create_app(server, tokens)
+    access, refresh = tokens.grant()
+    expires = server.clock.now() + timedelta(hours=1)
+    await register_connected(
+        server,
+        {
+            "account": account,
+            "name": "OAuth2 Sender",
+            "email": USER,
+            # The provider's SMTP server (smtp.gmail.com:465) is replaced by the local one.
+            "smtp": {"host": smtp.host, "port": smtp.port, "secure": False},
+            "oauth2": oauth2_block(app, access, refresh, expires),
+        },
+    )
+    return app, access
+
+
+async def state_of(server: Server, account: str) -> dict[str, Any]:
+    result: dict[str, Any] = (await server.gql(ACCOUNT, {"account": account}))["account"]
+    return result
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    async with run_server(tmp_path) as s:
+        yield s
+
+
+async def test_a_token_about_to_expire_is_refreshed_once_before_the_send(
+    server: Server, smtp_server: SmtpServer, tokens: TokenServer
+) -> None:
+    await register_oauth2(server, smtp_server, tokens)
+    assert tokens.calls == 0  # the check logged in with the token it was given
+    server.advance(3600 - 60)  # within the 5-minute margin
+    queued = await submit(server, "oa", simple())
+    await server.drain()
+    assert len(await smtp_server.wait_for_messages(1)) == 1
+    assert tokens.calls == 1
+    assert tokens.requests[0]["grant_type"] == "refresh_token" and "scope" not in tokens.requests[0]
+    assert (await message(server, queued["queueId"]))["status"] == "sent"
+    # The provider rotated the refresh token; the old one is dead, so the next refresh works only if the
+    # new one was stored.
+    server.advance(3600)
+    await submit(server, "oa", simple())
+    await server.drain()
+    assert len(await smtp_server.wait_for_messages(2)) == 2
+    assert tokens.calls == 2
+    assert (await state_of(server, "oa"))["state"] == "CONNECTED"
+
+
+async def test_twenty_concurrent_sends_at_expiry_share_one_refresh(
+    server: Server, smtp_server: SmtpServer, tokens: TokenServer
+) -> None:
+    await register_oauth2(server, smtp_server, tokens)
+    server.advance(3600)
+    await asyncio.gather(*(submit(server, "oa", simple(subject=f"m{i}")) for i in range(20)))
+    await server.drain()
+    assert len(await smtp_server.wait_for_messages(20)) == 20
+    assert tokens.calls == 1
+
+
+async def test_concurrent_callers_of_the_token_service_share_one_request(
+    server: Server, smtp_server: SmtpServer, tokens: TokenServer
+) -> None:
+    await register_oauth2(server, smtp_server, tokens)
+    server.clock.advance(3600)
+    got = await asyncio.gather(*(oauth2_tokens.access_token(server.runtime, "oa") for _ in range(20)))
+    assert tokens.calls == 1
+    assert set(got) == {tokens.access_token}
+
+
+async def test_invalid_grant_stops_the_account_without_spending_attempts_until_new_tokens(
+    server: Server, smtp_server: SmtpServer, tokens: TokenServer
+) -> None:
+    app, _ = await register_oauth2(server, smtp_server, tokens)
+    tokens.revoke_all()  # the user revoked consent
+    server.advance(3600)
+    async with subscribe(server, account="oa") as sub:
+        queued = await submit(server, "oa", simple())
+        await server.drain()
+        event = await sub.wait_for(lambda e: e["event"] == "authenticationError")
+    assert event["data"]["errorCode"] == "EOAUTH2"
+    assert "invalid_grant" in event["data"]["error"]
+    account = await state_of(server, "oa")
+    assert account["state"] == "AUTHENTICATION_ERROR"
+    assert account["lastError"]["code"] == "EOAUTH2" and "invalid_grant" in account["lastError"]["message"]
+    waiting = await message(server, queued["queueId"])
+    assert (waiting["status"], waiting["attemptsMade"]) == ("queued", 0)
+    assert smtp_server.messages == []
+    calls = tokens.calls
+    await server.drain()  # the refusal is remembered: no request goes out again
+    assert tokens.calls == calls == 1
+
+    access, refresh = tokens.grant()  # a new consent
+    expires = server.clock.now() + timedelta(hours=1)
+    async with subscribe(server, account="oa") as sub:
+        await server.gql(
+            UPDATE, {"account": "oa", "input": {"oauth2": oauth2_block(app, access, refresh, expires)}}
+        )
+        await sub.wait_for(lambda e: e["event"] == "accountConnected")
+    await server.drain()
+    assert len(await smtp_server.wait_for_messages(1)) == 1
+    sent = await message(server, queued["queueId"])
+    assert (sent["status"], sent["attemptsMade"]) == ("sent", 1)
+
+
+async def test_an_unavailable_token_endpoint_is_retried_with_backoff_and_keeps_the_state(
+    server: Server, smtp_server: SmtpServer, tokens: TokenServer
+) -> None:
+    await register_oauth2(server, smtp_server, tokens)
+    tokens.fail_next(1, status=503)
+    server.advance(3600)
+    queued = await submit(server, "oa", simple())
+    await server.drain()
+    waiting = await message(server, queued["queueId"])
+    assert (waiting["status"], waiting["attemptsMade"]) == ("queued", 0)
+    assert datetime.fromisoformat(waiting["nextAttempt"]) > server.clock.now()
+    assert (await state_of(server, "oa"))["state"] == "CONNECTED"
+    assert tokens.calls == 1
+    await server.drain()  # not due yet: no second request before the backoff
+    assert tokens.calls == 1
+    server.advance(server.settings.retry_base_seconds)
+    await server.drain()
+    assert len(await smtp_server.wait_for_messages(1)) == 1
+    assert tokens.calls == 2
+    assert (await message(server, queued["queueId"]))["attemptsMade"] == 1
+
+
+async def test_a_refused_token_is_refreshed_once_and_the_login_tried_again(
+    server: Server, smtp_server: SmtpServer, tokens: TokenServer
+) -> None:
+    """The server refuses a token that has not expired yet (revoked early): one refresh, then success."""
+    await register_oauth2(server, smtp_server, tokens)
+    smtp_server.set_access_token("only-a-newer-token-works")
+    await submit(server, "oa", simple())
+    await server.drain()
+    assert len(await smtp_server.wait_for_messages(1)) == 1
+    assert tokens.calls == 1
