@@ -35,7 +35,7 @@ def _last_error(row: models.Account) -> dict[str, Any] | None:
 
 def account_summary(row: models.Account) -> dict[str, Any]:
     """An entry of `GET /v1/accounts`."""
-    return {
+    summary = {
         "account": row.id,
         "name": row.name,
         "email": row.email,
@@ -43,6 +43,24 @@ def account_summary(row: models.Account) -> dict[str, Any]:
         "state": ee_state(row.state),
         "lastError": _last_error(row),
     }
+    if row.oauth2_app_id is not None:
+        summary["app"] = row.oauth2_app_id
+    return summary
+
+
+def _oauth2(row: models.Account) -> dict[str, Any]:
+    """An OAuth2 account's `oauth2` block, tokens masked as EmailEngine masks them."""
+    expires = row.oauth2_expires if row.oauth2_access_token_enc else None  # none stored: no expiry
+    shown: dict[str, Any] = {
+        "provider": row.oauth2_app_id,
+        "auth": {"user": row.oauth2_user},
+        "expires": iso(utc(expires)) if expires else None,
+    }
+    if row.oauth2_access_token_enc:
+        shown["accessToken"] = MASKED
+    if row.oauth2_refresh_token_enc:
+        shown["refreshToken"] = MASKED
+    return shown
 
 
 def account_details(row: models.Account) -> dict[str, Any]:
@@ -64,13 +82,16 @@ def account_details(row: models.Account) -> dict[str, Any]:
             "tls": {"rejectUnauthorized": row.imap_reject_unauthorized, "requireTLS": row.imap_require_tls},
             "sentMailPath": row.sent_mail_path,
         }
-    return {
+    details = {
         **account_summary(row),
         "sendOnly": row.imap_disabled,
         "imap": imap,
         "smtp": smtp,
         "connectedAt": iso(utc(row.connected_at)) if row.connected_at else None,
     }
+    if row.oauth2_app_id is not None:
+        details["oauth2"] = _oauth2(row)
+    return details
 
 
 async def create_account(call: Call[CreateAccount, NoQuery]) -> dict[str, Any]:

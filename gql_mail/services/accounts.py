@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -201,8 +201,8 @@ def _apply_oauth2(rt: Runtime, row: Account, spec: OAuth2Spec, app: OAuth2App) -
     row.oauth2_user = user
     row.oauth2_access_token_enc = rt.secrets.maybe_encrypt(spec.access_token)
     row.oauth2_refresh_token_enc = rt.secrets.maybe_encrypt(spec.refresh_token)
-    # Without an access token there is nothing to use before a refresh: it counts as expired.
-    row.oauth2_expires = spec.expires if spec.access_token else datetime.min.replace(tzinfo=UTC)
+    # Without an access token, the first use refreshes (see oauth2_tokens._usable).
+    row.oauth2_expires = spec.expires if spec.access_token else None
     row.oauth2_token_version = (row.oauth2_token_version or 0) + 1
     row.oauth2_refreshing_until = row.oauth2_retry_at = row.oauth2_error = None
     row.oauth2_failures = 0

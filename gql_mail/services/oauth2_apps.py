@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
@@ -113,14 +114,24 @@ async def list_apps(rt: Runtime) -> Sequence[OAuth2App]:
         return (await session.execute(statement)).scalars().all()
 
 
+async def count_accounts(rt: Runtime, app_id: str) -> int:
+    """How many accounts log in with the app."""
+    async with rt.db.read() as session:
+        return await _count_accounts(session, app_id)
+
+
+async def _count_accounts(session: Any, app_id: str) -> int:
+    used = select(func.count()).select_from(Account).where(col(Account.oauth2_app_id) == app_id)
+    return int((await session.execute(used)).scalar_one())
+
+
 async def delete_app(rt: Runtime, app_id: str) -> bool:
     """Delete an app no account uses (CONFLICT otherwise: its accounts could not refresh any more)."""
     async with unit_of_work(rt) as uow:
         row = await uow.session.get(OAuth2App, app_id)
         if row is None:
             raise NotFound("Document was not found", field="app")
-        used = select(func.count()).select_from(Account).where(col(Account.oauth2_app_id) == app_id)
-        if int((await uow.session.execute(used)).scalar_one()):
+        if await _count_accounts(uow.session, app_id):
             raise Conflict("the OAuth2 app is used by accounts; delete or change them first", field="app")
         await uow.session.delete(row)
     return True
