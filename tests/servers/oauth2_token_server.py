@@ -42,6 +42,8 @@ class TokenServer:
         self.calls = 0
         self.requests: list[dict[str, str]] = []
         self.access_token: str | None = None
+        # Every access and refresh token it ever issued (tests look for them in logs).
+        self.issued: list[str] = []
         self._http: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -131,6 +133,7 @@ class TokenServer:
         refresh = f"1//refresh-{serial}-{uuid.uuid4().hex}"
         self._refresh_tokens.add(refresh)
         self.access_token = access
+        self.issued += [access, refresh]
         return access, refresh
 
     def _issued(self, access: str) -> None:
