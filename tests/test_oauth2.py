@@ -7,6 +7,7 @@ Time is the server's manual clock: a token "expires" when the test moves the clo
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from gql_mail.services import oauth2_tokens
 from tests.conftest import ACCOUNT, register_connected
 from tests.faults.helpers import message, simple, submit
 from tests.harness import Server, run_server, subscribe
+from tests.mail.test_imap import answer_capability, answer_logout, stub_imap
 from tests.servers.oauth2_token_server import TokenServer
 from tests.servers.smtp import SmtpServer
 
@@ -210,3 +212,56 @@ async def test_a_refused_token_is_refreshed_once_and_the_login_tried_again(
     await server.drain()
     assert len(await smtp_server.wait_for_messages(1)) == 1
     assert tokens.calls == 1
+
+
+async def test_imap_and_smtp_log_in_with_the_refreshed_token_of_an_expired_one(
+    server: Server, smtp_server: SmtpServer, tokens: TokenServer
+) -> None:
+    """Registered with an access token that already expired: the check refreshes first, then IMAP
+    (AUTHENTICATE XOAUTH2, RFC 7628 / Google's SASL string) and SMTP log in with the new token."""
+    app = await create_app(server, tokens)
+    access, refresh = tokens.grant()
+    seen: list[str] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = await answer_capability(reader, writer)
+        tag, command, mechanism, argument = line.split()
+        assert (command, mechanism) == (b"AUTHENTICATE", b"XOAUTH2"), line
+        seen.append(base64.b64decode(argument).decode())
+        writer.write(tag + b" OK authenticated\r\n")
+        await answer_logout(reader, writer)
+
+    async with stub_imap(script) as port:
+        await register_connected(
+            server,
+            {
+                "account": "oi",
+                "name": "OAuth2 IMAP",
+                "email": USER,
+                "smtp": {"host": smtp_server.host, "port": smtp_server.port, "secure": False},
+                "imap": {"host": "127.0.0.1", "port": port, "secure": False},
+                "oauth2": oauth2_block(app, access, refresh, server.clock.now() - timedelta(seconds=1)),
+            },
+        )
+    assert tokens.calls == 1
+    assert seen == [f"user={USER}\x01auth=Bearer {tokens.access_token}\x01\x01"]
+    assert tokens.access_token != access
+
+
+async def test_two_nodes_on_postgresql_refresh_an_account_once(
+    tmp_path: Path, pg_url: str, smtp_server: SmtpServer, tokens: TokenServer
+) -> None:
+    """Two gql-mail processes' worth of runtimes on one database: the claim on the token version lets
+    one ask the provider while the other waits for its token."""
+    async with (
+        run_server(tmp_path / "a", database_url=pg_url) as a,
+        run_server(tmp_path / "b", database_url=pg_url) as b,
+    ):
+        await register_oauth2(a, smtp_server, tokens)
+        for node in (a, b):
+            node.clock.advance(3600)
+        got = await asyncio.gather(
+            *(oauth2_tokens.access_token(node.runtime, "oa") for node in (a, b) for _ in range(10))
+        )
+    assert tokens.calls == 1
+    assert set(got) == {tokens.access_token}

@@ -104,6 +104,11 @@ class TokenServer:
         with self._lock:
             self._failures.extend([self._failure(status, error)] * n)
 
+    def answer_next(self, status: int, body: dict[str, Any] | str) -> None:
+        """The next token request gets exactly this answer (a gateway's page, a huge body...)."""
+        with self._lock:
+            self._failures.append((status, body))
+
     def fail_always(self, *, status: int = 503, error: str | None = None) -> None:
         """Every token request fails until `recover()`."""
         with self._lock:
