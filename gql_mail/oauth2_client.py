@@ -112,6 +112,19 @@ class _TooLarge(Exception):
     pass
 
 
+def _errors_without_json(response: httpx.Response) -> httpx.Response:
+    """A failed answer that is no JSON object (a gateway's page) is an HTTP error, classified by its status.
+    Newer Authlib releases do this themselves; older ones fail parsing it, which would hide the status."""
+    if response.status_code >= 400:
+        try:
+            parsed = response.json()
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            response.raise_for_status()
+    return response
+
+
 def _text(value: Any, limit: int = 300) -> str:
     return str(value)[:limit]
 
@@ -141,6 +154,7 @@ async def refresh_grant(
                 timeout=timeout,
             ) as oauth,
         ):
+            oauth.register_compliance_hook("refresh_token_response", _errors_without_json)
             token = await oauth.refresh_token(client.token_url, refresh_token=refresh_token)
     except OAuthError as exc:
         # The provider answered a JSON error: only 4xx answers get here (5xx raise HTTPStatusError).
