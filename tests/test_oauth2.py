@@ -18,7 +18,7 @@ import pytest
 from gql_mail.services import oauth2_tokens
 from tests.conftest import ACCOUNT, register_connected
 from tests.faults.helpers import message, simple, submit
-from tests.harness import Server, run_server, subscribe
+from tests.harness import GraphQLErrors, Server, run_server, subscribe
 from tests.mail.test_imap import answer_capability, answer_logout, stub_imap
 from tests.servers.oauth2_token_server import TokenServer
 from tests.servers.smtp import SmtpServer
@@ -265,3 +265,37 @@ async def test_two_nodes_on_postgresql_refresh_an_account_once(
         )
     assert tokens.calls == 1
     assert set(got) == {tokens.access_token}
+
+
+async def test_apps_in_graphql_never_show_the_secret_and_stay_while_used(
+    server: Server, smtp_server: SmtpServer, tokens: TokenServer
+) -> None:
+    app, _ = await register_oauth2(server, smtp_server, tokens)
+    listed = await server.post("{ oauth2Apps { id provider clientId clientSecretSet tokenUrl } }")
+    assert listed.json()["data"]["oauth2Apps"] == [
+        {
+            "id": app,
+            "provider": "gmail",
+            "clientId": tokens.client_id,
+            "clientSecretSet": True,
+            "tokenUrl": tokens.url,
+        }
+    ]
+    shown = await server.post('{ account(account: "oa") { oauth2 { app user expires } } }')
+    assert shown.json()["data"]["account"]["oauth2"]["app"] == app
+    everything = listed.text + shown.text
+    assert tokens.client_secret not in everything
+    assert all(token not in everything for token in tokens.issued)
+    with pytest.raises(GraphQLErrors) as used:
+        await server.gql("mutation D($id: ID!) { deleteOAuth2App(id: $id) }", {"id": app})
+    assert used.value.codes == ["CONFLICT"]
+    with pytest.raises(GraphQLErrors) as bad:
+        await server.gql(CREATE_APP, {"input": {"name": "X", "provider": "generic", "clientId": "c"}})
+    assert bad.value.codes == ["BAD_USER_INPUT"]
+    assert bad.value.errors[0]["extensions"]["field"] == "tokenUrl"
+    with pytest.raises(GraphQLErrors) as unknown:
+        await server.gql(
+            UPDATE,
+            {"account": "oa", "input": {"oauth2": oauth2_block("nope", None, "r", None)}},
+        )
+    assert unknown.value.codes == ["BAD_USER_INPUT"]
