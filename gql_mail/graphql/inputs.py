@@ -8,7 +8,8 @@ import strawberry
 from strawberry.scalars import JSON
 
 from gql_mail.mail.compose import Address
-from gql_mail.services.accounts import AccountPatch, AccountSpec, AuthSpec, ImapSpec, OAuth2Spec, SmtpSpec
+from gql_mail.services.accounts import AccountPatch, AccountSpec, AuthSpec, ImapSpec, SmtpSpec
+from gql_mail.services.oauth2_accounts import OAuth2Spec
 from gql_mail.services.oauth2_apps import OAuth2AppSpec
 from gql_mail.services.submission import AttachmentSpec, SubmitSpec
 from gql_mail.services.webhooks import WebhookSpec

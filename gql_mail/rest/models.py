@@ -18,7 +18,8 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from gql_mail.mail.compose import Address
-from gql_mail.services.accounts import AccountPatch, AccountSpec, AuthSpec, ImapSpec, OAuth2Spec, SmtpSpec
+from gql_mail.services.accounts import AccountPatch, AccountSpec, AuthSpec, ImapSpec, SmtpSpec
+from gql_mail.services.oauth2_accounts import OAuth2Spec
 from gql_mail.services.oauth2_apps import OAuth2AppSpec
 from gql_mail.services.submission import AttachmentSpec, SubmitSpec
 

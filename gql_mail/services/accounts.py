@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,11 +30,11 @@ from gql_mail.mail.errors import MailError
 from gql_mail.mail.imap import ImapSettings, verify_imap
 from gql_mail.mail.smtp import SmtpSettings, verify_smtp
 from gql_mail.models import Account, AccountState, OAuth2App
-from gql_mail.oauth2_providers import Provider, provider
 from gql_mail.runtime import Runtime
 from gql_mail.services import oauth2_tokens
 from gql_mail.services import validation as v
 from gql_mail.services.errors import BadInput, Conflict, NotFound
+from gql_mail.services.oauth2_accounts import OAuth2Login, OAuth2Spec, apply_oauth2, oauth2_app, stored_login
 from gql_mail.services.unit import unit_of_work
 
 log = logging.getLogger(__name__)
@@ -67,19 +67,6 @@ class SmtpSpec:
     secure: bool | None = None
     reject_unauthorized: bool | None = None
     require_tls: bool | None = None  # None: the deployment's default (`Settings.require_tls`)
-
-
-@dataclass(frozen=True)
-class OAuth2Spec:
-    """An OAuth2 mailbox (EmailEngine's `oauth2` object): the app (`provider`, an app id), the mailbox
-    user, and the tokens the app's consent gave. SMTP and IMAP then log in with XOAUTH2, at the provider's
-    servers unless the `smtp`/`imap` blocks name others (their `auth` is not used)."""
-
-    app: str
-    user: str | None
-    access_token: str | None = field(default=None, repr=False)
-    refresh_token: str | None = field(default=None, repr=False)
-    expires: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -125,7 +112,7 @@ def _email(value: str | None) -> str:
         raise BadInput(str(exc), field="email") from exc
 
 
-def _apply_smtp(rt: Runtime, row: Account, smtp: SmtpSpec | None, oauth2: _OAuth2Login | None = None) -> None:
+def _apply_smtp(rt: Runtime, row: Account, smtp: SmtpSpec | None, oauth2: OAuth2Login | None = None) -> None:
     """The SMTP block; for an OAuth2 account (`oauth2`), the provider's server fills what it leaves out
     and the login is XOAUTH2 as the OAuth2 user."""
     smtp = smtp or SmtpSpec(host=None, port=None, auth=None)
@@ -145,7 +132,7 @@ def _apply_smtp(rt: Runtime, row: Account, smtp: SmtpSpec | None, oauth2: _OAuth
     row.smtp_require_tls = smtp.require_tls
 
 
-def _apply_imap(rt: Runtime, row: Account, imap: ImapSpec | None, oauth2: _OAuth2Login | None = None) -> None:
+def _apply_imap(rt: Runtime, row: Account, imap: ImapSpec | None, oauth2: OAuth2Login | None = None) -> None:
     if imap is None or imap.disabled:
         row.imap_disabled = True
         row.imap_host = row.imap_port = row.imap_user = row.imap_pass_enc = row.imap_token_enc = None
@@ -175,48 +162,6 @@ def _apply_imap(rt: Runtime, row: Account, imap: ImapSpec | None, oauth2: _OAuth
     )
 
 
-@dataclass(frozen=True)
-class _OAuth2Login:
-    user: str
-    provider: Provider
-
-
-async def _oauth2_app(rt: Runtime, app_id: str) -> OAuth2App:
-    async with rt.db.read() as session:
-        app = await session.get(OAuth2App, app_id) if app_id else None
-    if app is None:
-        raise BadInput("Invalid or missing OAuth2 provider", field="oauth2.provider")
-    return app
-
-
-def _apply_oauth2(rt: Runtime, row: Account, spec: OAuth2Spec, app: OAuth2App) -> _OAuth2Login:
-    """Store the OAuth2 app, user and tokens (encrypted); new tokens start afresh (a stored refusal, a
-    backoff and a claim of an earlier refresh are forgotten)."""
-    user = v.required_text(spec.user, "oauth2.auth.user", max_length=512)
-    if not spec.access_token and not spec.refresh_token:
-        raise BadInput("oauth2.accessToken or oauth2.refreshToken is required", field="oauth2.refreshToken")
-    known = provider(app.provider)
-    assert known is not None  # apps are checked at registration
-    row.oauth2_app_id = app.id
-    row.oauth2_user = user
-    row.oauth2_access_token_enc = rt.secrets.maybe_encrypt(spec.access_token)
-    row.oauth2_refresh_token_enc = rt.secrets.maybe_encrypt(spec.refresh_token)
-    # Without an access token, the first use refreshes (see oauth2_tokens._usable).
-    row.oauth2_expires = spec.expires if spec.access_token else None
-    row.oauth2_token_version = (row.oauth2_token_version or 0) + 1
-    row.oauth2_refreshing_until = row.oauth2_retry_at = row.oauth2_error = None
-    row.oauth2_failures = 0
-    return _OAuth2Login(user=user, provider=known)
-
-
-def _oauth2_login(row: Account, app: OAuth2App | None) -> _OAuth2Login | None:
-    """The stored OAuth2 login of an account, for an update that changes its smtp/imap blocks only."""
-    known = provider(app.provider) if app else None
-    if known is None or row.oauth2_user is None:
-        return None
-    return _OAuth2Login(user=row.oauth2_user, provider=known)
-
-
 def _account_id(value: str) -> str:
     return v.required_text(value, "account", max_length=256)
 
@@ -241,7 +186,7 @@ async def register_account(rt: Runtime, spec: AccountSpec) -> Account:
     )
     oauth2 = None
     if spec.oauth2 is not None:
-        oauth2 = _apply_oauth2(rt, row, spec.oauth2, await _oauth2_app(rt, spec.oauth2.app))
+        oauth2 = apply_oauth2(rt, row, spec.oauth2, await oauth2_app(rt, spec.oauth2.app))
     elif spec.smtp is None:
         raise BadInput("smtp is required", field="smtp")
     _apply_smtp(rt, row, spec.smtp, oauth2)
@@ -286,7 +231,7 @@ async def upsert_account(rt: Runtime, spec: AccountSpec) -> tuple[Account, bool]
 
 async def update_account(rt: Runtime, account_id: str, patch: AccountPatch) -> Account:
     """Change settings and check them again; the account is CONNECTING until the check ends."""
-    app = await _oauth2_app(rt, patch.oauth2.app) if patch.oauth2 is not None else None
+    app = await oauth2_app(rt, patch.oauth2.app) if patch.oauth2 is not None else None
     async with unit_of_work(rt) as uow:
         row = await _require(uow.session, account_id)
         if patch.name is not None:
@@ -294,7 +239,7 @@ async def update_account(rt: Runtime, account_id: str, patch: AccountPatch) -> A
         if patch.email is not None:
             row.email = _email(patch.email)
         if patch.oauth2 is not None and app is not None:
-            oauth2 = _apply_oauth2(rt, row, patch.oauth2, app)
+            oauth2 = apply_oauth2(rt, row, patch.oauth2, app)
             # The logins become the new user's, on the servers given, or kept, or the provider's.
             _apply_smtp(rt, row, patch.smtp or _stored_smtp(row), oauth2)
             if patch.imap is not None or not row.imap_disabled:
@@ -302,7 +247,7 @@ async def update_account(rt: Runtime, account_id: str, patch: AccountPatch) -> A
         else:
             oauth2 = None
             if row.oauth2_app_id is not None:
-                oauth2 = _oauth2_login(row, await uow.session.get(OAuth2App, row.oauth2_app_id))
+                oauth2 = stored_login(row, await uow.session.get(OAuth2App, row.oauth2_app_id))
             if patch.smtp is not None:
                 _apply_smtp(rt, row, patch.smtp, oauth2)
             if patch.imap is not None:

@@ -137,6 +137,8 @@ async def _refresh(rt: Runtime, account_id: str, refused: str | None) -> str:
 def _raise_if_blocked(rt: Runtime, stored: _Stored) -> None:
     if stored.error is not None:
         raise OAuth2TokenError(stored.error, permanent=True)
+    if stored.app is not None and not stored.app.enabled:
+        raise OAuth2TokenError(f"the OAuth2 app {stored.app.id} is disabled", permanent=True)
     if stored.refresh_token is None or stored.app is None:
         raise OAuth2TokenError(
             "the access token expired or was refused, and there is no refresh token", permanent=True
