@@ -1,4 +1,5 @@
-"""One token request to an OAuth2 provider (the refresh_token grant), through Authlib's httpx client.
+"""One token request to an OAuth2 provider (the refresh_token or authorization_code grant), through
+Authlib's httpx client.
 
 Every connection goes through the outbound policy (`PolicyTransport`), the whole request is bounded in time
 and the answer in size (a token endpoint is a peer like a webhook receiver: it may trickle, or answer a
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,7 +43,7 @@ if not issubclass(AsyncOAuth2Client, httpx.AsyncClient):  # httpx2 installed: ou
 from gql_mail.outbound import OutboundPolicy
 from gql_mail.outbound_httpx import PolicyTransport
 
-__all__ = ["OAuth2Failure", "TokenClient", "TokenGrant", "refresh_grant"]
+__all__ = ["Limits", "OAuth2Failure", "TokenClient", "TokenGrant", "exchange_code", "refresh_grant"]
 
 
 @dataclass(frozen=True)
@@ -129,18 +131,53 @@ def _text(value: Any, limit: int = 300) -> str:
     return str(value)[:limit]
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Where a token request may go and how long and large it may be."""
+
+    outbound: OutboundPolicy
+    timeout: float
+    max_response_bytes: int
+
+
 async def refresh_grant(
-    client: TokenClient,
-    refresh_token: str,
-    *,
-    outbound: OutboundPolicy,
-    now: datetime,
-    timeout: float,  # noqa: ASYNC109 - the whole request's bound, applied with asyncio.timeout
-    max_response_bytes: int,
+    client: TokenClient, refresh_token: str, *, limits: Limits, now: datetime
 ) -> TokenGrant:
     """Exchange `refresh_token` for a new access token at `client.token_url`."""
-    transport = _Bounded(PolicyTransport(outbound), max_response_bytes)
-    where = f"Token request failed for {client.provider} (refresh_token"
+
+    async def ask(oauth: Any) -> Any:
+        oauth.register_compliance_hook("refresh_token_response", _errors_without_json)
+        return await oauth.refresh_token(client.token_url, refresh_token=refresh_token)
+
+    return await _token_request(client, "refresh_token", ask, limits=limits, now=now, previous=refresh_token)
+
+
+async def exchange_code(
+    client: TokenClient, code: str, redirect_uri: str, *, limits: Limits, now: datetime
+) -> TokenGrant:
+    """Exchange a consent's authorization `code` for the account's first tokens."""
+
+    async def ask(oauth: Any) -> Any:
+        oauth.register_compliance_hook("access_token_response", _errors_without_json)
+        return await oauth.fetch_token(
+            client.token_url, grant_type="authorization_code", code=code, redirect_uri=redirect_uri
+        )
+
+    return await _token_request(client, "authorization_code", ask, limits=limits, now=now)
+
+
+async def _token_request(
+    client: TokenClient,
+    grant: str,
+    ask: Callable[[Any], Awaitable[Any]],
+    *,
+    limits: Limits,
+    now: datetime,
+    previous: str | None = None,
+) -> TokenGrant:
+    timeout = limits.timeout
+    transport = _Bounded(PolicyTransport(limits.outbound), limits.max_response_bytes)
+    where = f"Token request failed for {client.provider} ({grant}"
     try:
         async with (
             asyncio.timeout(timeout),
@@ -154,8 +191,7 @@ async def refresh_grant(
                 timeout=timeout,
             ) as oauth,
         ):
-            oauth.register_compliance_hook("refresh_token_response", _errors_without_json)
-            token = await oauth.refresh_token(client.token_url, refresh_token=refresh_token)
+            token = await ask(oauth)
     except OAuthError as exc:
         # The provider answered a JSON error: only 4xx answers get here (5xx raise HTTPStatusError).
         error, description = _text(exc.error, 100), _text(exc.description or "")
@@ -181,6 +217,6 @@ async def refresh_grant(
     return TokenGrant(
         access_token=access,
         expires=expires,
-        refresh_token=rotated if isinstance(rotated, str) and rotated != refresh_token else None,
+        refresh_token=rotated if isinstance(rotated, str) and rotated != previous else None,
         scope=token.get("scope") if isinstance(token.get("scope"), str) else None,
     )

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gql_mail.oauth2_client import OAuth2Failure, TokenClient, TokenGrant, refresh_grant
+from gql_mail.oauth2_client import Limits, OAuth2Failure, TokenClient, TokenGrant, refresh_grant
 from gql_mail.outbound import OutboundPolicy
 from tests.servers.oauth2_token_server import TokenServer
 
@@ -38,14 +38,8 @@ async def refresh(
     policy: OutboundPolicy | None = None,
     timeout: float = 5,  # noqa: ASYNC109 - refresh_grant's bound, passed on
 ) -> TokenGrant:
-    return await refresh_grant(
-        token_client,
-        refresh_token,
-        outbound=policy or OutboundPolicy(),
-        now=NOW,
-        timeout=timeout,
-        max_response_bytes=4096,
-    )
+    limits = Limits(policy or OutboundPolicy(), timeout, max_response_bytes=4096)
+    return await refresh_grant(token_client, refresh_token, limits=limits, now=NOW)
 
 
 async def test_a_grant_carries_the_new_token_its_expiry_and_the_rotated_refresh_token(

@@ -30,7 +30,7 @@ from sqlalchemy import CursorResult, or_, update
 from gql_mail.clock import utc
 from gql_mail.mail.errors import MailError
 from gql_mail.models import Account, OAuth2App, table
-from gql_mail.oauth2_client import OAuth2Failure, refresh_grant
+from gql_mail.oauth2_client import Limits, OAuth2Failure, refresh_grant
 from gql_mail.runtime import Runtime
 from gql_mail.services.oauth2_apps import token_client
 
@@ -85,6 +85,11 @@ async def _load(rt: Runtime, account_id: str) -> _Stored:
         error=row.oauth2_error,
         app=app,
     )
+
+
+def limits(rt: Runtime) -> Limits:
+    """The deployment's bounds of a token request."""
+    return Limits(rt.outbound, rt.settings.oauth2_timeout_seconds, rt.settings.oauth2_max_response_bytes)
 
 
 def _usable(rt: Runtime, stored: _Stored, refused: str | None) -> str | None:
@@ -187,12 +192,7 @@ async def _refresh_claimed(rt: Runtime, account_id: str, stored: _Stored) -> str
     assert stored.app is not None and stored.refresh_token is not None
     try:
         grant = await refresh_grant(
-            token_client(rt, stored.app),
-            stored.refresh_token,
-            outbound=rt.outbound,
-            now=rt.clock.now(),
-            timeout=rt.settings.oauth2_timeout_seconds,
-            max_response_bytes=rt.settings.oauth2_max_response_bytes,
+            token_client(rt, stored.app), stored.refresh_token, limits=limits(rt), now=rt.clock.now()
         )
     except OAuth2Failure as failure:
         raise await _record_failure(rt, account_id, stored, failure) from None
