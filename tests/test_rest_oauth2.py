@@ -1,10 +1,12 @@
-"""EmailEngine's OAuth2 REST surface: `/v1/oauth2` apps and accounts registered with an `oauth2` object,
-in EmailEngine's shapes (validated against `/v1/openapi.json`), secrets never shown."""
+"""EmailEngine's OAuth2 REST surface: `/v1/oauth2` apps, accounts registered with an `oauth2` object, and
+the consent flow (`authorize: true`, then `/oauth`), in EmailEngine's shapes (validated against
+`/v1/openapi.json`), secrets never shown."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -101,15 +103,13 @@ async def test_refusals_name_the_field(server: Server, tokens: TokenServer) -> N
             json={"name": "G", "provider": "gmail", "clientId": "c", "clientSecret": "s"},
         )
     ).json()["id"]
-    consent = await rest(
+    no_callback = await rest(
         server,
         "POST",
         "/account",
         json={"account": "x", "name": "X", "email": USER, "oauth2": {"provider": app, "authorize": True}},
     )
-    assert consent.status_code == 400, consent.text
-    (field,) = consent.json()["fields"]
-    assert field["key"] == "authorize" and "consent flow" in field["message"], field
+    assert no_callback.status_code == 400 and "no redirectUrl" in no_callback.text
     unknown = await rest(
         server,
         "POST",
@@ -131,3 +131,69 @@ async def test_refusals_name_the_field(server: Server, tokens: TokenServer) -> N
         server, "POST", "/oauth2", json={"name": "G", "provider": "gmailService", "clientId": "c"}
     )
     assert service.status_code == 400 and "provider" in service.text
+
+
+async def test_the_consent_flow_registers_the_account_when_the_provider_sends_the_user_back(
+    server: Server, smtp_server: SmtpServer, tokens: TokenServer
+) -> None:
+    document = await _document(server)
+    callback = server.url + "/oauth"
+    authorize = "https://accounts.example.test/o/oauth2/v2/auth"
+    app = (
+        await rest(
+            server,
+            "POST",
+            "/oauth2",
+            json={
+                "name": "Gmail",
+                "provider": "gmail",
+                "clientId": tokens.client_id,
+                "clientSecret": tokens.client_secret,
+                "redirectUrl": callback,
+                "tokenUrl": tokens.url,
+                "authorizeUrl": authorize,
+            },
+        )
+    ).json()["id"]
+    body = {
+        "account": "consent",
+        "name": "Consented",
+        "email": USER,
+        "smtp": {"host": smtp_server.host, "port": smtp_server.port, "secure": False},
+        "oauth2": {"provider": app, "authorize": True, "redirectUrl": "https://app.example.com/done?x=1"},
+    }
+    answer = await rest(server, "POST", "/account", json=body)
+    _check(document, "/v1/account", "POST", "200", answer)
+    url = urlsplit(answer.json()["redirect"])
+    assert f"{url.scheme}://{url.netloc}{url.path}" == authorize
+    query = dict(parse_qsl(url.query))
+    assert {k: query[k] for k in ("response_type", "client_id", "redirect_uri", "access_type", "prompt")} == {
+        "response_type": "code",
+        "client_id": tokens.client_id,
+        "redirect_uri": callback,
+        "access_type": "offline",
+        "prompt": "consent",
+    }
+    assert query["scope"] == "https://mail.google.com/" and query["login_hint"] == USER
+    assert (await rest(server, "GET", "/account/consent")).status_code == 404  # nothing registered yet
+
+    # The provider's consent screen sends the browser back with a code (no token: it is the user's).
+    code = tokens.issue_code(callback)
+    back = await server.http.get(callback, params={"code": code, "state": query["state"]})
+    assert back.status_code == 302, back.text
+    assert back.headers["location"] == "https://app.example.com/done?x=1&account=consent&state=new"
+    shown = await wait_state(server, "consent", "connected")
+    assert shown["oauth2"]["auth"] == {"user": USER} and shown["oauth2"]["refreshToken"] == "******"
+    assert tokens.requests[-1]["grant_type"] == "authorization_code"
+
+    # A code works once; a forged state and a declined consent are refused.
+    again = await server.http.get(callback, params={"code": code, "state": query["state"]})
+    assert again.status_code == 400 and "invalid_grant" in again.text
+    forged = await server.http.get(callback, params={"code": "c", "state": query["state"][:-4] + "AAAA"})
+    assert forged.status_code == 400 and "invalid OAuth2 state" in forged.text
+    declined = await server.http.get(callback, params={"error": "access_denied", "state": query["state"]})
+    assert declined.status_code == 400 and "access_denied" in declined.text
+    late = await rest(
+        server, "PUT", "/account/consent", json={"oauth2": {"provider": app, "authorize": True}}
+    )
+    assert late.status_code == 400 and "POST /v1/account" in late.text

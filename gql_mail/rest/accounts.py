@@ -11,7 +11,7 @@ from gql_mail.events import iso
 from gql_mail.rest.endpoint import Call
 from gql_mail.rest.models import AccountsQuery, CreateAccount, DeleteQuery, NoQuery, Reconnect, UpdateAccount
 from gql_mail.rest.states import FROM_EE_STATE, ee_state
-from gql_mail.services import accounts
+from gql_mail.services import accounts, oauth2_consent
 from gql_mail.services.errors import BadInput
 
 # EmailEngine never shows a stored secret; it shows this in its place.
@@ -95,7 +95,12 @@ def account_details(row: models.Account) -> dict[str, Any]:
 
 
 async def create_account(call: Call[CreateAccount, NoQuery]) -> dict[str, Any]:
-    """`POST /v1/account`: registers, or updates the account with that id (EmailEngine's upsert)."""
+    """`POST /v1/account`: registers, or updates the account with that id (EmailEngine's upsert). With
+    `oauth2.authorize: true`, only `{redirect}`: the provider's consent URL (services/oauth2_consent.py)."""
+    oauth2 = call.body.oauth2
+    if oauth2 is not None and oauth2.authorize:
+        spec = call.body.to_spec()
+        return {"redirect": await oauth2_consent.start_consent(call.runtime, spec, oauth2.redirect_url)}
     row, created = await accounts.upsert_account(call.runtime, call.body.to_spec())
     return {"account": row.id, "state": "new" if created else "existing"}
 
@@ -126,6 +131,8 @@ async def list_accounts(call: Call[None, AccountsQuery]) -> dict[str, Any]:
 
 
 async def update_account(call: Call[UpdateAccount, NoQuery]) -> dict[str, Any]:
+    if call.body.oauth2 is not None and call.body.oauth2.authorize:
+        raise BadInput("oauth2.authorize is taken by POST /v1/account only", field="oauth2.authorize")
     row = await accounts.update_account(call.runtime, call.path["account"], call.body.to_patch())
     return {"account": row.id}
 

@@ -28,6 +28,17 @@ class AccountCreated(Answer):
     state: Literal["new", "existing"]
 
 
+class ConsentRedirect(Answer):
+    """`POST /v1/account` with `oauth2.authorize: true`: where to send the user for the provider's consent;
+    the account is registered when the provider sends the user back to gql-mail's `/oauth`."""
+
+    redirect: str
+
+
+class AccountCreatedOrRedirect(RootModel[AccountCreated | ConsentRedirect]):
+    """`POST /v1/account`."""
+
+
 class LastError(Answer):
     response: str
     server_response_code: str | None

@@ -121,16 +121,6 @@ class Smtp(Body):
         )
 
 
-def _no_consent_flow(value: Any) -> Any:
-    if value is True:
-        raise PydanticCustomError(
-            "unsupported_consent_flow",
-            "is not supported by gql-mail: the OAuth2 consent flow is not built; register the account with "
-            "the accessToken and refreshToken of a consent obtained elsewhere",
-        )
-    return value
-
-
 class OAuth2Auth(Body):
     user: str
     delegated_user: Unsupported = None
@@ -145,8 +135,10 @@ class OAuth2(Body):
     access_token: str | None = Field(default=None, max_length=16384)
     refresh_token: str | None = Field(default=None, max_length=16384)
     expires: datetime | None = None
-    authorize: Annotated[bool | None, BeforeValidator(_no_consent_flow)] = None
-    redirect_url: Unsupported = None
+    # The consent flow (POST /v1/account only): answer the provider's consent URL instead of registering;
+    # the user is sent to `redirectUrl` once the account is registered.
+    authorize: bool = False
+    redirect_url: str | None = Field(default=None, max_length=2048)
     use_auth_server: UnsupportedFlag = None
 
     def to_spec(self) -> OAuth2Spec:

@@ -46,7 +46,10 @@ def rest_app(runtime: Runtime, gate: RequestGate) -> Router:
             resource(
                 "/account",
                 POST=Operation(
-                    accounts.create_account, write=True, body=CreateAccount, response=answers.AccountCreated
+                    accounts.create_account,
+                    write=True,
+                    body=CreateAccount,
+                    response=answers.AccountCreatedOrRedirect,
                 ),
             ),
             resource(

@@ -1,7 +1,8 @@
 """A real OAuth2 token endpoint on 127.0.0.1 (HTTP, its own thread), as Google's and Microsoft's behave.
 
 `POST /token` with the refresh_token grant (form body, client credentials in the body or Basic auth) issues
-a new short-lived access token and *rotates* the refresh token: the old one is dead from then on. On demand
+a new short-lived access token and *rotates* the refresh token: the old one is dead from then on. The
+authorization_code grant takes a one-time code (`issue_code`, what a consent screen would hand out). On demand
 it answers `invalid_grant` (400, JSON) or 503, and it counts every call. `on_issue` hears each new access
 token, so a mail server can accept exactly the currently valid one.
 """
@@ -37,6 +38,7 @@ class TokenServer:
         self._lock = threading.Lock()
         self._serial = itertools.count(1)
         self._refresh_tokens: set[str] = set()
+        self._codes: dict[str, str] = {}  # authorization code -> the redirect_uri it was given for
         self._failures: list[tuple[int, dict[str, Any] | str]] = []
         self._failing: tuple[int, dict[str, Any] | str] | None = None
         self.calls = 0
@@ -98,6 +100,13 @@ class TokenServer:
             access, refresh = self._new_pair()
         self._issued(access)
         return access, refresh
+
+    def issue_code(self, redirect_uri: str) -> str:
+        """What the consent screen hands the user's browser: a one-time code for `redirect_uri`."""
+        code = f"4/code-{uuid.uuid4().hex}"
+        with self._lock:
+            self._codes[code] = redirect_uri
+        return code
 
     def fail_next(self, n: int = 1, *, status: int = 503, error: str | None = None) -> None:
         """The next `n` token requests fail: `error` (invalid_grant...) as a 400 JSON body, else `status`."""
@@ -164,12 +173,18 @@ class TokenServer:
                 return failure
             if self._client(form, authorization) != (self.client_id, self.client_secret):
                 return 401, {"error": "invalid_client", "error_description": "Unauthorized client"}
-            if form.get("grant_type") != "refresh_token":
+            grant = form.get("grant_type")
+            if grant == "authorization_code":
+                expected = self._codes.pop(form.get("code", ""), None)  # a code works once
+                if expected is None or expected != form.get("redirect_uri"):
+                    return 400, {"error": "invalid_grant", "error_description": "Malformed auth code."}
+            elif grant == "refresh_token":
+                old = form.get("refresh_token", "")
+                if old not in self._refresh_tokens:
+                    return 400, {"error": "invalid_grant", "error_description": "Bad Request"}
+                self._refresh_tokens.discard(old)  # rotated: the old one is dead
+            else:
                 return 400, {"error": "unsupported_grant_type"}
-            old = form.get("refresh_token", "")
-            if old not in self._refresh_tokens:
-                return 400, {"error": "invalid_grant", "error_description": "Bad Request"}
-            self._refresh_tokens.discard(old)  # rotated: the old one is dead
             access, refresh = self._new_pair()
         self._issued(access)
         return 200, {
