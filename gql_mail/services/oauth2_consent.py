@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
 
@@ -49,6 +50,8 @@ def _block(spec: SmtpSpec | ImapSpec | None) -> dict[str, Any] | None:
 async def start_consent(rt: Runtime, spec: AccountSpec, return_url: str | None) -> str:
     """The provider's consent URL for registering `spec` (its `oauth2` names the app; tokens none)."""
     assert spec.oauth2 is not None
+    if return_url is not None and urlsplit(return_url).scheme not in ("http", "https"):
+        raise BadInput("oauth2.redirectUrl must be an http(s) URL", field="oauth2.redirectUrl")
     app = await oauth2_app(rt, spec.oauth2.app)
     if not app.redirect_url:
         raise BadInput("the OAuth2 app has no redirectUrl for the consent flow", field="oauth2.provider")
