@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     # Request bodies above this size count as large: at most `max_large_bodies` are read at once.
     large_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_large_bodies: int = Field(16, ge=1)
+    # A request body must keep arriving (no pause longer than the first) and be complete within the second:
+    # a client trickling bytes holds a connection and, if large, one of the slots above.
+    body_idle_seconds: float = Field(30.0, gt=0)
+    body_read_seconds: float = Field(300.0, gt=0)
     # Nesting of JSON in a request body (objects and arrays), checked before it is parsed.
     max_json_depth: int = Field(64, ge=4)
     # Extra headers of one message: how many, and their names and values together in bytes.

@@ -9,7 +9,18 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, LargeBinary, String, Table, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
 
 
@@ -165,6 +176,8 @@ class OutboxMessage(SQLModel, table=True):
     copy_to_sent: bool = False
     # The folder this message's Sent copy goes to, over the account's (EmailEngine's submit `sentMailPath`).
     sent_mail_path: str | None = Field(default=None, max_length=512)
+    # As the message says it, decoded; kept after the body is dropped (listings show it).
+    subject: str | None = Field(default=None, sa_column=Column(Text))
     send_at: datetime | None = _ts()
     next_attempt_at: datetime = _ts(nullable=False)
     # The worker (see `Worker`) that claimed the row to send it or to copy it to the Sent folder.

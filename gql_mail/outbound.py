@@ -116,6 +116,13 @@ class OutboundPolicy:
             return "not in GQL_MAIL_OUTBOUND_ALLOW"
         return None
 
+    def literal_refusal(self, host: str) -> str | None:
+        """Why ``host`` may not be reached when it is an address literal that the policy refuses, else None
+        (a name is only judged when it is resolved, at connect time): settings naming a refused address
+        are refused when they are given, not on every later connection."""
+        literal = _literal(host)
+        return None if literal is None else self.refusal(literal)
+
     async def addresses(self, host: str, port: int) -> list[IPAddress]:
         """The addresses of ``host`` a connection may use, resolved now, in the resolver's order.
 

@@ -369,6 +369,7 @@ class ClaimedCopy(NamedTuple):
     message_id: str
     raw: bytes
     copy_attempts: int  # including this one
+    sent_mail_path: str | None  # the message's own Sent folder, over the account's
 
 
 def _claim_copies_statement(*, skip_locked: bool) -> Any:
@@ -390,7 +391,12 @@ def _claim_copies_statement(*, skip_locked: bool) -> Any:
         )
         # In ClaimedCopy's field order.
         .returning(
-            OUTBOX.c.id, OUTBOX.c.account_id, OUTBOX.c.message_id, OUTBOX.c.raw, OUTBOX.c.copy_attempts
+            OUTBOX.c.id,
+            OUTBOX.c.account_id,
+            OUTBOX.c.message_id,
+            OUTBOX.c.raw,
+            OUTBOX.c.copy_attempts,
+            OUTBOX.c.sent_mail_path,
         )
         .execution_options(synchronize_session=False)
     )

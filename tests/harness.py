@@ -121,7 +121,11 @@ class Subscriber:
             async for raw in self.ws:
                 message = json.loads(raw)
                 if message.get("type") in ("next", "data"):
-                    self.events.append(message["payload"]["data"]["events"])
+                    # A result without data (a field error) is recorded as its errors, never a crash of
+                    # the reader that would leave wait_for to time out.
+                    payload = message.get("payload") or {}
+                    data = payload.get("data")
+                    self.events.append(data["events"] if data else {"error": payload.get("errors")})
                     self._arrived.set()
                 elif message.get("type") == "error":
                     self.events.append({"error": message.get("payload")})

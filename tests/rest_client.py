@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 from typing import Any
 
 import httpx
@@ -55,3 +58,16 @@ def boom(status: int, message: str, **extra: Any) -> dict[str, Any]:
         503: "Service Unavailable",
     }
     return {"statusCode": status, "error": error[status], "message": message, **extra}
+
+
+def verify_webhook(payload: bytes, signature: str, secret: str) -> bool:
+    """EmailEngine's documented receiver check, as written there."""
+    # Compute HMAC-SHA256 and encode as base64url (no padding)
+    computed = hmac.new(
+        secret.encode(),
+        payload,  # raw bytes
+        hashlib.sha256,
+    ).digest()
+    expected = base64.urlsafe_b64encode(computed).rstrip(b"=").decode()
+
+    return hmac.compare_digest(signature, expected)

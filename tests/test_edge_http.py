@@ -155,6 +155,46 @@ async def test_chunked_body_past_the_bound_is_refused(tmp_path: Path) -> None:
         assert status == 413 and body["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
 
 
+@pytest.mark.fault(
+    "an authenticated body that stops, or trickles a byte at a time",
+    "408 (GraphQL: BAD_USER_INPUT; REST: Boom) once it pauses past GQL_MAIL_BODY_IDLE_SECONDS or is not "
+    "complete within GQL_MAIL_BODY_READ_SECONDS; its large-body slot is free again",
+)
+async def test_a_stalled_or_trickling_body_is_cut_off(tmp_path: Path) -> None:
+    size = 256 * 1024
+    settings = {"large_body_bytes": 64 * 1024, "body_idle_seconds": 0.5, "body_read_seconds": 2.0}
+    async with run_server(tmp_path, **settings) as server:
+        gate = server.app.state.gate.bodies
+        stalled_reader, stalled = await _connect(server)
+        trickle_reader, trickle = await _connect(server)
+        rest_reader, rest = await _connect(server)
+        try:
+            stalled.write(_head(size, server.token) + b"{")  # then nothing
+            rest.write(_head(size, server.token).replace(b"/graphql", b"/v1/account") + b"{")
+            trickle.write(_head(size, server.token))
+            async with asyncio.timeout(10):
+                status, body = await _response(stalled_reader)
+                assert status == 408 and body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", body
+                status, body = await _response(rest_reader)
+                assert (status, body["statusCode"], body["error"]) == (408, 408, "Request Timeout"), body
+
+                async def drip() -> None:  # a byte every 0.1 s: never idle, never done
+                    while True:
+                        trickle.write(b" ")
+                        await asyncio.sleep(0.1)
+
+                dripping = asyncio.create_task(drip())
+                try:
+                    status, body = await _response(trickle_reader)
+                finally:
+                    dripping.cancel()
+            assert status == 408, body
+            assert gate.reading_large == 0
+        finally:
+            for writer in (stalled, trickle, rest):
+                writer.close()
+
+
 def _deep(depth: int) -> bytes:
     return b'{"query": "{ accounts { account } }", "variables": {"x": ' + b"[" * depth + b"]" * depth + b"}}"
 

@@ -8,9 +8,6 @@ Signature", Python tab: HMAC-SHA256 of the raw body, base64url without padding, 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -32,23 +29,11 @@ from gql_mail.workers.webhook_dispatch import NO_SERVICE_SECRET
 from tests.conftest import account_input, register_connected
 from tests.databases import database_contents, fresh_database
 from tests.harness import Server, run_server, wait_webhook
+from tests.rest_client import verify_webhook
 from tests.servers.smtp import SmtpServer
 from tests.servers.webhook_receiver import ReceivedRequest, WebhookReceiver
 
 HOOK = "mutation Hook($input: WebhookInput!) { createWebhook(input: $input) { id } }"
-
-
-def verify_webhook(payload: bytes, signature: str, secret: str) -> bool:
-    """EmailEngine's documented receiver check, as written there."""
-    # Compute HMAC-SHA256 and encode as base64url (no padding)
-    computed = hmac.new(
-        secret.encode(),
-        payload,  # raw bytes
-        hashlib.sha256,
-    ).digest()
-    expected = base64.urlsafe_b64encode(computed).rstrip(b"=").decode()
-
-    return hmac.compare_digest(signature, expected)
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from gql_mail.outbound import OutboundPolicy, OutboundRefused
 from gql_mail.outbound_httpx import PolicyRefused, PolicyTransport
 from tests.conftest import ACCOUNT, REGISTER, account_input, imap_block, smtp_block
 from tests.faults.helpers import HOOK, of, simple, submit
-from tests.harness import Server, run_server, subscribe, wait_webhook
+from tests.harness import GraphQLErrors, Server, run_server, subscribe, wait_webhook
 from tests.servers.imap import ImapServer
 from tests.servers.smtp import SelfSignedCert, SmtpServer
 from tests.servers.webhook_receiver import WebhookReceiver
@@ -145,8 +145,9 @@ def refusal_of(reason: str | None) -> str:
 
 @pytest.mark.fault(
     "Webhook URL pointing at cloud metadata",
-    "URLs whose host is, resolves to, or maps (::ffff:) to a denied address: each attempt fails with the "
-    "policy's reason naming host, address and rule; a listener on the denied stand-in sees no connection; "
+    "a URL whose host is a denied address (::ffff: mapped too) is refused when given (BAD_USER_INPUT); "
+    "one that resolves to one: each attempt fails with the policy's reason naming host, address and rule; "
+    "a listener on the denied stand-in sees no connection; "
     "a webhook to an allowed receiver in the same run is delivered",
 )
 async def test_webhooks_to_denied_addresses_are_refused(
@@ -164,10 +165,17 @@ async def test_webhooks_to_denied_addresses_are_refused(
             "http://metadata.test/latest/meta-data/": "metadata.test (169.254.169.254)",
             f"http://internal.test:{listener.port}/hook": f"internal.test ({STAND_IN})",
             f"http://mapped.test:{listener.port}/hook": f"mapped.test ({STAND_IN})",
-            "http://169.254.169.254/latest/meta-data/": "169.254.169.254",
-            f"http://[::ffff:{STAND_IN}]:{listener.port}/hook": f"::ffff:{STAND_IN} ({STAND_IN})",
         }
+        literals = [
+            "http://169.254.169.254/latest/meta-data/",
+            f"http://[::ffff:{STAND_IN}]:{listener.port}/h",
+        ]
         async with run_server(tmp_path, resolver=dns, outbound_deny=DENY) as server:
+            for url in literals:  # an address is judged when it is given: a clear error, nothing stored
+                with pytest.raises(GraphQLErrors) as caught:
+                    await server.gql(HOOK, {"input": {"url": url, "events": ["accountAdded"]}})
+                assert caught.value.codes == ["BAD_USER_INPUT"], caught.value
+                assert "GQL_MAIL_OUTBOUND_DENY" in str(caught.value)
             for url in (*refused, webhook_receiver.url):
                 await server.gql(HOOK, {"input": {"url": url, "events": ["accountAdded"]}})
             await register(server, account_input("hooked", smtp_server))
@@ -184,7 +192,8 @@ async def test_webhooks_to_denied_addresses_are_refused(
 
 @pytest.mark.fault(
     "SMTP and IMAP hosts resolving to cloud metadata",
-    "registering an account whose SMTP or IMAP host resolves to a denied address: CONNECT_ERROR with "
+    "registering an account whose SMTP or IMAP host is a denied address: BAD_USER_INPUT; one whose host "
+    "resolves to a denied address: CONNECT_ERROR with "
     "lastError code EPOLICY (not an authentication error) naming the address; no connection reaches it",
 )
 async def test_mail_hosts_resolving_to_denied_addresses_are_refused(
@@ -200,9 +209,13 @@ async def test_mail_hosts_resolving_to_denied_addresses_are_refused(
                 | {"smtp": smtp_block(smtp_server, host="internal.test", port=listener.port)},
                 "imap-internal": account_input("imap-internal", smtp_server)
                 | {"imap": imap_block(imap_server, host="internal.test", port=listener.port)},
-                "smtp-literal": account_input("smtp-literal", smtp_server)
-                | {"smtp": smtp_block(smtp_server, host="::ffff:169.254.169.254", port=25)},
             }
+            literal = account_input("smtp-literal", smtp_server) | {
+                "smtp": smtp_block(smtp_server, host="::ffff:169.254.169.254", port=25)
+            }
+            with pytest.raises(GraphQLErrors) as caught:  # an address is judged when it is given
+                await register(server, literal)
+            assert caught.value.codes == ["BAD_USER_INPUT"], caught.value
             for name, data in accounts.items():
                 event = await register(server, data)
                 assert event["event"] == "connectError", (name, event)

@@ -184,3 +184,30 @@ async def test_reconnect(server: Server, smtp_server: SmtpServer) -> None:
     assert not_asked.json() == {"reconnect": False}
     missing = await rest(server, "PUT", "/account/nobody/reconnect", json={"reconnect": True})
     assert (missing.status_code, missing.json()) == (404, NOT_FOUND)
+
+
+async def test_put_partial_merges_into_the_stored_block(
+    server: Server, smtp_server: SmtpServer, closed_port: int
+) -> None:
+    await rest(server, "POST", "/account", json=_body("merge", smtp_server))
+    await wait_state(server, "merge", "connected")
+
+    # Only the port changes: host and credentials are kept, so the check now fails to connect.
+    moved = await rest(server, "PUT", "/account/merge", json={"smtp": {"partial": True, "port": closed_port}})
+    assert (moved.status_code, moved.json()) == (200, {"account": "merge"})
+    account = await wait_state(server, "merge", "connectError", "authenticationError")
+    assert account["state"] == "connectError", account
+    assert (account["smtp"]["host"], account["smtp"]["port"]) == (smtp_server.host, closed_port)
+    assert account["smtp"]["auth"] == {"user": smtp_server.user, "pass": "******"}
+
+    # Back to the right port, partially again: the stored password still logs in.
+    back = await rest(
+        server, "PUT", "/account/merge", json={"smtp": {"partial": True, "port": smtp_server.port}}
+    )
+    assert back.status_code == 200
+    assert (await wait_state(server, "merge", "connected", "connectError"))["state"] == "connected"
+
+    # Without `partial` the block is replaced whole: a block without auth is refused, nothing changes.
+    replaced = await rest(server, "PUT", "/account/merge", json={"smtp": {"port": smtp_server.port}})
+    assert replaced.status_code == 400
+    assert (await wait_state(server, "merge", "connected"))["smtp"]["port"] == smtp_server.port

@@ -57,6 +57,7 @@ async def test_outbox_pages_show_the_messages_graphql_shows(server: Server, smtp
     entry = body["messages"][0]
     assert entry["account"] == "sender" and entry["source"] == "api"
     assert entry["envelope"] == {"from": "sender@example.com", "to": ["to2@example.com"]}
+    assert entry["subject"] == "later"
     assert entry["progress"] == {"status": "queued"}
     assert entry["scheduled"] == entry["nextAttempt"]
     assert (entry["attemptsMade"], entry["attempts"]) == (0, 10)

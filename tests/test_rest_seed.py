@@ -1,5 +1,6 @@
 """The seed's two curl commands, byte for byte, against a real server, then the whole send flow through
-the REST API alone; and the REST and GraphQL front doors showing the same state."""
+the REST API alone (webhook set by /v1/settings, connected, delivered, the messageSent POST verified the
+way EmailEngine tells its receivers to); and the REST and GraphQL front doors showing the same state."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.harness import Server, run_server, subscribe
-from tests.rest_client import boom, rest, wait_state
+from tests.harness import Server, run_server, subscribe, wait_webhook, webhook_event
+from tests.rest_client import boom, rest, verify_webhook, wait_state
 from tests.servers.imap import ImapServer
 from tests.servers.smtp import SmtpServer
+from tests.servers.webhook_receiver import WebhookReceiver
 
 # "Sending Email with the EmailEngine API", step 1 and step 2, as the curl commands send them.
 SEED_ACCOUNT = b"""{
@@ -39,6 +41,7 @@ SEED_SUBMIT = b"""{
         "text": "Hello from myself!",
         "html": "<p>Hello from myself!</p>"
       }"""
+SERVICE_SECRET = "the-receiver-s-shared-secret"
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
@@ -49,10 +52,19 @@ async def _local(host: str, port: int) -> Sequence[str]:
 
 
 async def test_seed_calls_verbatim_then_send_flow_rest_only(
-    tmp_path: Path, smtp_server: SmtpServer, imap_server: ImapServer
+    tmp_path: Path, smtp_server: SmtpServer, imap_server: ImapServer, webhook_receiver: WebhookReceiver
 ) -> None:
     smtp_server.set_credentials("andris", "secretpass")
     async with run_server(tmp_path, resolver=_local) as server:
+        # The receiver an EmailEngine user already runs, set up the EmailEngine way.
+        settings = {
+            "webhooks": webhook_receiver.url,
+            "webhooksEnabled": True,
+            "webhookEvents": ["messageSent"],
+            "serviceSecret": SERVICE_SECRET,
+        }
+        assert (await rest(server, "POST", "/settings", json=settings)).status_code == 200
+
         created = await rest(server, "POST", "/account", content=SEED_ACCOUNT)
         assert (created.status_code, created.json()) == (200, {"account": "example", "state": "new"})
 
@@ -97,6 +109,15 @@ async def test_seed_calls_verbatim_then_send_flow_rest_only(
         assert message["Subject"] == "Test message"
         assert str(message["To"]) == "Ethereal <andris@ethereal.email>"
         assert str(message["From"]) == "Andris Reinman <andris@example.com>"
+
+        post = await wait_webhook(webhook_receiver, webhook_event("messageSent", answer["queueId"]))
+        signature = post.header("X-EE-Wh-Signature")
+        assert signature is not None and verify_webhook(post.body, signature, SERVICE_SECRET)
+        notice = post.json()
+        assert (notice["account"], notice["event"]) == ("example", "messageSent")
+        assert notice["data"]["messageId"] == answer["messageId"]
+        assert notice["data"]["envelope"] == {"from": "andris@example.com", "to": ["andris@ethereal.email"]}
+        assert notice["data"]["response"].startswith("250 ")
 
 
 MESSAGE = """query M($queueId: ID!) { message(queueId: $queueId) { queueId messageId account status } }"""

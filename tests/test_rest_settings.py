@@ -4,9 +4,6 @@ false stops them, and refused settings change nothing."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from typing import Any
 
 from sqlalchemy import select
@@ -15,20 +12,13 @@ from sqlmodel import col
 from gql_mail.models import WebhookDelivery
 from gql_mail.services.tokens import create_token
 from tests.harness import Server, wait_webhook
-from tests.rest_client import boom, rest, wait_state
+from tests.rest_client import boom, rest, verify_webhook, wait_state
 from tests.servers.smtp import SmtpServer
 from tests.servers.webhook_receiver import ReceivedRequest, WebhookReceiver
 
 SECRET = "receiver-knows-this-one"
 ALL = {"webhooks": "true", "webhooksEnabled": "true", "webhookEvents": "true", "serviceSecret": "true"}
 GRAPHQL_WEBHOOKS = "query { webhooks { id url events enabled hasSecret } }"
-
-
-def verify_webhook(payload: bytes, signature: str, secret: str) -> bool:
-    """EmailEngine's documented receiver check: HMAC-SHA256 of the raw body, base64url, no padding."""
-    computed = hmac.new(secret.encode(), payload, hashlib.sha256).digest()
-    expected = base64.urlsafe_b64encode(computed).rstrip(b"=").decode()
-    return hmac.compare_digest(signature, expected)
 
 
 def added(account: str) -> Any:

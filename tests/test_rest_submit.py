@@ -102,13 +102,12 @@ async def test_unsupported_and_unknown_fields_are_refused_by_name(
         ({"gateway": "relay"}, "gateway", "is not supported by gql-mail"),
         ({"dsn": {"return": "headers"}}, "dsn", "is not supported by gql-mail"),
         ({"render": {"params": {}}}, "render", "is not supported by gql-mail"),
-        ({"sentMailPath": "Sent"}, "sentMailPath", "is not supported by gql-mail"),
-        ({"raw": "AAAA"}, "raw", "is not supported by gql-mail"),
         (
-            {"attachments": [{"content": "AAAA", "contentDisposition": "inline"}]},
+            {"attachments": [{"content": "AAAA", "contentDisposition": "sideways"}]},
             "contentDisposition",
-            "not supported",
+            "inline",
         ),
+        ({"envelope": {"to": ["a@example.org"], "cc": []}}, "cc", "is not allowed"),
         ({"attachments": [{"content": "AAAA", "encoding": "hex"}]}, "encoding", "must be 'base64'"),
         ({"subjekt": "typo"}, "subjekt", "is not allowed"),
     ]

@@ -17,6 +17,7 @@ from gql_mail.graphql.http_errors import error_response
 from gql_mail.graphql.view import GqlMailView
 from gql_mail.graphql.ws_close import TOO_MANY_CLOSE_CODE
 from gql_mail.http_edge.gate import RequestGate, replay
+from gql_mail.http_edge.request_body import SLOW_BODY, BodyTooLarge, BodyTooSlow
 
 
 class GraphQLEndpoint:
@@ -49,11 +50,15 @@ class GraphQLEndpoint:
                 return
             scope.setdefault("state", {})["principal"] = principal
             if request.method == "POST":
-                body = await self.gate.read_body(request, receive)
-                if body is None:
+                try:
+                    body = await self.gate.read_body(request, receive)
+                except BodyTooLarge:
                     limit = self.gate.max_body_bytes
                     too_large = error_response(413, "PAYLOAD_TOO_LARGE", f"request body over {limit} bytes")
                     await too_large(scope, receive, send)
+                    return
+                except BodyTooSlow:
+                    await error_response(408, "BAD_USER_INPUT", SLOW_BODY)(scope, receive, send)
                     return
                 receive = replay(body, receive)
         await self.view(scope, receive, send)

@@ -11,7 +11,7 @@ from gql_mail.mail.compose import Address
 from gql_mail.services.accounts import AccountPatch, AccountSpec, AuthSpec, ImapSpec, SmtpSpec
 from gql_mail.services.oauth2_accounts import OAuth2Spec
 from gql_mail.services.oauth2_apps import OAuth2AppSpec
-from gql_mail.services.submission import AttachmentSpec, SubmitSpec
+from gql_mail.services.submission import AttachmentSpec, Envelope, SubmitSpec
 from gql_mail.services.webhooks import WebhookSpec
 
 
@@ -218,11 +218,27 @@ class AttachmentInput:
     filename: str | None = None
     content_type: str | None = None
     cid: str | None = None
+    content_disposition: str | None = strawberry.field(
+        default=None, description="Content-Disposition: inline or attachment (default: inline with a cid)."
+    )
 
     def to_spec(self) -> AttachmentSpec:
         return AttachmentSpec(
-            content=self.content, filename=self.filename, content_type=self.content_type, cid=self.cid
+            content=self.content,
+            filename=self.filename,
+            content_type=self.content_type,
+            cid=self.cid,
+            disposition=self.content_disposition,
         )
+
+
+@strawberry.input(description="The SMTP envelope, over the one read from the message's headers.")
+class EnvelopeInput:
+    from_: str | None = strawberry.field(name="from", default=None)
+    to: list[str] | None = None
+
+    def to_envelope(self) -> Envelope:
+        return Envelope(from_=self.from_, to=tuple(self.to or ()))
 
 
 def _addresses(values: list[AddressInput] | None) -> tuple[Address, ...]:
@@ -254,6 +270,15 @@ class SubmitMessageInput:
         default=None,
         description="Preheader text: a hidden div in the html, as EmailEngine puts it; ignored without html.",
     )
+    raw: str | None = strawberry.field(
+        default=None,
+        description="A ready RFC 5322 message in base64, sent as it is (Message-ID, Date and MIME-Version "
+        "added when missing, Bcc removed); not with the fields that compose a message.",
+    )
+    envelope: EnvelopeInput | None = None
+    sent_mail_path: str | None = strawberry.field(
+        default=None, description="The folder of this message's Sent copy, over the account's."
+    )
 
     def to_spec(self) -> SubmitSpec:
         return SubmitSpec(
@@ -273,6 +298,9 @@ class SubmitMessageInput:
             copy=self.copy,
             idempotency_key=self.idempotency_key,
             preview_text=self.preview_text,
+            raw=self.raw,
+            envelope=self.envelope.to_envelope() if self.envelope else None,
+            sent_mail_path=self.sent_mail_path,
         )
 
 

@@ -159,6 +159,7 @@ class OutboxMessage:
     send_at: datetime | None
     last_error: ErrorInfo | None
     envelope: Envelope
+    subject: str | None = strawberry.field(description="As the message says it (decoded).")
     created_at: datetime
     sent_at: datetime | None
     response: str | None
@@ -185,6 +186,7 @@ class OutboxMessage:
             send_at=_dt(row.send_at),
             last_error=_error(row.last_error_message, row.last_error_code),
             envelope=Envelope(from_=row.envelope_from, to=list(row.envelope_to)),
+            subject=row.subject,
             created_at=utc(row.created_at),
             sent_at=_dt(row.sent_at),
             response=row.response,

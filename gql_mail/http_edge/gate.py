@@ -12,7 +12,7 @@ from __future__ import annotations
 from starlette.requests import HTTPConnection, Request
 from starlette.types import Message, Receive
 
-from gql_mail.http_edge.request_body import BodyReader, BodyTooLarge
+from gql_mail.http_edge.request_body import BodyReader
 from gql_mail.runtime import Runtime
 from gql_mail.services.tokens import Principal, authenticate, bearer
 
@@ -43,7 +43,13 @@ class RequestGate:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         s = runtime.settings
-        self.bodies = BodyReader(s.max_request_bytes, s.large_body_bytes, s.max_large_bodies)
+        self.bodies = BodyReader(
+            s.max_request_bytes,
+            s.large_body_bytes,
+            s.max_large_bodies,
+            idle_seconds=s.body_idle_seconds,
+            total_seconds=s.body_read_seconds,
+        )
 
     @property
     def max_body_bytes(self) -> int:
@@ -60,13 +66,7 @@ class RequestGate:
             token = request.query_params.get(query_parameter)
         return await authenticate(self.runtime, token)
 
-    async def read_body(self, request: Request, receive: Receive) -> bytes | None:
-        """The whole body, or None when it is (announced or found to be) over `max_body_bytes`. Call it only
-        once the caller is authenticated."""
-        announced = announced_length(request)
-        if announced is not None and announced > self.bodies.max_bytes:
-            return None
-        try:
-            return await self.bodies.read(receive, announced)
-        except BodyTooLarge:
-            return None
+    async def read_body(self, request: Request, receive: Receive) -> bytes:
+        """The whole body; BodyTooLarge when it is (announced or found to be) over `max_body_bytes`,
+        BodyTooSlow when it does not arrive in time. Call it only once the caller is authenticated."""
+        return await self.bodies.read(receive, announced_length(request))

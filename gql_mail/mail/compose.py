@@ -57,6 +57,8 @@ __all__ = [
     "Composed",
     "Draft",
     "compose",
+    "new_message_id",
+    "normalise_message_id",
     "validate_address",
 ]
 
@@ -88,6 +90,8 @@ class Attachment:
     filename: str | None = None
     content_type: str | None = None  # guessed from filename (mimetypes) when None, else octet-stream
     cid: str | None = None  # when set: an inline part placed in a multipart/related with the html
+    # Content-Disposition: "inline" or "attachment"; None: inline for a part with a cid, else attachment.
+    disposition: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,7 @@ class Composed:
     message_id: str  # with angle brackets, e.g. "<uuid@example.com>"
     envelope_from: str  # bare address
     envelope_to: tuple[str, ...]  # to+cc+bcc bare addresses, de-duplicated case-insensitively, order kept
+    subject: str | None = None  # as a reader shows it (decoded)
 
 
 # CRLF, 7-bit bodies (quoted-printable/base64: no 8BITMIME needed), 7-bit headers (utf8=False), and
@@ -144,6 +149,7 @@ _CID = re.compile(rf"[{_ATEXT}.@]+")
 _MAX_ID = 250
 _SCAN_CHUNK = 1 << 18  # characters of a body per regex/encode call (see _chunks)
 _MAX_PARAMETER = 255
+_DISPOSITIONS = frozenset({"inline", "attachment"})
 
 # Reserved for the fields of Draft (and MIME's own headers): an extra header may not duplicate them.
 _RESERVED_HEADERS = frozenset(
@@ -219,6 +225,7 @@ def compose(
         message_id=message_id,
         envelope_from=envelope_from,
         envelope_to=tuple(_unique(recipients)),
+        subject=draft.subject,
     )
 
 
@@ -434,15 +441,25 @@ def _message_id(
     draft: Draft, envelope_from: str, domain: str | None, make_id: Callable[[], str] | None
 ) -> str:
     if draft.message_id is not None:
-        _check_header_text(draft.message_id, "messageId", "message id")
-        bare = draft.message_id.strip()
-        if bare.startswith("<") and bare.endswith(">"):
-            bare = bare[1:-1]
-        if not _MSG_ID.fullmatch(bare) or len(bare) > _MAX_ID:
-            raise ComposeError(f"{draft.message_id!r} is not a valid message id (left@right)", "messageId")
-        return f"<{bare}>"
+        return normalise_message_id(draft.message_id, "messageId")
+    return new_message_id(domain if domain is not None else envelope_from.rpartition("@")[2], make_id)
+
+
+def normalise_message_id(value: str, field: str) -> str:
+    """A given message id, with or without <>, checked and written as "<left@right>"."""
+    _check_header_text(value, field, "message id")
+    bare = value.strip()
+    if bare.startswith("<") and bare.endswith(">"):
+        bare = bare[1:-1]
+    if not _MSG_ID.fullmatch(bare) or len(bare) > _MAX_ID:
+        raise ComposeError(f"{value[:80]!r} is not a valid message id (left@right)", field)
+    return f"<{bare}>"
+
+
+def new_message_id(domain: str, make_id: Callable[[], str] | None = None) -> str:
+    """`<{make_id() or uuid4}@{domain}>`."""
     left = make_id() if make_id is not None else str(uuid.uuid4())
-    right = domain if domain is not None else envelope_from.rpartition("@")[2]
+    right = domain
     if not right.isascii():
         right = right.encode("idna").decode("ascii")
     generated = f"{left}@{right}"
@@ -471,6 +488,7 @@ class _Part:
     params: dict[str, str]
     filename: str | None
     cid: str | None
+    disposition: str
 
 
 @dataclass(frozen=True)
@@ -532,7 +550,7 @@ def _fill(part: MIMEPart, node: _Text | _Part | _Multipart, boundaries: Iterator
             node.content,
             node.maintype,
             node.subtype,
-            disposition="inline" if node.cid is not None else "attachment",
+            disposition=node.disposition,
             filename=node.filename,
             params=params,
         )
@@ -573,7 +591,11 @@ def _prepare_attachment(attachment: Attachment, index: int) -> _Part:
     where = f"attachments[{index}]"
     filename = _filename(attachment.filename, where)
     maintype, subtype, params = _content_type(attachment.content_type, filename, where)
-    return _Part(attachment.content, maintype, subtype, params, filename, _cid(attachment.cid, where))
+    cid = _cid(attachment.cid, where)
+    disposition = attachment.disposition or ("inline" if cid is not None else "attachment")
+    if disposition not in _DISPOSITIONS:
+        raise ComposeError(f"{where}: contentDisposition must be inline or attachment", "attachments")
+    return _Part(attachment.content, maintype, subtype, params, filename, cid, disposition)
 
 
 def _filename(filename: str | None, where: str) -> str | None:

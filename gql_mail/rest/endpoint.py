@@ -23,7 +23,8 @@ from starlette.types import Receive, Scope, Send
 
 from gql_mail.http_edge.gate import RequestGate
 from gql_mail.http_edge.json_body import MalformedJson, decode
-from gql_mail.rest import boom
+from gql_mail.http_edge.request_body import SLOW_BODY, BodyTooLarge, BodyTooSlow
+from gql_mail.rest import answers, boom
 from gql_mail.rest.models import NoQuery
 from gql_mail.runtime import Runtime
 from gql_mail.services.errors import ServiceError
@@ -48,7 +49,9 @@ class Call(Generic[B, Q]):
     query: Q
 
 
-Handler = Callable[[Call[Any, Any]], Awaitable[Response | dict[str, Any]]]
+# A handler answers with its answer model (rest/answers.py, sent as `answers.dump` makes it), a dict, or a
+# ready response.
+Handler = Callable[[Call[Any, Any]], Awaitable[Response | BaseModel | dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -119,10 +122,15 @@ class Resource:
     async def _body(self, request: Request, receive: Receive) -> Any:
         """The body's JSON value ({} for an empty body), read within the shared bounds."""
         gate = self.front.gate
-        data = await gate.read_body(request, receive)
-        if data is None:
+        try:
+            data = await gate.read_body(request, receive)
+        except BodyTooLarge:
             limit = gate.max_body_bytes
-            raise _Refusal(boom.boom(413, f"Payload content length greater than maximum allowed: {limit}"))
+            raise _Refusal(
+                boom.boom(413, f"Payload content length greater than maximum allowed: {limit}")
+            ) from None
+        except BodyTooSlow:
+            raise _Refusal(boom.boom(408, SLOW_BODY)) from None
         if not data.strip():
             return {}
         try:
@@ -156,4 +164,6 @@ class Resource:
             return boom.from_service_error(exc)
         except Exception as exc:
             return boom.internal_error(exc)
+        if isinstance(result, BaseModel):
+            return JSONResponse(answers.dump(result))
         return JSONResponse(result) if isinstance(result, dict) else result

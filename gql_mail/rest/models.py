@@ -21,7 +21,7 @@ from gql_mail.mail.compose import Address
 from gql_mail.services.accounts import AccountPatch, AccountSpec, AuthSpec, ImapSpec, SmtpSpec
 from gql_mail.services.oauth2_accounts import OAuth2Spec
 from gql_mail.services.oauth2_apps import OAuth2AppSpec
-from gql_mail.services.submission import AttachmentSpec, SubmitSpec
+from gql_mail.services.submission import AttachmentSpec, Envelope, SubmitSpec
 
 
 def _refuse(value: Any) -> None:
@@ -41,6 +41,11 @@ UnsupportedFlag = Annotated[Any, BeforeValidator(_refuse_unless_off)]
 def _false_is_none(value: Any) -> Any:
     """EmailEngine's `imap: false`, `smtp: false`, `auth: false`: the block is absent."""
     return None if value is False else value
+
+
+def _single(value: Any) -> Any:
+    """Joi's `.single()`: one value where a list is taken."""
+    return [value] if isinstance(value, str) else value
 
 
 def _one_or_many(value: Any) -> Any:
@@ -81,6 +86,7 @@ class Imap(Body):
     tls: Tls | None = None
     disabled: bool | None = None
     sent_mail_path: str | None = None
+    partial: bool = False
     use_auth_server: UnsupportedFlag = None
     disable_imap4rev2: UnsupportedFlag = Field(default=None, alias="disableIMAP4rev2")
     resync_delay: Unsupported = None
@@ -99,6 +105,7 @@ class Imap(Body):
             require_tls=self.tls.require_tls if self.tls else None,
             disabled=self.disabled,
             sent_mail_path=self.sent_mail_path,
+            partial=self.partial,
         )
 
 
@@ -109,6 +116,7 @@ class Smtp(Body):
     auth: MaybeAuth = None
     tls: Tls | None = None
     use_auth_server: UnsupportedFlag = None
+    partial: bool = False
 
     def to_spec(self) -> SmtpSpec:
         return SmtpSpec(
@@ -118,6 +126,7 @@ class Smtp(Body):
             secure=self.secure,
             reject_unauthorized=self.tls.reject_unauthorized if self.tls else None,
             require_tls=self.tls.require_tls if self.tls else None,
+            partial=self.partial,
         )
 
 
@@ -262,13 +271,27 @@ class SubmitAttachment(Body):
     content_type: str | None = None
     cid: str | None = None
     encoding: Literal["base64"] = "base64"
-    content_disposition: Unsupported = None
+    content_disposition: Literal["inline", "attachment"] | None = None
     reference: Unsupported = None
 
     def to_spec(self) -> AttachmentSpec:
         return AttachmentSpec(
-            content=self.content, filename=self.filename, content_type=self.content_type, cid=self.cid
+            content=self.content,
+            filename=self.filename,
+            content_type=self.content_type,
+            cid=self.cid,
+            disposition=self.content_disposition,
         )
+
+
+class SubmitEnvelope(Body):
+    """The SMTP envelope (`MAIL FROM` and `RCPT TO`), over the one read from the message."""
+
+    from_: str | None = Field(default=None, alias="from")
+    to: Annotated[list[str], BeforeValidator(_single)] = Field(default_factory=list)
+
+    def to_envelope(self) -> Envelope:
+        return Envelope(from_=self.from_, to=tuple(self.to))
 
 
 def _addresses(values: list[MailAddress] | None) -> tuple[Address, ...]:
@@ -292,10 +315,10 @@ class SubmitMessage(Body):
     send_at: datetime | None = None
     delivery_attempts: int | None = None
     copy_: bool | None = Field(default=None, alias="copy")
-    sent_mail_path: Unsupported = None
+    sent_mail_path: str | None = None
     preview_text: str | None = None
-    raw: Unsupported = None
-    envelope: Unsupported = None
+    raw: str | None = None
+    envelope: SubmitEnvelope | None = None
     template: Unsupported = None
     render: UnsupportedFlag = None
     mail_merge: Unsupported = None
@@ -332,15 +355,13 @@ class SubmitMessage(Body):
             copy=self.copy_,
             idempotency_key=idempotency_key,
             preview_text=self.preview_text,
+            raw=self.raw,
+            envelope=self.envelope.to_envelope() if self.envelope else None,
+            sent_mail_path=self.sent_mail_path,
         )
 
 
 # --- tokens ------------------------------------------------------------------------------------------
-
-
-def _single(value: Any) -> Any:
-    """Joi's `.single()`: one value where a list is taken."""
-    return [value] if isinstance(value, str) else value
 
 
 class CreateToken(Body):

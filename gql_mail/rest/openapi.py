@@ -4,8 +4,8 @@ Walks the /v1 router: every `Route` whose endpoint is a `Resource` becomes a pat
 `Operation`s an operation, described by the same pydantic models that validate the requests (bodies,
 query strings) and by the answer models (rest/answers.py). Nothing is listed by hand, so a route added
 to routes.py is in the document with no further step. Errors are Boom bodies (boom.py): 400 and 401 for
-every operation, 403 for writes, 404 where the path names something, 413 where a body is read, and the
-operation's `refusals`.
+every operation, 403 for writes, 404 where the path names something, 408 and 413 where a body is read, and
+the operation's `refusals`.
 
 EmailEngine serves its document (`/swagger.json`) without a token; so is this one (`/v1/openapi.json`).
 """
@@ -135,7 +135,7 @@ def _operation(
     if names:
         statuses.add(404)
     if operation.body is not None:
-        statuses.add(413)
+        statuses.update((408, 413))
     parameters = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in names
     ]

@@ -41,6 +41,10 @@ def rest_app(runtime: Runtime, gate: RequestGate) -> Router:
     def resource(path: str, **operations: Operation) -> Route:
         return Route(path, Resource(front, operations))
 
+    # Each token operation has two paths (see below): one Operation for both.
+    make_token = Operation(tokens.create_token, write=True, body=CreateToken, response=answers.TokenCreated)
+    revoke_token = Operation(tokens.delete_token, write=True, response=answers.TokenDeleted)
+
     router = Router(
         routes=[
             resource(
@@ -94,28 +98,35 @@ def rest_app(runtime: Runtime, gate: RequestGate) -> Router:
                 GET=Operation(oauth2.get_app, response=answers.OAuth2AppEntry),
                 DELETE=Operation(oauth2.delete_app, write=True, response=answers.OAuth2AppDeleted),
             ),
-            resource("/outbox", GET=Operation(outbox.list_outbox, query=PageQuery)),
+            resource(
+                "/outbox", GET=Operation(outbox.list_outbox, query=PageQuery, response=answers.OutboxList)
+            ),
             resource(
                 "/outbox/{queueId}",
-                GET=Operation(outbox.get_outbox_entry),
-                DELETE=Operation(outbox.delete_outbox_entry, write=True),
+                GET=Operation(outbox.get_outbox_entry, response=answers.OutboxEntry),
+                DELETE=Operation(outbox.delete_outbox_entry, write=True, response=answers.OutboxDeleted),
             ),
             resource(
                 "/settings",
-                GET=Operation(settings.get_settings, query=SettingsQuery),
-                POST=Operation(settings.update_settings, write=True, body=UpdateSettings),
+                GET=Operation(settings.get_settings, query=SettingsQuery, response=answers.Settings),
+                POST=Operation(
+                    settings.update_settings,
+                    write=True,
+                    body=UpdateSettings,
+                    response=answers.SettingsUpdated,
+                ),
             ),
-            resource("/stats", GET=Operation(stats.get_stats, query=StatsQuery)),
+            resource("/stats", GET=Operation(stats.get_stats, query=StatsQuery, response=answers.Stats)),
             # Token management is an administrator's: an api-scope token for every method. EmailEngine 2.79
             # moved POST /v1/token and DELETE /v1/token/{token} to /v1/tokens; both spellings work.
             resource(
                 "/tokens",
-                GET=Operation(tokens.list_tokens, write=True, query=PageQuery),
-                POST=Operation(tokens.create_token, write=True, body=CreateToken),
+                GET=Operation(tokens.list_tokens, write=True, query=PageQuery, response=answers.TokenList),
+                POST=make_token,
             ),
-            resource("/token", POST=Operation(tokens.create_token, write=True, body=CreateToken)),
-            resource("/tokens/{token}", DELETE=Operation(tokens.delete_token, write=True)),
-            resource("/token/{token}", DELETE=Operation(tokens.delete_token, write=True)),
+            resource("/token", POST=make_token),
+            resource("/tokens/{token}", DELETE=revoke_token),
+            resource("/token/{token}", DELETE=revoke_token),
         ],
         default=_not_found,
     )

@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from gql_mail.events import ALL_EVENTS
+from gql_mail.rest import answers
 from gql_mail.rest.endpoint import Call
 from gql_mail.rest.models import NoQuery, SettingsQuery, UpdateSettings
 from gql_mail.services import settings, webhook_settings
 from gql_mail.services.errors import BadInput
 
 
-async def get_settings(call: Call[None, SettingsQuery]) -> dict[str, Any]:
+async def get_settings(call: Call[None, SettingsQuery]) -> answers.Settings:
     """The settings asked for (`?webhooks=true&...`), as EmailEngine answers them: the service secret,
     stored encrypted, as `true`; `eventTypes` lists the event names."""
     query = call.query
@@ -30,10 +31,10 @@ async def get_settings(call: Call[None, SettingsQuery]) -> dict[str, Any]:
         answer[settings.SERVICE_SECRET] = True
     if query.event_types:
         answer["eventTypes"] = sorted(ALL_EVENTS)
-    return answer
+    return answers.Settings.model_validate(answer)  # by EmailEngine's names; only the keys asked for are set
 
 
-async def update_settings(call: Call[UpdateSettings, NoQuery]) -> dict[str, Any]:
+async def update_settings(call: Call[UpdateSettings, NoQuery]) -> answers.SettingsUpdated:
     """`{updated: [keys]}`. Every value is checked before any is stored: a refused body changes nothing."""
     given = call.body.given()
     secret = given.pop(settings.SERVICE_SECRET, None)
@@ -45,4 +46,4 @@ async def update_settings(call: Call[UpdateSettings, NoQuery]) -> dict[str, Any]
         await webhook_settings.update_webhook_settings(call.runtime, given)
     if secret is not None:
         await settings.set_service_secret(call.runtime, secret)
-    return {"updated": sorted(call.body.given())}
+    return answers.SettingsUpdated(updated=sorted(call.body.given()))

@@ -3,44 +3,44 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from gql_mail import models
 from gql_mail.clock import utc
 from gql_mail.events import iso
+from gql_mail.rest import answers
 from gql_mail.rest.endpoint import Call
 from gql_mail.rest.models import CreateToken, NoQuery, PageQuery
 from gql_mail.services import tokens
 from gql_mail.services.errors import BadInput
 
 
-def token_entry(row: models.AccessToken) -> dict[str, Any]:
+def token_entry(row: models.AccessToken) -> answers.TokenEntry:
     """An entry of `GET /v1/tokens`: never the token, only its id."""
-    entry: dict[str, Any] = {
-        "id": row.id,
-        "account": None,
-        "description": row.description,
-        "scopes": [row.scope],
-        "created": iso(utc(row.created_at)),
-    }
+    entry = answers.TokenEntry(
+        id=row.id,
+        account=None,
+        description=row.description,
+        scopes=[row.scope],
+        created=iso(utc(row.created_at)),
+    )
     if row.last_used_at is not None:
-        entry["access"] = {"time": iso(utc(row.last_used_at)), "ip": None}
+        entry.access = answers.TokenAccess(time=iso(utc(row.last_used_at)), ip=None)
     return entry
 
 
-async def list_tokens(call: Call[None, PageQuery]) -> dict[str, Any]:
+async def list_tokens(call: Call[None, PageQuery]) -> answers.TokenList:
     query = call.query
     found = await tokens.page_tokens(call.runtime, page=query.page, page_size=query.page_size)
-    return {
-        "account": None,
-        "total": found.total,
-        "page": query.page,
-        "pages": math.ceil(found.total / query.page_size),
-        "tokens": [token_entry(row) for row in found.tokens],
-    }
+    return answers.TokenList(
+        account=None,
+        total=found.total,
+        page=query.page,
+        pages=math.ceil(found.total / query.page_size),
+        tokens=[token_entry(row) for row in found.tokens],
+    )
 
 
-async def create_token(call: Call[CreateToken, NoQuery]) -> dict[str, Any]:
+async def create_token(call: Call[CreateToken, NoQuery]) -> answers.TokenCreated:
     """`{token, id}`: the only time the token is shown."""
     scopes = call.body.scopes
     if len(scopes) != 1:
@@ -49,10 +49,10 @@ async def create_token(call: Call[CreateToken, NoQuery]) -> dict[str, Any]:
         row, token = await tokens.create_token(call.runtime, scopes[0], call.body.description)
     except BadInput as exc:
         raise BadInput(exc.message, field="scopes" if exc.field == "scope" else exc.field) from None
-    return {"token": token, "id": row.id}
+    return answers.TokenCreated(token=token, id=row.id)
 
 
-async def delete_token(call: Call[None, NoQuery]) -> dict[str, Any]:
+async def delete_token(call: Call[None, NoQuery]) -> answers.TokenDeleted:
     """`{"deleted": true}`; false for a token (its id or the token itself) that is unknown or already
     revoked, as EmailEngine answers."""
-    return {"deleted": await tokens.revoke_reference(call.runtime, call.path["token"])}
+    return answers.TokenDeleted(deleted=await tokens.revoke_reference(call.runtime, call.path["token"]))

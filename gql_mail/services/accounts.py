@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, or_, select
 from sqlmodel import col
@@ -57,6 +57,7 @@ class ImapSpec:
     require_tls: bool | None = None  # None: the deployment's default (`Settings.require_tls`)
     disabled: bool | None = None
     sent_mail_path: str | None = None
+    partial: bool = False  # EmailEngine's `partial`: what is None here keeps the stored value
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class SmtpSpec:
     secure: bool | None = None
     reject_unauthorized: bool | None = None
     require_tls: bool | None = None  # None: the deployment's default (`Settings.require_tls`)
+    partial: bool = False  # EmailEngine's `partial`: what is None here keeps the stored value
 
 
 @dataclass(frozen=True)
@@ -112,12 +114,21 @@ def _email(value: str | None) -> str:
         raise BadInput(str(exc), field="email") from exc
 
 
+def _reachable(rt: Runtime, host: str, field: str) -> str:
+    """A host that is an address the outbound policy refuses is refused now, by its field (a name is
+    judged when it is resolved, at each connection)."""
+    if (rule := rt.outbound.literal_refusal(host)) is not None:
+        raise BadInput(f"{field} is an address outbound connections may not reach ({rule})", field=field)
+    return host
+
+
 def _apply_smtp(rt: Runtime, row: Account, smtp: SmtpSpec | None, oauth2: OAuth2Login | None = None) -> None:
     """The SMTP block; for an OAuth2 account (`oauth2`), the provider's server fills what it leaves out
     and the login is XOAUTH2 as the OAuth2 user."""
     smtp = smtp or SmtpSpec(host=None, port=None, auth=None)
     server = oauth2.provider.smtp if oauth2 else None
-    row.smtp_host = v.hostname(smtp.host or (server.host if server else None), "smtp.host")
+    host = v.hostname(smtp.host or (server.host if server else None), "smtp.host")
+    row.smtp_host = _reachable(rt, host, "smtp.host")
     row.smtp_port = v.port(smtp.port or (server.port if server else None), "smtp.port")
     secure = smtp.secure if smtp.secure is not None else (server.secure if server else False)
     row.smtp_secure = bool(secure)
@@ -141,7 +152,8 @@ def _apply_imap(rt: Runtime, row: Account, imap: ImapSpec | None, oauth2: OAuth2
         return
     server = oauth2.provider.imap if oauth2 else None
     row.imap_disabled = False
-    row.imap_host = v.hostname(imap.host or (server.host if server else None), "imap.host")
+    host = v.hostname(imap.host or (server.host if server else None), "imap.host")
+    row.imap_host = _reachable(rt, host, "imap.host")
     row.imap_port = v.port(imap.port or (server.port if server else None), "imap.port")
     if oauth2 is not None:
         secure = imap.secure if imap.secure is not None else (server.secure if server else False)
@@ -160,6 +172,48 @@ def _apply_imap(rt: Runtime, row: Account, imap: ImapSpec | None, oauth2: OAuth2
         if imap.sent_mail_path
         else None
     )
+
+
+_Block = TypeVar("_Block", SmtpSpec, ImapSpec)
+
+
+def _stored_auth(rt: Runtime, user: str | None, password: str | None, token: str | None) -> AuthSpec | None:
+    if user is None:
+        return None
+    return AuthSpec(
+        user=user, password=rt.secrets.maybe_decrypt(password), access_token=rt.secrets.maybe_decrypt(token)
+    )
+
+
+def _stored_smtp(rt: Runtime, row: Account) -> SmtpSpec:
+    return SmtpSpec(
+        host=row.smtp_host,
+        port=row.smtp_port,
+        auth=_stored_auth(rt, row.smtp_user, row.smtp_pass_enc, row.smtp_token_enc),
+        secure=row.smtp_secure,
+        reject_unauthorized=row.smtp_reject_unauthorized,
+        require_tls=row.smtp_require_tls,
+    )
+
+
+def _stored_imap(rt: Runtime, row: Account) -> ImapSpec:
+    return ImapSpec(
+        host=row.imap_host,
+        port=row.imap_port,
+        secure=row.imap_secure,
+        auth=_stored_auth(rt, row.imap_user, row.imap_pass_enc, row.imap_token_enc),
+        reject_unauthorized=row.imap_reject_unauthorized,
+        require_tls=row.imap_require_tls,
+        disabled=row.imap_disabled,
+        sent_mail_path=row.sent_mail_path,
+    )
+
+
+def _merged(stored: _Block, given: _Block) -> _Block:
+    """`given` over `stored`, field by field: EmailEngine's `partial: true` (a given `auth` replaces the
+    stored one whole, as there)."""
+    changes = {f.name: getattr(given, f.name) for f in fields(given) if getattr(given, f.name) is not None}
+    return replace(stored, **{**changes, "partial": False})
 
 
 def _account_id(value: str) -> str:
@@ -238,47 +292,32 @@ async def update_account(rt: Runtime, account_id: str, patch: AccountPatch) -> A
             row.name = _name(patch.name)
         if patch.email is not None:
             row.email = _email(patch.email)
+        oauth2: OAuth2Login | None = None
         if patch.oauth2 is not None and app is not None:
             oauth2 = apply_oauth2(rt, row, patch.oauth2, app)
+        elif row.oauth2_app_id is not None:
+            oauth2 = stored_login(row, await uow.session.get(OAuth2App, row.oauth2_app_id))
+        smtp = patch.smtp
+        if smtp is not None and smtp.partial:
+            smtp = _merged(_stored_smtp(rt, row), smtp)
+        imap = patch.imap
+        if imap is not None and imap.partial:
+            imap = _merged(_stored_imap(rt, row), imap)
+        if patch.oauth2 is not None:
             # The logins become the new user's, on the servers given, or kept, or the provider's.
-            _apply_smtp(rt, row, patch.smtp or _stored_smtp(row), oauth2)
-            if patch.imap is not None or not row.imap_disabled:
-                _apply_imap(rt, row, patch.imap or _stored_imap(row), oauth2)
+            _apply_smtp(rt, row, smtp or _stored_smtp(rt, row), oauth2)
+            if imap is not None or not row.imap_disabled:
+                _apply_imap(rt, row, imap or _stored_imap(rt, row), oauth2)
         else:
-            oauth2 = None
-            if row.oauth2_app_id is not None:
-                oauth2 = stored_login(row, await uow.session.get(OAuth2App, row.oauth2_app_id))
-            if patch.smtp is not None:
-                _apply_smtp(rt, row, patch.smtp, oauth2)
-            if patch.imap is not None:
-                _apply_imap(rt, row, patch.imap, oauth2)
+            if smtp is not None:
+                _apply_smtp(rt, row, smtp, oauth2)
+            if imap is not None:
+                _apply_imap(rt, row, imap, oauth2)
         row.version += 1
         row.state = AccountState.CONNECTING
         row.updated_at = rt.clock.now()
     rt.wake.account_check(row.id)
     return row
-
-
-def _stored_smtp(row: Account) -> SmtpSpec:
-    return SmtpSpec(
-        host=row.smtp_host or None,
-        port=row.smtp_port or None,
-        auth=None,
-        secure=row.smtp_secure,
-        reject_unauthorized=row.smtp_reject_unauthorized,
-        require_tls=row.smtp_require_tls,
-    )
-
-
-def _stored_imap(row: Account) -> ImapSpec:
-    return ImapSpec(
-        host=row.imap_host,
-        port=row.imap_port,
-        secure=row.imap_secure,
-        reject_unauthorized=row.imap_reject_unauthorized,
-        require_tls=row.imap_require_tls,
-        sent_mail_path=row.sent_mail_path,
-    )
 
 
 async def reconnect_account(rt: Runtime, account_id: str) -> Account:

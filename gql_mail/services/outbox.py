@@ -173,6 +173,7 @@ class _Ready:
     composed: Composed
     attempts: int
     send_at: datetime | None
+    sent_mail_path: str | None
 
 
 async def _ready(rt: Runtime, account_id: str, account: Sender, spec: SubmitSpec, now: datetime) -> _Ready:
@@ -190,7 +191,13 @@ async def _ready(rt: Runtime, account_id: str, account: Sender, spec: SubmitSpec
     if send_at and send_at < now - timedelta(seconds=rt.settings.send_at_tolerance_seconds):
         raise BadInput("sendAt is in the past", field="sendAt")
 
-    return _Ready(await compose_message(rt.settings, account, spec, now), attempts, send_at)
+    sent_mail_path = (
+        v.no_control_chars(spec.sent_mail_path, "sentMailPath", max_length=512)
+        if spec.sent_mail_path
+        else None
+    )
+    composed = await compose_message(rt.settings, account, spec, now)
+    return _Ready(composed, attempts, send_at, sent_mail_path)
 
 
 async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> SubmitResult:
@@ -215,6 +222,8 @@ async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> Subm
         status=MessageStatus.QUEUED,
         attempts=ready.attempts,
         copy_to_sent=(spec.copy if spec.copy is not None else True) and not account.imap_disabled,
+        sent_mail_path=ready.sent_mail_path,
+        subject=composed.subject,
         send_at=send_at,
         next_attempt_at=max(now, send_at) if send_at else now,
         idempotency_key=key,

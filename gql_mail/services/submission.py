@@ -17,7 +17,7 @@ import asyncio
 import base64
 import binascii
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -25,6 +25,9 @@ from typing import Any
 from gql_mail.config import Settings
 from gql_mail.mail.compose import Address, Attachment, Composed, ComposeError, Draft, compose
 from gql_mail.mail.preview_text import MAX_PREVIEW_TEXT, with_preview_text
+from gql_mail.mail.raw_message import MAX_SUBJECT, Envelope, prepare_raw, settle_envelope
+
+__all__ = ["AttachmentSpec", "Envelope", "Sender", "SubmitSpec", "check_bounds", "compose_message"]
 from gql_mail.services.errors import BadInput, PayloadTooLarge
 
 MAX_REPLY_TO = 20
@@ -32,7 +35,6 @@ MAX_HEADER_NAME = 128
 MAX_HEADER_VALUE = 16 * 1024
 MAX_ADDRESS = 320  # RFC 3696 errata: 64 + 1 + 255
 MAX_HEADER_TEXT = 998  # display names, messageId, attachment filename/contentType/cid: one header line
-MAX_SUBJECT = 16 * 1024
 
 # Estimated compose cost, in units of about one body byte (measured: a body byte ~0.06 µs, an extra
 # header ~0.3 ms plus ~2 µs per character when it needs encoded-words, a recipient ~0.05 ms). Above this
@@ -51,6 +53,7 @@ class AttachmentSpec:
     filename: str | None = None
     content_type: str | None = None
     cid: str | None = None
+    disposition: str | None = None  # "inline" | "attachment"; None: inline with a cid, else attachment
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,21 @@ class SubmitSpec:
     idempotency_key: str | None = None
     # EmailEngine's hidden preheader, put into the html (mail/preview_text.py); ignored without html.
     preview_text: str | None = None
+    # A ready RFC 5322 message in base64, sent as it is (mail/raw_message.py): exclusive with the fields
+    # that would compose one.
+    raw: str | None = None
+    # The SMTP envelope, over the one read from the message's headers.
+    envelope: Envelope | None = None
+    # The Sent folder of this message's copy, over the account's.
+    sent_mail_path: str | None = None
+
+
+# What `raw` replaces: given with it, a field would be silently left out of the message it does not build.
+_COMPOSED_ONLY = (
+    *("from_", "to", "cc", "bcc", "reply_to", "subject", "text", "html", "attachments", "headers"),
+    "preview_text",
+)
+_FIELD_NAMES = {"from_": "from", "reply_to": "replyTo", "preview_text": "previewText"}
 
 
 @dataclass(frozen=True)
@@ -118,8 +136,34 @@ def _check_headers(settings: Settings, headers: Any) -> None:
             )
 
 
+def _check_raw(settings: Settings, spec: SubmitSpec) -> None:
+    assert spec.raw is not None
+    for name in _COMPOSED_ONLY:
+        if getattr(spec, name):
+            field = _FIELD_NAMES.get(name, name)
+            raise BadInput(f"{field} cannot be given with raw: the raw message is sent as it is", field=field)
+    if len(spec.raw) * 3 // 4 > settings.max_message_bytes:
+        limit = settings.max_message_bytes
+        raise PayloadTooLarge(f"raw exceeds the message limit of {limit} bytes", field="raw")
+
+
+def _check_envelope(settings: Settings, envelope: Envelope | None) -> None:
+    if envelope is None:
+        return
+    if len(envelope.to) > settings.max_recipients:
+        raise BadInput(f"at most {settings.max_recipients} envelope recipients", field="envelope.to")
+    _at_most(envelope.from_, MAX_ADDRESS, "envelope.from", "an address")
+    for address in envelope.to:
+        _at_most(address, MAX_ADDRESS, "envelope.to", "an address")
+
+
 def check_bounds(settings: Settings, spec: SubmitSpec) -> None:
     """Every list, map and text of a submission within its limit: sizes only, before any work on them."""
+    _check_envelope(settings, spec.envelope)
+    _at_most(spec.sent_mail_path, MAX_HEADER_TEXT, "sentMailPath", "sentMailPath")
+    if spec.raw is not None:
+        _check_raw(settings, spec)
+        return
     recipients = len(spec.to) + len(spec.cc) + len(spec.bcc)
     if recipients == 0:
         raise BadInput("a message needs at least one recipient in to, cc or bcc", field="to")
@@ -158,7 +202,8 @@ def compose_cost(spec: SubmitSpec) -> int:
     """About how long composing `spec` takes, in units of one body byte (see INLINE_COMPOSE_COST)."""
     headers = spec.headers if isinstance(spec.headers, Mapping) else {}
     return (
-        len(spec.text or "")
+        len(spec.raw or "")
+        + len(spec.text or "")
         + len(spec.html or "")
         + sum(len(a.content) for a in spec.attachments)
         + _HEADER_CHAR_COST * len(spec.subject or "")
@@ -167,7 +212,7 @@ def compose_cost(spec: SubmitSpec) -> int:
     )
 
 
-def _b64decode(text: str, index: int) -> bytes:
+def _b64decode(text: str, field: str) -> bytes:
     """Strict base64 (whitespace allowed), decoded a chunk at a time so the GIL changes hands between."""
     decoded = []
     carry = ""
@@ -180,7 +225,6 @@ def _b64decode(text: str, index: int) -> bytes:
         if carry:
             base64.b64decode(carry, validate=True)  # raises: a partial quantum
     except (binascii.Error, ValueError) as exc:
-        field = f"attachments[{index}].content"
         raise BadInput(f"{field} is not valid base64", field=field) from exc
     return b"".join(decoded)
 
@@ -189,12 +233,18 @@ def _attachments(settings: Settings, specs: Sequence[AttachmentSpec]) -> tuple[A
     out = []
     total = 0
     for index, spec in enumerate(specs):
-        content = _b64decode(spec.content, index)
+        content = _b64decode(spec.content, f"attachments[{index}].content")
         total += len(content)
         if total > settings.max_message_bytes:
             raise PayloadTooLarge(f"message exceeds {settings.max_message_bytes} bytes", field="attachments")
         out.append(
-            Attachment(content=content, filename=spec.filename, content_type=spec.content_type, cid=spec.cid)
+            Attachment(
+                content=content,
+                filename=spec.filename,
+                content_type=spec.content_type,
+                cid=spec.cid,
+                disposition=spec.disposition,
+            )
         )
     return tuple(out)
 
@@ -205,8 +255,42 @@ def _headers(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple((str(name), str(raw)) for name, raw in (value or {}).items())
 
 
+def _from_raw(settings: Settings, spec: SubmitSpec, now: datetime) -> Composed:
+    assert spec.raw is not None
+    raw = _b64decode(spec.raw, "raw")
+    if len(raw) > settings.max_message_bytes:
+        raise PayloadTooLarge(
+            f"raw exceeds the message limit of {settings.max_message_bytes} bytes", field="raw"
+        )
+    return prepare_raw(raw, envelope=spec.envelope, message_id=spec.message_id, date=spec.send_at or now)
+
+
+def _with_envelope(composed: Composed, envelope: Envelope | None) -> Composed:
+    """A composed message sent to the given envelope (EmailEngine's `envelope` without `raw`)."""
+    if envelope is None:
+        return composed
+    sender, recipients = settle_envelope(
+        envelope, from_=lambda: composed.envelope_from, to=lambda: composed.envelope_to
+    )
+    return replace(composed, envelope_from=sender, envelope_to=recipients)
+
+
 def _composed(settings: Settings, sender: Sender, spec: SubmitSpec, now: datetime) -> Composed:
     """Decode and compose; synchronous, so that it can run in a worker thread."""
+    try:
+        if spec.raw is not None:
+            composed = _from_raw(settings, spec, now)
+        else:
+            composed = _with_envelope(_drafted(settings, sender, spec, now), spec.envelope)
+    except ComposeError as exc:
+        raise BadInput(str(exc), field=exc.field) from exc
+    if len(composed.raw) > settings.max_message_bytes:
+        limit = settings.max_message_bytes
+        raise PayloadTooLarge(f"the composed message is {len(composed.raw)} bytes, over the limit of {limit}")
+    return composed
+
+
+def _drafted(settings: Settings, sender: Sender, spec: SubmitSpec, now: datetime) -> Composed:
     draft = Draft(
         from_=spec.from_ or Address(address=sender.email, name=sender.name or None),
         to=tuple(spec.to),
@@ -222,14 +306,7 @@ def _composed(settings: Settings, sender: Sender, spec: SubmitSpec, now: datetim
         headers=_headers(spec.headers),
         message_id=spec.message_id,
     )
-    try:
-        composed = compose(draft, now=now, domain=sender.email.rpartition("@")[2])
-    except ComposeError as exc:
-        raise BadInput(str(exc), field=exc.field) from exc
-    if len(composed.raw) > settings.max_message_bytes:
-        limit = settings.max_message_bytes
-        raise PayloadTooLarge(f"the composed message is {len(composed.raw)} bytes, over the limit of {limit}")
-    return composed
+    return compose(draft, now=now, domain=sender.email.rpartition("@")[2])
 
 
 async def compose_message(settings: Settings, sender: Sender, spec: SubmitSpec, now: datetime) -> Composed:

@@ -50,12 +50,12 @@ async def get_webhook_settings(rt: Runtime) -> WebhookSettings:
         return _settings(await _stored(session))
 
 
-def _checked(changes: dict[str, Any]) -> dict[str, Any]:
+def _checked(rt: Runtime, changes: dict[str, Any]) -> dict[str, Any]:
     """The changes with their values checked (BadInput naming the setting); None clears `webhooks`."""
     checked: dict[str, Any] = {}
     if URL in changes:
         url = changes[URL]
-        checked[URL] = check_url(url, URL) if url else None
+        checked[URL] = check_url(url, rt.outbound, URL) if url else None
     if ENABLED in changes:
         checked[ENABLED] = bool(changes[ENABLED])
     if EVENTS in changes:
@@ -68,7 +68,7 @@ async def update_webhook_settings(rt: Runtime, changes: dict[str, Any]) -> Webho
     """Apply `changes` (any of `webhooks`, `webhooksEnabled`, `webhookEvents`) in one write transaction,
     read included: the settings and the settings webhook change together, or nothing does, and two
     updates at once do not lose one another's keys."""
-    checked = _checked(changes)
+    checked = _checked(rt, changes)
     now = rt.clock.now()
     async with rt.db.write() as session:
         stored = await _stored(session)

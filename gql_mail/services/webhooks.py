@@ -12,6 +12,7 @@ from sqlmodel import col
 
 from gql_mail.events import ALL_EVENTS
 from gql_mail.models import Webhook
+from gql_mail.outbound import OutboundPolicy
 from gql_mail.runtime import Runtime
 from gql_mail.services import validation as v
 from gql_mail.services.errors import BadInput, NotFound
@@ -25,10 +26,10 @@ class WebhookSpec:
     secret: str | None = None
 
 
-def check_url(value: str, field: str = "url") -> str:
+def check_url(value: str, policy: OutboundPolicy, field: str = "url") -> str:
     """A URL the webhook worker's HTTP client can POST to, or BAD_USER_INPUT. Checked here, once: a URL that
     only fails when used (an invalid IDNA label such as `http://xn--zz/`, a port past 65535, a 64-character
-    DNS label) would fail every delivery of the webhook."""
+    DNS label, an address the outbound policy refuses) would fail every delivery of the webhook."""
     url = v.required_text(value, field, max_length=2048).strip()
     try:
         parsed = httpx.URL(url)
@@ -41,6 +42,8 @@ def check_url(value: str, field: str = "url") -> str:
         raise BadInput(f"{field} has no valid port: {parsed.port}", field=field)
     if (fault := v.host_fault(parsed.raw_host.decode("ascii", "replace"))) is not None:
         raise BadInput(f"{field} has no valid host name: {parsed.host!r} ({fault})", field=field)
+    if (rule := policy.literal_refusal(parsed.host)) is not None:
+        raise BadInput(f"{field} is an address outbound connections may not reach ({rule})", field=field)
     return url
 
 
@@ -53,7 +56,7 @@ def _events(values: Sequence[str] | None) -> list[str]:
 async def create_webhook(rt: Runtime, spec: WebhookSpec) -> Webhook:
     row = Webhook(
         id=uuid.uuid4().hex[:20],
-        url=check_url(spec.url),
+        url=check_url(spec.url, rt.outbound),
         events=_events(spec.events),
         account_id=v.no_control_chars(spec.account, "account", max_length=256) if spec.account else None,
         secret_enc=rt.secrets.maybe_encrypt(spec.secret) if spec.secret else None,

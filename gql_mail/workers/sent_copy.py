@@ -113,7 +113,9 @@ class SentCopier:
                 else:
                     async with self._limit:
                         self._started.add(copy.id)
-                        folder, error = await self._append_as(account, copy, settings)
+                        folder, error = await self._append_as(
+                            account, copy, settings, copy.sent_mail_path or account.sent_mail_path
+                        )
                     await record_copy(self.rt, copy, folder, error)
             except Exception:
                 log.exception(
@@ -124,11 +126,10 @@ class SentCopier:
         self._started.discard(copy.id)
 
     async def _append_as(
-        self, account: Account, copy: ClaimedCopy, settings: ImapSettings
+        self, account: Account, copy: ClaimedCopy, settings: ImapSettings, folder: str | None
     ) -> tuple[str | None, MailError | None]:
         """The copy, logged in as the account: an OAuth2 account with its current access token (refreshed
         once more when the server refuses it; a refresh that fails is the copy's failure)."""
-        folder = account.sent_mail_path
         if account.oauth2_app_id is None:
             return await self._append(copy, settings, folder)
 

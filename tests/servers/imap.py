@@ -145,6 +145,20 @@ class ImapServer:
                 return message
         return None
 
+    async def create_folder(self, folder: str) -> None:
+        """Create ``folder`` (the demo data's Trash is read-only: a test that needs another makes one)."""
+        await asyncio.to_thread(self._create_sync, folder)
+
+    def _create_sync(self, folder: str) -> None:
+        client = imaplib.IMAP4(self.host, self.port, timeout=10)
+        try:
+            client.login(self.user, self.password)
+            status, data = client.create(f'"{folder}"')
+            if status != "OK" and b"ALREADYEXISTS" not in b"".join(d for d in data if isinstance(d, bytes)):
+                raise AssertionError(f"cannot create {folder!r}: {data!r}")
+        finally:
+            client.logout()
+
     def _fetch_sync(self, folder: str) -> list[StoredMessage]:
         client = imaplib.IMAP4(self.host, self.port, timeout=10)
         try:
