@@ -299,3 +299,26 @@ async def test_apps_in_graphql_never_show_the_secret_and_stay_while_used(
             {"account": "oa", "input": {"oauth2": oauth2_block("nope", None, "r", None)}},
         )
     assert unknown.value.codes == ["BAD_USER_INPUT"]
+
+
+@pytest.mark.parametrize("with_access_token", [True, False])
+async def test_tokens_given_during_a_refresh_win_over_its_answer(
+    server: Server, smtp_server: SmtpServer, tokens: TokenServer, with_access_token: bool
+) -> None:
+    """updateAccount stores new tokens while a refresh is waiting for the provider: the refresh's answer
+    is not stored over them (compare-and-set on the token version), and its caller gets the new token, or
+    one refreshed with the new refresh token when only that was given."""
+    app, _ = await register_oauth2(server, smtp_server, tokens)
+    server.clock.advance(3600)
+    tokens.hold()
+    refreshing = asyncio.ensure_future(oauth2_tokens.access_token(server.runtime, "oa"))
+    assert await asyncio.to_thread(tokens.waiting.acquire, True, 10)  # the request reached the provider
+    access, refresh = tokens.grant()
+    expires = server.clock.now() + timedelta(hours=1)
+    block = oauth2_block(app, access if with_access_token else None, refresh, expires)
+    await server.gql(UPDATE, {"account": "oa", "input": {"oauth2": block}})
+    tokens.release()
+    got = await refreshing
+    assert got == (access if with_access_token else tokens.access_token)
+    assert await oauth2_tokens.access_token(server.runtime, "oa") == got
+    assert tokens.calls == (1 if with_access_token else 2)

@@ -211,8 +211,10 @@ async def _refresh_claimed(rt: Runtime, account_id: str, stored: _Stored) -> str
     if grant.refresh_token is not None:  # rotated: the old one may stop working at once
         values["oauth2_refresh_token_enc"] = rt.secrets.maybe_encrypt(grant.refresh_token)
     if not await _store(rt, account_id, stored.version, values):
-        # New tokens were given (updateAccount) while we asked: theirs win.
-        return await access_token(rt, account_id)
+        # New tokens were given (updateAccount) while we asked: theirs win, refreshed when they need it.
+        # (Not through `access_token`: this runs inside the account's flight, which it would wait for.)
+        given = _usable(rt, await _load(rt, account_id), None)
+        return given if given is not None else await _refresh(rt, account_id, None)
     log.info("account %s: access token refreshed", account_id)
     return grant.access_token
 

@@ -47,6 +47,10 @@ class TokenServer:
         # Every access and refresh token it ever issued (tests look for them in logs).
         self.issued: list[str] = []
         self._http: ThreadingHTTPServer | None = None
+        # Cleared by `hold()`: token requests then wait (on the server's thread) until `release()`.
+        self._open = threading.Event()
+        self._open.set()
+        self.waiting = threading.Semaphore(0)  # released once per request that arrived while held
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -123,6 +127,13 @@ class TokenServer:
         with self._lock:
             self._failing = self._failure(status, error)
 
+    def hold(self) -> None:
+        """Requests arriving from now on wait for `release()` before they are answered."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
     def recover(self) -> None:
         with self._lock:
             self._failing = None
@@ -163,6 +174,9 @@ class TokenServer:
     def _answer(
         self, path: str, form: dict[str, str], authorization: str | None
     ) -> tuple[int, dict[str, Any] | str]:
+        if not self._open.is_set():
+            self.waiting.release()
+            self._open.wait(30)
         with self._lock:
             self.calls += 1
             self.requests.append(form)
