@@ -8,13 +8,11 @@ import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 
+from gql_mail import health
 from gql_mail.clock import Clock, SystemClock
 from gql_mail.config import Settings
 from gql_mail.crypto import SecretBox, load_or_create_secret
@@ -25,8 +23,10 @@ from gql_mail.graphql.schema import build_schema
 from gql_mail.graphql.server_send import KeepServerSend
 from gql_mail.graphql.view import GqlMailView
 from gql_mail.http_edge.gate import RequestGate
+from gql_mail.http_edge.request_metrics import RequestMetrics
 from gql_mail.log_redaction import install as install_log_redaction
 from gql_mail.log_redaction import register_secret
+from gql_mail.metrics_endpoint import metrics_endpoint
 from gql_mail.migrations import upgrade
 from gql_mail.outbound import OutboundPolicy, Resolver
 from gql_mail.pg_events import EventRelay, relay_for
@@ -72,11 +72,18 @@ def build_runtime(
 
 class Workers:
     """Everything that runs in the background, wired to the runtime's wake-up hooks (and, on PostgreSQL,
-    through the relay to the other processes' workers)."""
+    through the relay to the other processes' workers).
 
-    def __init__(self, rt: Runtime, relay: EventRelay | None = None) -> None:
+    `background=False` is an API-only node (`gql-mail serve --no-workers`): no delivery, webhook, Sent-copy
+    or periodic jobs and no heartbeat (it claims nothing), only the account checks its own requests ask
+    for (a registration is verified where it was made); its wake-ups reach the worker nodes through the
+    relay on PostgreSQL, and worker nodes poll anyway."""
+
+    def __init__(self, rt: Runtime, relay: EventRelay | None = None, *, background: bool = True) -> None:
         self.rt = rt
         self.relay = relay
+        self.background = background
+        self.started = False
         self.scheduler = Scheduler()
         self.heartbeat = Heartbeat(rt)
         self.delivery = DeliveryWorker(rt)
@@ -116,8 +123,25 @@ class Workers:
                 self.rt.settings.retention_days,
             )
 
+    def problem(self) -> str | None:
+        """Why the workers are not doing their job now (for /health/ready), or None."""
+        if not self.started:
+            return "workers are not running"
+        if not self.background:
+            return None
+        if not self.scheduler.running:
+            return "the scheduler is not running"
+        if not self.heartbeat.running:
+            return "the heartbeat has stopped"
+        return None
+
     async def start(self) -> None:
         s = self.rt.settings
+        if not self.background:
+            wake = Wakers(account_check=self.accounts.request)
+            self.rt.wake = self.relay.attach(wake) if self.relay is not None else wake
+            self.started = True
+            return
         await self.heartbeat.start()
         wake = Wakers(
             delivery=self._wake_delivery,
@@ -136,11 +160,16 @@ class Workers:
         self.scheduler.every("check_accounts", s.account_check_interval_seconds, self.accounts.check_all)
         self.scheduler.every("prune_finished", s.prune_interval_seconds, self.prune_finished)
         self.scheduler.start()
+        self.started = True
 
     async def stop(self) -> None:
+        self.started = False
         self.rt.wake = Wakers()
         if self.relay is not None:
             self.relay.detach()
+        if not self.background:
+            await self.accounts.stop()
+            return
         # Before the scheduler: a drain it is running must end its claim and give the rows back, not be
         # cancelled with them in hand.
         await self.delivery.stop()
@@ -152,15 +181,24 @@ class Workers:
         await self.heartbeat.stop()
 
 
-async def health(request: Request) -> JSONResponse:
-    rt: Runtime = request.app.state.runtime
+@asynccontextmanager
+async def running(rt: Runtime, *, background: bool = True) -> AsyncIterator[Workers]:
+    """The process's machinery around the API (or instead of it, `gql-mail serve --workers-only`): the
+    database migrated, the relay on PostgreSQL, the workers; stopped in reverse order."""
+    await upgrade(rt.settings.database_url)
+    relay = relay_for(rt)
+    if relay is not None:
+        await relay.start()
+    workers = Workers(rt, relay, background=background)
+    await workers.start()
     try:
-        async with rt.db.read() as session:
-            await session.execute(text("SELECT 1"))
-    except Exception:
-        log.exception("health check failed")
-        return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
-    return JSONResponse({"status": "ok"})
+        yield workers
+    finally:
+        await workers.stop()
+        if relay is not None:
+            await relay.stop()
+        rt.bus.close()
+        await rt.db.dispose()
 
 
 def create_app(
@@ -169,8 +207,10 @@ def create_app(
     clock: Clock | None = None,
     rng: random.Random | None = None,
     resolver: Resolver | None = None,
+    workers: bool = True,
 ) -> Starlette:
-    """The application; `resolver` replaces DNS for outbound connections (tests point names anywhere)."""
+    """The application; `resolver` replaces DNS for outbound connections (tests point names anywhere).
+    `workers=False`: an API-only node (see `Workers`)."""
     install_log_redaction()
     settings = settings or Settings()
     rt = build_runtime(settings, clock=clock, rng=rng, resolver=resolver)
@@ -187,26 +227,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await upgrade(settings.database_url)
-        relay = relay_for(rt)
-        if relay is not None:
-            await relay.start()
-        app.state.relay = relay
-        workers = Workers(rt, relay)
-        app.state.workers = workers
-        await workers.start()
-        try:
+        async with running(rt, background=workers) as started:
+            app.state.relay = started.relay
+            app.state.workers = started
             yield
-        finally:
-            await workers.stop()
-            if relay is not None:
-                await relay.stop()
-            rt.bus.close()
-            await rt.db.dispose()
 
     app = Starlette(
         routes=[
-            Route("/health", health),
+            Route("/health", health.health),
+            Route("/health/live", health.live),
+            Route("/health/ready", health.ready),
+            Route("/metrics", metrics_endpoint(rt), methods=["GET"]),
             Route("/graphql", endpoint, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", endpoint),
             Mount("/graphiql-static", graphiql_static_app()),
@@ -216,9 +247,12 @@ def create_app(
             Route("/oauth", oauth_callback, methods=["GET"]),
         ],
         lifespan=lifespan,
-        middleware=[Middleware(KeepServerSend)],
+        middleware=[Middleware(KeepServerSend), Middleware(RequestMetrics, metrics=rt.metrics)],
     )
     app.state.runtime = rt
+    app.state.workers = None  # set by the lifespan; /health/ready is not ready before
+    rt.metrics.websockets.set_function(lambda: endpoint.open_websockets)
+    rt.metrics.subscribers.set_function(lambda: rt.bus.subscriber_count)
     app.state.graphql = endpoint  # its websocket count, for operators' and tests' eyes
     app.state.gate = gate  # its body reader (`bodies`), likewise; REST's front door reads bodies through it
     return app

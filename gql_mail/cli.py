@@ -1,15 +1,17 @@
-"""Command line: serve, migrate, token create|list|revoke, schema, rotate-secret, service-secret."""
+"""Command line: serve, migrate, token create|list|revoke, schema, rotate-secret, service-secret, and
+outbox/accounts (in ops_cli.py)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import gc
-import logging
+import importlib.metadata
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from gql_mail import log_format
 from gql_mail.config import Settings
 from gql_mail.log_redaction import install as install_log_redaction
 
@@ -59,13 +61,23 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(update={"host": host, "port": port})
     if "service_url" not in settings.model_fields_set:
         settings = settings.model_copy(update={"service_url": f"http://{host}:{port}"})
-    app = create_app(settings)
+    if args.workers_only:
+        from gql_mail.worker_node import run_workers
+
+        _settle_garbage_collector()
+        asyncio.run(run_workers(settings))
+        return 0
+    app = create_app(settings, workers=not args.no_workers)
     _settle_garbage_collector()
     uvicorn.run(
         app,
         host=host,
         port=port,
         log_level=settings.log_level,
+        # No logging configuration of uvicorn's own: its records go to the root handler `main` set up, in
+        # the same format (text or JSON) as everything else.
+        log_config=None,
+        access_log=args.access_log or settings.access_log,
         lifespan="on",
         ws=WS_PROTOCOL,  # the one the fan-out's fast path writes to (see frame_writer)
         timeout_keep_alive=settings.http_keep_alive_seconds,
@@ -145,15 +157,51 @@ def cmd_service_secret(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("gql-mail")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
+
+
+def cmd_ops(args: argparse.Namespace, settings: Settings) -> int:
+    from gql_mail.ops_cli import run_command
+
+    return run_command(args, settings, _with_runtime)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gql-mail", description="GraphQL email sending through your users' mailboxes"
     )
+    p.add_argument("--version", action="version", version=f"gql-mail {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the server (applies migrations first)")
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=None,
+        help="text, or one JSON object per line (default: GQL_MAIL_LOG_FORMAT, else text)",
+    )
+    roles = serve.add_mutually_exclusive_group()
+    roles.add_argument(
+        "--no-workers",
+        action="store_true",
+        help="API only: no delivery, webhook or Sent-copy workers (other nodes on the database run them)",
+    )
+    roles.add_argument(
+        "--workers-only",
+        action="store_true",
+        help="workers only, no HTTP (--host/--port unused): a worker node of a PostgreSQL deployment",
+    )
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every HTTP request (uvicorn's access log; off by default, or GQL_MAIL_ACCESS_LOG)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
@@ -161,7 +209,7 @@ def parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="manage access tokens")
     tsub = token.add_subparsers(dest="token_command", required=True)
     create = tsub.add_parser("create", help="print a new token (only the token)")
-    create.add_argument("--scope", default="api", choices=["api", "read"])
+    create.add_argument("--scope", default="api", choices=["api", "read", "metrics"])
     create.add_argument("--description", default=None)
     tsub.add_parser("list", help="list tokens (never the tokens themselves)")
     revoke = tsub.add_parser("revoke", help="revoke a token by id")
@@ -187,6 +235,10 @@ def parser() -> argparse.ArgumentParser:
     )
     service_secret.add_argument("--set", action="store_true")
     service_secret.set_defaults(func=cmd_service_secret)
+
+    from gql_mail.ops_cli import add_parsers
+
+    add_parsers(sub, cmd_ops)
     return p
 
 
@@ -194,11 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     install_log_redaction()  # before anything logs: no credential in any record, at any level
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    if getattr(args, "log_format", None):
+        settings = settings.model_copy(update={"log_format": args.log_format})
+    log_format.configure(settings.log_level, settings.log_format)
     result: int = args.func(args, settings)
     return result
 

@@ -6,9 +6,11 @@ Everything a deployment tunes lives here, so services receive plain values and t
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -115,11 +117,25 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
     log_level: str = "info"
+    # "json": one JSON object per line (gql_mail/log_format.py), for log shippers; "text" for people.
+    log_format: Literal["text", "json"] = "text"
+    # uvicorn's line per HTTP request: off by default (a busy API writes more of it than of anything else,
+    # and /metrics counts the requests); `gql-mail serve --access-log` turns it on.
+    access_log: bool = False
+    # Networks (CIDRs, as a JSON list) whose clients may scrape /metrics without a token.
+    metrics_allow: list[str] = Field(default_factory=list)
     # An idle keep-alive connection is closed after this. Longer than the idle expiry of the clients that
     # reuse connections (httpx and most pools: 5 s; load balancers: 60 s), so the client always closes
     # first: with equal timers, a request sent just as the server closes is reset (ReadError, or a 502 at
     # the proxy) instead of answered.
     http_keep_alive_seconds: int = Field(75, ge=1)
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError: the setting is refused at start
+        return value
 
     def secret_value(self) -> str | None:
         """`GQL_MAIL_SECRET` itself (None: not configured); the one place it is unwrapped."""

@@ -11,12 +11,14 @@ wherever gql-mail is installed and from any working directory; `alembic.ini` is 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 from importlib.machinery import PathFinder
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -72,3 +74,9 @@ async def upgrade(database_url: str) -> None:
 
 def upgrade_sync(database_url: str) -> None:
     asyncio.run(upgrade(database_url))
+
+
+@functools.cache
+def head_revisions() -> frozenset[str]:
+    """The revisions this code expects the database at (read once: it parses every migration script)."""
+    return frozenset(ScriptDirectory.from_config(alembic_config("")).get_heads())

@@ -219,6 +219,8 @@ class DeliveryAttempt(SQLModel, table=True):
     smtp_code: int | None = None
     accepted: list[str] | None = Field(default=None, sa_column=Column(JSON))
     rejected: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # How long the SMTP transaction took (MAIL FROM to the end of DATA); None when no connection was made.
+    duration_ms: int | None = None
 
 
 class Webhook(SQLModel, table=True):
@@ -243,6 +245,8 @@ class WebhookDelivery(SQLModel, table=True):
     __table_args__ = (
         Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
         Index("ix_webhook_delivery_order", "webhook_id", "order_key", "status", "seq"),
+        # A message's deliveries (its events' order_key is its queue id), for its history.
+        Index("ix_webhook_delivery_order_key", "order_key"),
     )
 
     seq: int | None = Field(default=None, primary_key=True)

@@ -59,6 +59,13 @@ class ClaimedMessage(NamedTuple):
     attempts_made: int
     attempts: int
     copy_to_sent: bool
+    # When the message was to go: its submission, or its sendAt when later (delivery latency counts from it).
+    due_from: datetime | None = None
+
+
+def _due_from(created_at: datetime | None, send_at: datetime | None) -> datetime | None:
+    moments = [utc(moment) for moment in (created_at, send_at) if moment is not None]
+    return max(moments) if moments else None
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,8 @@ def _claim_statement(*, skip_locked: bool) -> Any:
             OUTBOX.c.attempts_made,
             OUTBOX.c.attempts,
             OUTBOX.c.copy_to_sent,
+            OUTBOX.c.created_at,
+            OUTBOX.c.send_at,
         )
         .execution_options(synchronize_session=False)
     )
@@ -153,7 +162,10 @@ async def claim_messages(
     params = {"now": now, "limit": limit, "worker": rt.worker_id, "busy": list(busy)}
     async with rt.db.write(bulk=bulk) as session:
         rows = (await session.execute(_CLAIM_SQLITE if rt.db.is_sqlite else _CLAIM_SKIP_LOCKED, params)).all()
-    claimed = [ClaimedMessage(r[0], r[1], r[2], r[3], tuple(r[4]), *r[5:]) for r in rows]
+    claimed = [
+        ClaimedMessage(r[0], r[1], r[2], r[3], tuple(r[4]), r[5], r[6], r[7], r[8], _due_from(r[9], r[10]))
+        for r in rows
+    ]
     claimed.sort(key=lambda m: m.id)
     return claimed
 

@@ -17,6 +17,7 @@ from gql_mail.crypto import SecretBox
 from gql_mail.db import Database
 from gql_mail.events import EventBus
 from gql_mail.group_commit import GroupCommit
+from gql_mail.metrics import Metrics
 from gql_mail.outbound import OutboundPolicy
 from gql_mail.retry import RetryPolicy
 from gql_mail.single_flight import SingleFlight
@@ -53,6 +54,8 @@ class Runtime:
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # OAuth2 token refreshes in flight in this process, one per account (services/oauth2_tokens.py).
     oauth2_refreshes: SingleFlight[str, str] = field(default_factory=SingleFlight)
+    # This process's Prometheus figures, in a registry of its own (gql_mail/metrics.py).
+    metrics: Metrics = field(default_factory=Metrics)
 
     @property
     def delivery_retry(self) -> RetryPolicy:

@@ -72,7 +72,7 @@ async def test_refused_token_bodies_name_the_field(server: Server) -> None:
         ),
         (
             {"description": "x", "scopes": ["smtp"]},
-            [{"message": "scope must be one of api, read", "key": "scopes"}],
+            [{"message": "scope must be one of api, read, metrics", "key": "scopes"}],
         ),
         (
             {"description": "x", "scopes": ["api", "read"]},

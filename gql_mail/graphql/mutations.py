@@ -13,7 +13,14 @@ from gql_mail.graphql.inputs import (
     WebhookInput,
 )
 from gql_mail.graphql.permissions import CanWrite
-from gql_mail.graphql.types import Account, OAuth2App, PreviewMessageResult, SubmitMessageResult, Webhook
+from gql_mail.graphql.types import (
+    Account,
+    OAuth2App,
+    OutboxMessage,
+    PreviewMessageResult,
+    SubmitMessageResult,
+    Webhook,
+)
 from gql_mail.services import accounts, oauth2_apps, outbox, webhooks
 
 
@@ -72,6 +79,14 @@ class Mutation:
     )
     async def cancel_message(self, info: Info, queue_id: strawberry.ID) -> bool:
         return await outbox.cancel_message(info.context.runtime, str(queue_id))
+
+    @strawberry.mutation(
+        permission_classes=[CanWrite],
+        description="Queues a failed message again, due now, with a fresh attempt budget. CONFLICT when it "
+        "is not failed, or its body is no longer stored (then submit it again); NOT_FOUND for an unknown id.",
+    )
+    async def retry_message(self, info: Info, queue_id: strawberry.ID) -> OutboxMessage:
+        return OutboxMessage.from_row(await outbox.retry_message(info.context.runtime, str(queue_id)))
 
     @strawberry.mutation(permission_classes=[CanWrite])
     async def create_webhook(self, info: Info, input: WebhookInput) -> Webhook:

@@ -19,6 +19,7 @@ from strawberry.types import ExecutionContext
 from gql_mail.graphql.errors import CodedErrors
 from gql_mail.graphql.input_bounds import InputBounds
 from gql_mail.graphql.mutations import Mutation
+from gql_mail.graphql.operation_label import OperationLabel
 from gql_mail.graphql.queries import Query
 from gql_mail.graphql.subscriptions import Subscription
 
@@ -47,6 +48,7 @@ def build_schema(max_depth: int = 12, max_aliases: int = 50, max_tokens: int = 5
         lambda: ValidationCache(maxsize=1000),
         InputBounds,  # after validation (see its docstring)
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
+        OperationLabel,
     ]
     return GqlMailSchema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
 

@@ -12,6 +12,9 @@ from gql_mail import models
 from gql_mail.clock import utc
 from gql_mail.events import Event as BusEvent
 from gql_mail.events import iso
+from gql_mail.graphql.context import Info
+from gql_mail.graphql.history_types import DeliveryAttempt, MessageEvent, WebhookDeliveryInfo
+from gql_mail.services import history
 from gql_mail.services.outbox import PreviewResult, SubmitResult
 from gql_mail.services.webhooks import expand_events
 
@@ -171,6 +174,23 @@ class OutboxMessage:
         description="The Sent-folder copy of a sent message: pending (due, retried after an IMAP failure), "
         "copying, done (see copiedTo) or failed (given up, see copyError); null when no copy was asked for."
     )
+    row: strawberry.Private[models.OutboxMessage | None] = None
+
+    @strawberry.field(description="Every delivery attempt, oldest first.")
+    async def delivery_attempts(self, info: Info) -> list[DeliveryAttempt]:
+        found = await info.context.loaders.attempts.load(str(self.queue_id))
+        return [DeliveryAttempt.from_attempt(a) for a in found]
+
+    @strawberry.field(description="The message's events, oldest first (see MessageEvent: derived).")
+    async def events(self, info: Info) -> list[MessageEvent]:
+        assert self.row is not None
+        found = await info.context.loaders.attempts.load(str(self.queue_id))
+        return [MessageEvent.from_event(e) for e in history.derive_events(self.row, found)]
+
+    @strawberry.field(description="The webhook POSTs of the message's events, oldest first.")
+    async def webhook_deliveries(self, info: Info) -> list[WebhookDeliveryInfo]:
+        found = await info.context.loaders.deliveries.load(str(self.queue_id))
+        return [WebhookDeliveryInfo.from_delivery(d) for d in found]
 
     @classmethod
     def from_row(cls, row: models.OutboxMessage) -> OutboxMessage:
@@ -195,6 +215,7 @@ class OutboxMessage:
             copied_to=row.copied_to,
             copy_error=row.copy_error,
             copy_status=row.copy_status,
+            row=row,
         )
 
 

@@ -38,6 +38,7 @@ from gql_mail.graphql.http_errors import error_response
 from gql_mail.graphql.ws_adapter import REFUSAL, WebSocketAdapter
 from gql_mail.graphql.ws_handlers import LegacyWSHandler, TransportWSHandler
 from gql_mail.http_edge.json_body import MalformedJson, decode
+from gql_mail.http_edge.request_metrics import current_labels
 from gql_mail.runtime import Runtime
 from gql_mail.services.connection_quota import ConnectionQuota
 from gql_mail.services.tokens import Principal, authenticate, bearer
@@ -77,6 +78,7 @@ class GqlMailView(GraphQL[Context, None]):
         # Parse errors (e.g. the token limit) are answered before any extension sees them: code them here.
         if result.errors:
             result.errors = [coded(e) for e in result.errors]
+            current_labels().outcome = str((result.errors[0].extensions or {}).get("code", "error"))
         return await super().process_result(request, result)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from gql_mail.http_edge.gate import RequestGate
 from gql_mail.http_edge.json_body import MalformedJson, decode
 from gql_mail.http_edge.request_body import SLOW_BODY, BodyTooLarge, BodyTooSlow
+from gql_mail.http_edge.request_metrics import current_labels
 from gql_mail.rest import answers, boom
 from gql_mail.rest.models import NoQuery
 from gql_mail.runtime import Runtime
@@ -93,11 +94,13 @@ def _validated(model: type[BaseModel], value: Any) -> BaseModel:
 class Resource:
     """The ASGI app of one path: its methods' operations."""
 
-    def __init__(self, front: Front, operations: Mapping[str, Operation]) -> None:
+    def __init__(self, front: Front, operations: Mapping[str, Operation], route: str | None = None) -> None:
         self.front = front
         self.operations = dict(operations)
+        self.route = route  # its path template, e.g. /v1/account/{account}: the requests metric's label
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        current_labels().route = self.route
         request = Request(scope, receive)
         operation = self.operations.get(request.method)
         if operation is None:

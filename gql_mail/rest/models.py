@@ -366,7 +366,7 @@ class SubmitMessage(Body):
 
 class CreateToken(Body):
     """`POST /v1/tokens`. gql-mail's tokens are instance-wide with one scope ("api", or gql-mail's own
-    read-only "read"); EmailEngine's narrowing fields are refused by name."""
+    read-only "read" or scrape-only "metrics"); EmailEngine's narrowing fields are refused by name."""
 
     description: str
     scopes: Annotated[list[str], BeforeValidator(_single)] = Field(default_factory=lambda: ["api"])

@@ -39,7 +39,7 @@ def rest_app(runtime: Runtime, gate: RequestGate) -> Router:
     front = Front(runtime, gate)
 
     def resource(path: str, **operations: Operation) -> Route:
-        return Route(path, Resource(front, operations))
+        return Route(path, Resource(front, operations, route="/v1" + path))
 
     # Each token operation has two paths (see below): one Operation for both.
     make_token = Operation(tokens.create_token, write=True, body=CreateToken, response=answers.TokenCreated)

@@ -31,7 +31,7 @@ from gql_mail.mail.imap import ImapSettings, verify_imap
 from gql_mail.mail.smtp import SmtpSettings, verify_smtp
 from gql_mail.models import Account, AccountState, OAuth2App
 from gql_mail.runtime import Runtime
-from gql_mail.services import oauth2_tokens
+from gql_mail.services import cursors, oauth2_tokens
 from gql_mail.services import validation as v
 from gql_mail.services.errors import BadInput, Conflict, NotFound
 from gql_mail.services.oauth2_accounts import OAuth2Login, OAuth2Spec, apply_oauth2, oauth2_app, stored_login
@@ -377,7 +377,21 @@ async def page_accounts(
     """One page (0-based) of the accounts in registration order, optionally only those in `state` and
     those whose id, name or email contains `query` (case-insensitive)."""
     v.check_page(page, page_size)
-    conditions = []
+    conditions = _account_conditions(state, query)
+    rows = select(Account).where(*conditions).order_by(col(Account.created_at), col(Account.id))
+    count = select(func.count()).select_from(Account).where(*conditions)
+    async with rt.db.read() as session:
+        total = int((await session.execute(count)).scalar_one())
+        found = (await session.execute(rows.offset(page * page_size).limit(page_size))).scalars().all()
+    return AccountPage(accounts=found, total=total)
+
+
+_ACCOUNT_CURSOR = "account"
+
+
+def _account_conditions(state: AccountState | None, query: str | None) -> list[Any]:
+    """`state` and a case-insensitive `query` on id, name or email: the filters of every account listing."""
+    conditions: list[Any] = []
     if state is not None:
         conditions.append(col(Account.state) == state)
     if query:
@@ -390,12 +404,44 @@ async def page_accounts(
                 )
             )
         )
-    rows = select(Account).where(*conditions).order_by(col(Account.created_at), col(Account.id))
-    count = select(func.count()).select_from(Account).where(*conditions)
+    return conditions
+
+
+async def count_accounts(rt: Runtime, *, state: AccountState | None = None, query: str | None = None) -> int:
+    count = select(func.count()).select_from(Account).where(*_account_conditions(state, query))
     async with rt.db.read() as session:
-        total = int((await session.execute(count)).scalar_one())
-        found = (await session.execute(rows.offset(page * page_size).limit(page_size))).scalars().all()
-    return AccountPage(accounts=found, total=total)
+        return int((await session.execute(count)).scalar_one())
+
+
+async def accounts_after(
+    rt: Runtime,
+    *,
+    first: int = cursors.DEFAULT_FIRST,
+    after: str | None = None,
+    state: AccountState | None = None,
+    query: str | None = None,
+) -> cursors.CursorPage[Account]:
+    """Up to `first` accounts after the cursor `after`, in registration order (created_at, then id: ids are
+    chosen by users and do not sort by time). Keyset paging: the cursor holds both keys."""
+    first = cursors.check_first(first)
+    conditions = _account_conditions(state, query)
+    if after is not None:
+        created, last_id = cursors.decode(_ACCOUNT_CURSOR, after, 2)
+        try:
+            since = utc(datetime.fromisoformat(created))
+        except ValueError:
+            raise BadInput("after is not a cursor this listing made", field="after") from None
+        conditions.append(
+            or_(
+                col(Account.created_at) > since,
+                (col(Account.created_at) == since) & (col(Account.id) > last_id),
+            )
+        )
+    rows = select(Account).where(*conditions).order_by(col(Account.created_at), col(Account.id))
+    async with rt.db.read() as session:
+        found = (await session.execute(rows.limit(first + 1))).scalars().all()
+    edges = [(cursors.encode(_ACCOUNT_CURSOR, utc(r.created_at).isoformat(), r.id), r) for r in found[:first]]
+    return cursors.CursorPage(edges=edges, has_next=len(found) > first)
 
 
 def _require_tls(rt: Runtime, account_value: bool | None) -> bool:

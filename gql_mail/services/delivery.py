@@ -49,6 +49,7 @@ from gql_mail.queue import (
     still,
 )
 from gql_mail.runtime import Runtime
+from gql_mail.services.delivery_report import report_failure, report_given_up, report_sent
 from gql_mail.services.unit import ANY_ENABLED_WEBHOOK, UnitOfWork, unit_of_work
 
 # The statements are built once: building a SQLAlchemy expression costs more than executing it (it was a
@@ -93,11 +94,19 @@ _MARK_SENT = (
         ),
     )
 )
+# The attempt row of a message every recipient accepted copies the message's columns; only its duration is
+# bound (per row, matched by id).
 _COPY_SENT_ATTEMPTS = insert(_ATTEMPTS).from_select(
-    ["outbox_id", "attempt", "at", "ok", "response", "accepted"],
+    ["outbox_id", "attempt", "at", "ok", "response", "accepted", "duration_ms"],
     select(
-        OUTBOX.c.id, OUTBOX.c.attempts_made, OUTBOX.c.sent_at, true(), OUTBOX.c.response, OUTBOX.c.accepted
-    ).where(OUTBOX.c.id.in_(bindparam("ids", expanding=True))),
+        OUTBOX.c.id,
+        OUTBOX.c.attempts_made,
+        OUTBOX.c.sent_at,
+        true(),
+        OUTBOX.c.response,
+        OUTBOX.c.accepted,
+        bindparam("duration_ms", type_=_ATTEMPTS.c.duration_ms.type),
+    ).where(OUTBOX.c.id == bindparam("outbox_id")),
 )
 
 
@@ -110,6 +119,8 @@ class Outcome:
     message: ClaimedMessage
     result: SendResult | None = None
     error: MailError | None = None
+    # The SMTP transaction's duration; None when the attempt never got a connection.
+    duration_ms: int | None = None
 
 
 def _envelope(m: ClaimedMessage) -> dict[str, Any]:
@@ -122,9 +133,12 @@ async def record_outcomes(rt: Runtime, outcomes: Sequence[Outcome]) -> None:
         return
     now = rt.clock.now()
     sent: list[dict[str, Any]] = []
+    sent_attempts: list[dict[str, Any]] = []
     attempt_rows: list[dict[str, Any]] = []
     # Updates grouped by the columns they set: each group is one executemany.
     updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    # Each recorded outcome, with a failure's retry time: logged and counted once the transaction commits.
+    recorded: list[tuple[Outcome, datetime | None]] = []
     async with unit_of_work(rt, bulk=len(outcomes) >= BULK_OUTCOMES) as uow:
         # Only rows still ours: a message whose account was deleted (or that was reclaimed) meanwhile has
         # nothing to record, and its attempt row would break the whole batch's foreign keys.
@@ -142,20 +156,32 @@ async def record_outcomes(rt: Runtime, outcomes: Sequence[Outcome]) -> None:
             attempt = m.attempts_made  # counted when it was claimed
             if outcome.result is not None and not outcome.result.rejected:
                 sent.append({"outbox_id": m.id, "now": now, "response": outcome.result.response})
+                sent_attempts.append({"outbox_id": m.id, "duration_ms": outcome.duration_ms})
                 uow.emit(_sent_event(m, outcome.result, now, {}))
+                recorded.append((outcome, None))
                 continue
             values, row = _record_other(rt, uow, outcome, attempt, now)
+            recorded.append((outcome, values.get("next_attempt_at")))
             values.update(claimed_by=None, updated_at=now, outbox_id=m.id)
             updates.setdefault(tuple(sorted(values)), []).append(values)
-            row.update(outbox_id=m.id, attempt=attempt, at=now)
+            row.update(outbox_id=m.id, attempt=attempt, at=now, duration_ms=outcome.duration_ms)
             attempt_rows.append(row)
         if sent:
             await uow.session.execute(_MARK_SENT, sent)
-            await uow.session.execute(_COPY_SENT_ATTEMPTS, {"ids": [row["outbox_id"] for row in sent]})
+            await uow.session.execute(_COPY_SENT_ATTEMPTS, sent_attempts)
         for params in updates.values():
             await uow.session.execute(_UPDATE_SENDING, params)
         if attempt_rows:
             await uow.session.execute(_INSERT_ATTEMPTS, attempt_rows)
+    for outcome, retry_at in recorded:
+        if outcome.result is not None:
+            report_sent(rt, outcome.message, outcome.result, now)
+        else:
+            report_failure(rt, outcome.message, _error(outcome), retry_at)
+
+
+def _error(outcome: Outcome) -> MailError:
+    return outcome.error or MailError("unknown delivery failure", code="EPROTOCOL")
 
 
 # The texts `record_unrecordable` writes: constants, so nothing a peer said can make that write fail too.
@@ -207,6 +233,7 @@ async def record_unrecordable(rt: Runtime, outcome: Outcome, error: Exception) -
             },
         )
         uow.emit(_failed_event(m, now, text, "INTERNAL"))
+    report_given_up(rt, m, "INTERNAL", text)
 
 
 def _sent_event(m: ClaimedMessage, result: SendResult, now: datetime, rejected: dict[str, Any]) -> Event:
@@ -247,7 +274,7 @@ def _record_other(
         uow.emit(_sent_event(m, r, now, rejected))
         row = {"ok": True, "response": r.response, "accepted": list(r.accepted), "rejected": rejected or None}
         return values, row
-    err = outcome.error or MailError("unknown delivery failure", code="EPROTOCOL")
+    err = _error(outcome)
     retry_at = None
     if not err.permanent:
         retry_at = rt.delivery_retry.next_attempt(
@@ -260,7 +287,8 @@ def _record_other(
         "response": err.response,
     }
     if retry_at is None:
-        values.update(status=MessageStatus.FAILED, raw=b"")
+        # The body is kept (until retention prunes the message) so `retry_message` can send it again.
+        values["status"] = MessageStatus.FAILED
     else:
         values.update(status=MessageStatus.QUEUED, next_attempt_at=retry_at)
     uow.emit(
@@ -352,6 +380,10 @@ async def recover_stalled(rt: Runtime, lost: Collection[str] | None = None) -> i
         for m in messages:
             if m.status == MessageStatus.FAILED:
                 uow.emit(_failed_event(m, now, STALLED_ERROR, STALLED_CODE))
+    for m in messages:
+        failed = m.status == MessageStatus.FAILED
+        reason = STALLED_ERROR if failed else "its worker stopped while sending it; it goes out again"
+        report_given_up(rt, m, STALLED_CODE, reason, retried=not failed)
     requeued = others + sum(1 for m in messages if m.status == MessageStatus.QUEUED)
     if requeued:
         rt.wake.delivery()

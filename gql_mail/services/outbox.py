@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import Text, func, insert, or_, select, update
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import QueryableAttribute, defer
 from sqlmodel import col
@@ -25,8 +26,9 @@ from gql_mail.mail.compose import Composed
 from gql_mail.models import AccountState, MessageStatus, OutboxMessage
 from gql_mail.queue import OUTBOX
 from gql_mail.runtime import Runtime
+from gql_mail.services import cursors
 from gql_mail.services import validation as v
-from gql_mail.services.errors import AccountNotReady, BadInput, NotFound
+from gql_mail.services.errors import AccountNotReady, BadInput, Conflict, NotFound
 from gql_mail.services.submission import Sender, SubmitSpec, check_bounds, compose_message
 
 QUEUED_RESPONSE = "Queued for delivery"
@@ -336,6 +338,67 @@ async def page_outbox(rt: Runtime, *, page: int = 0, page_size: int = 20) -> Out
     return OutboxPage(messages=found, total=total)
 
 
+@dataclass(frozen=True)
+class OutboxFilter:
+    """What `outboxConnection` narrows the listing to; every given condition must hold."""
+
+    account_id: str | None = None
+    statuses: Sequence[str] | None = None
+    created_from: datetime | None = None  # inclusive
+    created_to: datetime | None = None  # exclusive
+    recipient: str | None = None  # one of the envelope's recipients, case-insensitive
+
+
+_OUTBOX_CURSOR = "outbox"
+
+
+def _filtered(rt: Runtime, f: OutboxFilter) -> list[Any]:
+    """`_listed` (the one rule of what a listing shows), narrowed by the filter's other conditions."""
+    conditions = _listed(f.account_id, _statuses(f.statuses), rt.clock.now() - timedelta(hours=24))
+    if f.created_from is not None:
+        conditions.append(col(OutboxMessage.created_at) >= utc(f.created_from))
+    if f.created_to is not None:
+        conditions.append(col(OutboxMessage.created_at) < utc(f.created_to))
+    if f.recipient:
+        address = v.no_control_chars(f.recipient, "recipient", max_length=998).lower()
+        # envelope_to is a JSON list of addresses: a quoted element matches exactly one of them.
+        envelope = func.lower(sql_cast(col(OutboxMessage.envelope_to), Text))
+        conditions.append(envelope.contains(f'"{address}"', autoescape=True))
+    return conditions
+
+
+async def count_outbox(rt: Runtime, f: OutboxFilter) -> int:
+    """How many messages the filter lists on all pages."""
+    count = select(func.count()).select_from(OutboxMessage).where(*_filtered(rt, f))
+    async with rt.db.read() as session:
+        return int((await session.execute(count)).scalar_one())
+
+
+async def outbox_after(
+    rt: Runtime, f: OutboxFilter, *, first: int = cursors.DEFAULT_FIRST, after: str | None = None
+) -> cursors.CursorPage[OutboxMessage]:
+    """Up to `first` listed messages after the cursor `after`, newest first.
+
+    Keyset paging on the time-ordered id (never OFFSET): each page is an index range, as cheap on the
+    thousandth page as on the first, and a message submitted meanwhile never shifts a row onto two pages."""
+    first = cursors.check_first(first)
+    conditions = _filtered(rt, f)
+    if after is not None:
+        (last_id,) = cursors.decode(_OUTBOX_CURSOR, after, 1)
+        conditions.append(col(OutboxMessage.id) < last_id)
+    query = (
+        select(OutboxMessage)
+        .options(WITHOUT_RAW)
+        .where(*conditions)
+        .order_by(col(OutboxMessage.id).desc())
+        .limit(first + 1)
+    )
+    async with rt.db.read() as session:
+        rows = (await session.execute(query)).scalars().all()
+    edges = [(cursors.encode(_OUTBOX_CURSOR, r.id), r) for r in rows[:first]]
+    return cursors.CursorPage(edges=edges, has_next=len(rows) > first)
+
+
 async def _require_message(session: Any, queue_id: str) -> OutboxMessage:
     row: OutboxMessage | None = await session.get(OutboxMessage, queue_id, options=[WITHOUT_RAW])
     if row is None:
@@ -368,3 +431,46 @@ async def cancel_message(rt: Runtime, queue_id: str) -> bool:
         if (await session.execute(select(OUTBOX.c.id).where(OUTBOX.c.id == queue_id))).first() is None:
             raise NotFound(f"no queued message {queue_id!r}", field="queueId")
     return False
+
+
+async def retry_message(rt: Runtime, queue_id: str) -> OutboxMessage:
+    """Queue a `failed` message again, due now, with a fresh attempt budget (its `attempts`, counted anew;
+    its attempt rows stay, and the new run's attempts are numbered from 1 again). No event is emitted: the
+    new attempts report their own outcomes as usual.
+
+    One conditional UPDATE, not a read then a write: on PostgreSQL two nodes retrying the same message at
+    once queue it once, and a message that is not `failed` is never touched. CONFLICT when the message is
+    not failed, or when its body is no longer stored (a failure whose outcome could not be recorded, or
+    one that stalled too often: those drop it, since the message may have been delivered)."""
+    now = rt.clock.now()
+    async with rt.db.write() as session:
+        retried = await session.execute(
+            update(OUTBOX)
+            .where(
+                OUTBOX.c.id == queue_id,
+                OUTBOX.c.status == MessageStatus.FAILED,
+                func.length(OUTBOX.c.raw) > 0,
+            )
+            .values(
+                status=MessageStatus.QUEUED,
+                attempts_made=0,
+                stalled_count=0,
+                claimed_by=None,
+                next_attempt_at=now,
+                updated_at=now,
+            )
+            .returning(OUTBOX.c.id)
+        )
+        if retried.first() is None:
+            status = (
+                await session.execute(select(OUTBOX.c.status).where(OUTBOX.c.id == queue_id))
+            ).scalar_one_or_none()
+            if status is None:
+                raise NotFound(f"no queued message {queue_id!r}", field="queueId")
+            if status != MessageStatus.FAILED:
+                raise Conflict(f"message {queue_id!r} is {status}; only a failed message can be retried")
+            raise Conflict(
+                f"message {queue_id!r} can not be retried: its body is no longer stored; submit it again"
+            )
+    rt.wake.delivery()
+    return await get_message(rt, queue_id)

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -19,8 +19,13 @@ from gql_mail.services import validation as v
 from gql_mail.services.errors import BadInput, NotFound
 
 TOKEN_PREFIX = "gqlm_"
-# "api" may do everything; "read" may only query and subscribe.
-SCOPES = ("api", "read")
+# "api" may do everything; "read" may only query and subscribe; "metrics" may only scrape /metrics (for a
+# Prometheus server's configuration, where a token that reads accounts and messages has no business).
+SCOPES = ("api", "read", "metrics")
+# The scopes the APIs (GraphQL, REST, websockets) accept: a metrics token is refused there like no token.
+API_SCOPES = ("api", "read")
+# The scopes /metrics accepts.
+METRICS_SCOPES = ("metrics", "api")
 MAX_DESCRIPTION = 1024  # EmailEngine's bound
 
 
@@ -114,9 +119,11 @@ async def revoke_token(rt: Runtime, token_id: str) -> None:
     rt.bus.revoke(token_id)
 
 
-async def authenticate(rt: Runtime, token: str | None) -> Principal | None:
-    """The principal of a valid, unrevoked token; None otherwise. Looked up on every call, so a revocation
-    takes effect at once."""
+async def authenticate(
+    rt: Runtime, token: str | None, scopes: Collection[str] = API_SCOPES
+) -> Principal | None:
+    """The principal of a valid, unrevoked token with one of `scopes`; None otherwise. Looked up on every
+    call, so a revocation takes effect at once."""
     if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     digest = hash_token(token)
@@ -128,7 +135,7 @@ async def authenticate(rt: Runtime, token: str | None) -> Principal | None:
     if row is None:
         return None
     token_id, scope, stored = row
-    if not hmac.compare_digest(str(stored), digest):
+    if not hmac.compare_digest(str(stored), digest) or str(scope) not in scopes:
         return None
     return Principal(token_id=str(token_id), scope=str(scope))
 

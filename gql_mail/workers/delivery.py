@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,6 +35,7 @@ from gql_mail.services.oauth2_tokens import OAuth2TokenError
 from gql_mail.workers.batcher import Batcher
 
 log = logging.getLogger(__name__)
+
 
 OUTCOME_GATHER_SECONDS = 0.025
 # How long a connection whose lane ran dry stays open for the account's next message (only while other lanes
@@ -263,6 +265,7 @@ class DeliveryWorker:
 
     async def _send_all(self, lane: Lane, settings: SmtpSettings) -> None:
         connection: SmtpConnection | None = None
+        metrics = self.rt.metrics
         try:
             while lane.pending or (connection is not None and await self._wait_for_more(lane, connection)):
                 if not lane.pending:
@@ -272,6 +275,7 @@ class DeliveryWorker:
                     self._account_room.set()
                 if connection is None or not connection.usable:
                     if connection is not None:
+                        metrics.smtp_connections.dec()
                         await connection.__aexit__(None, None, None)
                         connection = None
                     try:
@@ -279,14 +283,17 @@ class DeliveryWorker:
                     except MailError as exc:
                         await self._connect_failed(lane, message, exc)
                         return
+                    metrics.smtp_connections.inc()
+                started = time.perf_counter()
                 try:
                     result = await connection.send(message.envelope_from, message.envelope_to, message.raw)
                 except MailError as exc:
-                    self._record_later(Outcome(message, error=exc))
+                    self._record_later(Outcome(message, error=exc, duration_ms=self._timed(started)))
                 else:
-                    self._record_later(Outcome(message, result=result))
+                    self._record_later(Outcome(message, result=result, duration_ms=self._timed(started)))
         finally:
             if connection is not None:
+                metrics.smtp_connections.dec()
                 await connection.__aexit__(None, None, None)
 
     async def _connect(self, lane: Lane, settings: SmtpSettings) -> SmtpConnection:
@@ -299,6 +306,14 @@ class DeliveryWorker:
             return await SmtpConnection(replace(settings, access_token=token)).__aenter__()
 
         return await oauth2_tokens.with_token(self.rt, lane.account_id, connect)
+
+    def _timed(self, started: float) -> int:
+        """An SMTP transaction's wall time since `started` (a `perf_counter` reading), observed by the
+        transaction histogram and returned in ms for its attempt's record: a measurement of the real
+        network, not of the injectable clock."""
+        elapsed = time.perf_counter() - started
+        self.rt.metrics.smtp_transaction.observe(elapsed)
+        return round(elapsed * 1000)
 
     async def _wait_for_more(self, lane: Lane, connection: SmtpConnection) -> bool:
         """Keep a usable connection whose lane ran dry open a while for the account's next message. False:

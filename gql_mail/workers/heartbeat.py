@@ -33,6 +33,10 @@ class Heartbeat:
         self.rt = rt
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     async def start(self) -> None:
         """Register this worker before it claims anything (a claim by an unregistered worker looks dead)."""
         await self._register()

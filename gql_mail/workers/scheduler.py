@@ -54,6 +54,10 @@ class Scheduler:
     def resume(self) -> None:
         self._scheduler.resume()
 
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running)
+
     def start(self) -> None:
         self._scheduler.start()
 

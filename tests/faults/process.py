@@ -63,12 +63,14 @@ class ServerProcess:
             for n in range(1, self.starts + 1)
         )
 
-    def start(self) -> ServerProcess:
+    def start(self, *options: str) -> ServerProcess:
+        """Start `gql-mail serve` (with `options`, e.g. --log-format json) and wait until it answers."""
         self.starts += 1
         self.port = free_port()
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gql_mail", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "gql_mail", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             *options],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.directory,
         )  # fmt: skip
         log.close()
