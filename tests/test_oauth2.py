@@ -91,6 +91,14 @@ async def register_oauth2(
     return app, access
 
 
+def refreshes(server: Server, result: str) -> float:
+    """`gql_mail_oauth2_token_refresh_total` of the gmail provider with this result."""
+    value = server.runtime.metrics.registry.get_sample_value(
+        "gql_mail_oauth2_token_refresh_total", {"provider": "gmail", "result": result}
+    )
+    return value or 0.0
+
+
 async def state_of(server: Server, account: str) -> dict[str, Any]:
     result: dict[str, Any] = (await server.gql(ACCOUNT, {"account": account}))["account"]
     return result
@@ -122,6 +130,7 @@ async def test_a_token_about_to_expire_is_refreshed_once_before_the_send(
     assert len(await smtp_server.wait_for_messages(2)) == 2
     assert tokens.calls == 2
     assert (await state_of(server, "oa"))["state"] == "CONNECTED"
+    assert refreshes(server, "ok") == 2
 
 
 async def test_twenty_concurrent_sends_at_expiry_share_one_refresh(
@@ -163,6 +172,7 @@ async def test_invalid_grant_stops_the_account_without_spending_attempts_until_n
     waiting = await message(server, queued["queueId"])
     assert (waiting["status"], waiting["attemptsMade"]) == ("queued", 0)
     assert smtp_server.messages == []
+    assert refreshes(server, "refused") == 1
     calls = tokens.calls
     await server.drain()  # the refusal is remembered: no request goes out again
     assert tokens.calls == calls == 1
@@ -193,6 +203,7 @@ async def test_an_unavailable_token_endpoint_is_retried_with_backoff_and_keeps_t
     assert datetime.fromisoformat(waiting["nextAttempt"]) > server.clock.now()
     assert (await state_of(server, "oa"))["state"] == "CONNECTED"
     assert tokens.calls == 1
+    assert refreshes(server, "failed") == 1
     await server.drain()  # not due yet: no second request before the backoff
     assert tokens.calls == 1
     server.advance(server.settings.retry_base_seconds)

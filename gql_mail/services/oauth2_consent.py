@@ -111,7 +111,9 @@ async def finish_consent(rt: Runtime, code: str, state: str) -> ConsentDone:
             token_client(rt, app), code, app.redirect_url, limits=limits(rt), now=rt.clock.now()
         )
     except OAuth2Failure as failure:
+        rt.metrics.oauth2_refreshes.labels(app.provider, "refused" if failure.permanent else "failed").inc()
         raise BadInput(failure.message, field="code") from None
+    rt.metrics.oauth2_refreshes.labels(app.provider, "ok").inc()
     spec = AccountSpec(
         account=sealed["account"] or "",
         name=sealed["name"],

@@ -195,10 +195,13 @@ async def _refresh_claimed(rt: Runtime, account_id: str, stored: _Stored) -> str
             token_client(rt, stored.app), stored.refresh_token, limits=limits(rt), now=rt.clock.now()
         )
     except OAuth2Failure as failure:
+        result = "refused" if failure.permanent else "failed"
+        rt.metrics.oauth2_refreshes.labels(stored.app.provider, result).inc()
         raise await _record_failure(rt, account_id, stored, failure) from None
     except BaseException:
         await _release(rt, account_id, stored.version)
         raise
+    rt.metrics.oauth2_refreshes.labels(stored.app.provider, "ok").inc()
     values: dict[str, Any] = {
         "oauth2_access_token_enc": rt.secrets.maybe_encrypt(grant.access_token),
         "oauth2_expires": grant.expires,
