@@ -30,6 +30,7 @@ from gql_mail.metrics_endpoint import metrics_endpoint
 from gql_mail.migrations import upgrade
 from gql_mail.outbound import OutboundPolicy, Resolver
 from gql_mail.pg_events import EventRelay, relay_for
+from gql_mail.rest.consent import oauth_callback
 from gql_mail.rest.routes import rest_app
 from gql_mail.runtime import Runtime, Wakers
 from gql_mail.services.connection_quota import ConnectionQuota
@@ -242,6 +243,8 @@ def create_app(
             Mount("/graphiql-static", graphiql_static_app()),
             # EmailEngine's REST API; large bodies share /graphql's bound.
             Mount("/v1", rest_app(rt, gate)),
+            # Where an OAuth2 provider sends the user back after the consent (EmailEngine's path).
+            Route("/oauth", oauth_callback, methods=["GET"]),
         ],
         lifespan=lifespan,
         middleware=[Middleware(KeepServerSend), Middleware(RequestMetrics, metrics=rt.metrics)],

@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     # that offers no STARTTLS, or a failed upgrade, is ETLS and no credential is sent.
     require_tls: bool = False
 
+    # OAuth2 mailboxes: an access token is refreshed when it expires within this margin; one token request
+    # (connect, send, answer) must end within the timeout, and at most this much of its answer is read.
+    oauth2_refresh_margin_seconds: float = Field(300.0, ge=0)
+    oauth2_timeout_seconds: float = Field(10.0, gt=0)
+    oauth2_max_response_bytes: int = Field(64 * 1024, ge=1024)
+
     smtp_timeout_seconds: float = Field(30.0, gt=0)
     imap_timeout_seconds: float = Field(30.0, gt=0)
     max_concurrent_deliveries: int = Field(32, ge=1)

@@ -153,6 +153,13 @@ class Metrics:
             ["route", "operation", "status", "outcome"],
             registry=r,
         )
+        self.oauth2_refreshes = Counter(
+            "gql_mail_oauth2_token_refresh",
+            "OAuth2 token requests (refresh and consent code) by provider and result: ok, refused (the "
+            "provider refused the grant: the account needs new tokens) or failed (retried later)",
+            ["provider", "result"],
+            registry=r,
+        )
         self._database = _SnapshotCollector()
         r.register(self._database)
 

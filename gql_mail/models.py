@@ -106,6 +106,52 @@ class Account(SQLModel, table=True):
     # Consecutive failed periodic checks of a CONNECTED account: one network blip does not flip its state.
     check_failures: int = 0
 
+    # An OAuth2 mailbox (services/oauth2_tokens.py): SMTP and IMAP log in with XOAUTH2 as `oauth2_user`
+    # with the current access token of the app `oauth2_app_id`, refreshed before `oauth2_expires`.
+    oauth2_app_id: str | None = Field(
+        default=None,
+        sa_column=Column(String(64), ForeignKey("oauth2_app.id", ondelete="RESTRICT"), nullable=True),
+    )
+    oauth2_user: str | None = Field(default=None, max_length=512)
+    oauth2_access_token_enc: str | None = None
+    oauth2_refresh_token_enc: str | None = None
+    oauth2_expires: datetime | None = _ts()
+    # Bumped by every change of the tokens: a refresh is claimed and stored by compare-and-set on it, so
+    # nodes sharing the database refresh an account once, not once each.
+    oauth2_token_version: int = 0
+    # While a refresh is in flight somewhere (the claim's deadline; a crashed refresher's claim expires).
+    oauth2_refreshing_until: datetime | None = _ts()
+    # Transient refresh failures in a row, and when the next try may go out (backoff).
+    oauth2_failures: int = 0
+    oauth2_retry_at: datetime | None = _ts()
+    # The provider's refusal (invalid_grant...): no refresh is tried again until new tokens are given.
+    oauth2_error: str | None = None
+
+
+class OAuth2App(SQLModel, table=True):
+    """An OAuth2 application (EmailEngine's `/v1/oauth2` apps): the client that refreshes the tokens of the
+    accounts registered with it. `provider` names a row of `oauth2_providers.PROVIDERS`."""
+
+    __tablename__ = "oauth2_app"
+
+    id: str = Field(sa_column=Column(String(64), primary_key=True))
+    name: str = Field(max_length=256)
+    description: str | None = None
+    provider: str = Field(max_length=32)
+    enabled: bool = True
+    client_id: str = Field(max_length=1024)
+    client_secret_enc: str | None = None
+    base_scopes: str = Field(default="imap", max_length=16)
+    # Scopes asked for besides the provider's (EmailEngine's extraScopes).
+    scopes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    redirect_url: str | None = None
+    authority: str | None = Field(default=None, max_length=256)
+    # Override the provider's endpoints (tests, sovereign clouds); required for the generic provider.
+    token_url: str | None = None
+    authorize_url: str | None = None
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False)
+
 
 class OutboxMessage(SQLModel, table=True):
     __tablename__ = "outbox_message"

@@ -170,11 +170,13 @@ async def claim_messages(
     return claimed
 
 
-async def release_messages(rt: Runtime, ids: Collection[str]) -> None:
+async def release_messages(rt: Runtime, ids: Collection[str], *, not_before: datetime | None = None) -> None:
     """Give claimed messages back untried (their account stopped being usable, or this worker is stopping):
-    the attempt counted by the claim is given back too."""
+    the attempt counted by the claim is given back too. `not_before`: they are due again only then (an
+    OAuth2 token refresh that failed for now: the account stays usable, its messages wait)."""
     if not ids:
         return
+    later = {} if not_before is None else {"next_attempt_at": not_before}
     async with rt.db.write() as session:
         await session.execute(
             update(OUTBOX)
@@ -183,7 +185,12 @@ async def release_messages(rt: Runtime, ids: Collection[str]) -> None:
                 still(OUTBOX.c.status, MessageStatus.SENDING),
                 OUTBOX.c.claimed_by == rt.worker_id,
             )
-            .values(status=MessageStatus.QUEUED, claimed_by=None, attempts_made=OUTBOX.c.attempts_made - 1)
+            .values(
+                status=MessageStatus.QUEUED,
+                claimed_by=None,
+                attempts_made=OUTBOX.c.attempts_made - 1,
+                **later,
+            )
             .execution_options(synchronize_session=False)
         )
 

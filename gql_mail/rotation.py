@@ -16,10 +16,18 @@ from gql_mail.crypto import SecretBox, load_or_create_secret
 from gql_mail.db import Database
 from gql_mail.log_redaction import register_secret
 from gql_mail.migrations import upgrade
-from gql_mail.models import Account, ServiceSetting, Webhook
+from gql_mail.models import Account, OAuth2App, ServiceSetting, Webhook
 
 ENCRYPTED_COLUMNS: dict[type, tuple[str, ...]] = {
-    Account: ("smtp_pass_enc", "smtp_token_enc", "imap_pass_enc", "imap_token_enc"),
+    Account: (
+        "smtp_pass_enc",
+        "smtp_token_enc",
+        "imap_pass_enc",
+        "imap_token_enc",
+        "oauth2_access_token_enc",
+        "oauth2_refresh_token_enc",
+    ),
+    OAuth2App: ("client_secret_enc",),
     Webhook: ("secret_enc",),
     ServiceSetting: ("value_enc",),
 }

@@ -20,6 +20,7 @@ from gql_mail.group_commit import GroupCommit
 from gql_mail.metrics import Metrics
 from gql_mail.outbound import OutboundPolicy
 from gql_mail.retry import RetryPolicy
+from gql_mail.single_flight import SingleFlight
 
 
 def _noop(*_args: object) -> None:
@@ -51,6 +52,8 @@ class Runtime:
     new_messages: GroupCommit[dict[str, Any]] = field(default_factory=GroupCommit)
     # This process's identity as a claimer of work (the `worker` table; see workers/heartbeat.py).
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # OAuth2 token refreshes in flight in this process, one per account (services/oauth2_tokens.py).
+    oauth2_refreshes: SingleFlight[str, str] = field(default_factory=SingleFlight)
     # This process's Prometheus figures, in a registry of its own (gql_mail/metrics.py).
     metrics: Metrics = field(default_factory=Metrics)
 

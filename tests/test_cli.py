@@ -11,11 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from sqlmodel import SQLModel
 
 from gql_mail.config import Settings
 from gql_mail.crypto import SecretBox
 from gql_mail.db import Database
-from gql_mail.models import Account, ServiceSetting
+from gql_mail.models import Account, ServiceSetting, table
+from gql_mail.rotation import ENCRYPTED_COLUMNS
 from tests.faults.process import ServerProcess
 from tests.harness import free_port
 
@@ -158,6 +160,18 @@ def test_rotate_secret_reencrypts(tmp_path: Path) -> None:
     assert SecretBox("new-secret-9876543210").decrypt(service_secret) == "svc-1"
     # Running it again changes nothing.
     assert "re-encrypted 0" in cli(tmp_path, "rotate-secret", "--new-secret", "new-secret-9876543210").stderr
+
+
+def test_rotation_covers_every_encrypted_column() -> None:
+    """A secret column (`*_enc`) left out of the rotation would be unreadable after `rotate-secret`."""
+    stored = {
+        (model, column.name)
+        for model in (m for m in SQLModel.__subclasses__() if hasattr(m, "__table__"))
+        for column in table(model).columns
+        if column.name.endswith("_enc")
+    }
+    rotated = {(model, name) for model, names in ENCRYPTED_COLUMNS.items() for name in names}
+    assert stored == rotated
 
 
 def test_serve_keeps_idle_connections_longer_than_clients_do() -> None:

@@ -133,10 +133,12 @@ async def test_put_account_updates_and_refuses_what_it_cannot_honour(
 
     missing = await rest(server, "PUT", "/account/nobody", json={"name": "x"})
     assert (missing.status_code, missing.json()) == (404, NOT_FOUND)
-    unsupported = await rest(server, "PUT", "/account/put", json={"oauth2": {"provider": "x"}, "foo": 1})
+    unsupported = await rest(
+        server, "PUT", "/account/put", json={"oauth2": {"provider": "x", "useAuthServer": True}, "foo": 1}
+    )
     assert unsupported.status_code == 400
     assert unsupported.json()["fields"] == [
-        {"message": '"oauth2" is not supported by gql-mail', "key": "oauth2"},
+        {"message": '"oauth2.useAuthServer" is not supported by gql-mail', "key": "useAuthServer"},
         {"message": '"foo" is not allowed', "key": "foo"},
     ]
     bad_host = await rest(server, "PUT", "/account/put", json={"smtp": {"host": "bad host", "port": 25}})

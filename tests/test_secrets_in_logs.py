@@ -14,6 +14,7 @@ import base64
 import logging
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -26,10 +27,12 @@ from tests.faults.helpers import HOOK, of, simple, submit
 from tests.harness import Server, run_server, subscribe
 from tests.servers.imap import ImapServer
 from tests.servers.imap_refusing import RefusingImapServer
+from tests.servers.oauth2_token_server import TokenServer
 from tests.servers.smtp import SmtpServer
 from tests.servers.webhook_receiver import WebhookReceiver
 
 USER = "sender@example.com"
+CREATE_OAUTH2_APP = "mutation App($input: OAuth2AppInput!) { createOAuth2App(input: $input) { id } }"
 
 
 def secret(kind: str) -> str:
@@ -159,6 +162,77 @@ async def test_no_secret_in_a_debug_log_of_a_full_flow(
         webhook_secret=hook_secret,
         gql_mail_secret=app_secret,
     )
+
+
+@pytest.mark.fault(
+    "OAuth2 secrets in debug logs",
+    "every logger at DEBUG through an OAuth2 app's creation, XOAUTH2 logins over SMTP and IMAP (refused, "
+    "then refreshed once), a refresh before a send, a rotated refresh token and an invalid_grant: no "
+    "access token, refresh token or client secret in any form in the captured log",
+)
+async def test_no_oauth2_token_or_client_secret_in_a_debug_log(
+    tmp_path: Path,
+    debug_log: pytest.LogCaptureFixture,
+    smtp_server: SmtpServer,
+    refusing_imap: RefusingImapServer,
+) -> None:
+    smtp_server.set_credentials(USER, secret("unused"))
+    client_secret = secret("client-secret")
+    with TokenServer(client_secret=client_secret, on_issue=smtp_server.set_access_token) as tokens:
+        async with run_server(tmp_path) as server:
+            app = (
+                await server.gql(
+                    CREATE_OAUTH2_APP,
+                    {
+                        "input": {
+                            "name": "Gmail",
+                            "provider": "gmail",
+                            "clientId": tokens.client_id,
+                            "clientSecret": client_secret,
+                            "tokenUrl": tokens.url,
+                        }
+                    },
+                )
+            )["createOAuth2App"]["id"]
+
+            def oauth2(expires_in: float) -> dict[str, object]:
+                access, refresh = tokens.grant()
+                expires = server.clock.now() + timedelta(seconds=expires_in)
+                return {
+                    "provider": app,
+                    "auth": {"user": USER},
+                    "accessToken": access,
+                    "refreshToken": refresh,
+                    "expires": expires.isoformat(),
+                }
+
+            smtp = {"host": smtp_server.host, "port": smtp_server.port, "secure": False}
+            base = {"name": "OAuth2", "email": USER, "smtp": smtp}
+            await register_connected(server, {**base, "account": "oa", "oauth2": oauth2(3600)})
+            server.advance(3600)  # expired: refreshed before the send, the refresh token rotated
+            async with subscribe(server, account="oa") as sub:
+                answer = await submit(server, "oa", simple())
+                await sub.wait_for(of("messageSent", answer["queueId"]))
+            await server.drain()  # and its logged-in connection closed: the next send logs in again
+            # IMAP refuses every token: AUTHENTICATE XOAUTH2, a refresh, AUTHENTICATE again, refused.
+            imap = {"host": refusing_imap.host, "port": refusing_imap.port, "secure": False}
+            await register_refused(server, {**base, "account": "oi", "imap": imap, "oauth2": oauth2(3600)})
+            # Consent revoked: invalid_grant.
+            tokens.revoke_all()
+            server.advance(3600)
+            async with subscribe(server, account="oa") as sub:
+                await submit(server, "oa", simple())
+                await server.drain()
+                await sub.wait_for(lambda e: e["event"] == "authenticationError")
+        assert tokens.calls == 3, tokens.requests
+
+    text = log_text(debug_log)
+    imap_lines = [r.getMessage() for r in debug_log.records if r.name.startswith("aioimaplib")]
+    assert any(f"AUTHENTICATE XOAUTH2 {REDACTED}" in line for line in imap_lines), imap_lines
+    assert "invalid_grant" in text  # the refusal is logged, its tokens are not
+    issued = {f"token{i}": value for i, value in enumerate(tokens.issued)}
+    assert len(issued) == 8
+    assert_absent(text, client_secret=client_secret, **issued)
 
 
 async def test_a_url_password_in_a_library_log_line_is_redacted(

@@ -1,7 +1,7 @@
 """per-account pacing: limits and throttling state (account_pacing), the send log its windows count
 
 Revision ID: 0009
-Revises: 0007 (re-chained onto 0008 at merge)
+Revises: 0008
 Create Date: 2026-12-03
 """
 
@@ -14,7 +14,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

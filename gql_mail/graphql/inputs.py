@@ -10,6 +10,8 @@ from strawberry.scalars import JSON
 from gql_mail.graphql.pacing import LimitsInput
 from gql_mail.mail.compose import Address
 from gql_mail.services.accounts import AccountPatch, AccountSpec, AuthSpec, ImapSpec, SmtpSpec
+from gql_mail.services.oauth2_accounts import OAuth2Spec
+from gql_mail.services.oauth2_apps import OAuth2AppSpec
 from gql_mail.services.submission import AttachmentSpec, Envelope, SubmitSpec
 from gql_mail.services.webhooks import WebhookSpec
 
@@ -72,7 +74,9 @@ class ImapInput:
 class SmtpInput:
     host: str
     port: int
-    auth: MailAuthInput
+    auth: MailAuthInput | None = strawberry.field(
+        default=None, description="Required unless the account logs in with oauth2."
+    )
     secure: bool | None = strawberry.field(
         default=None, description="true: implicit TLS; false: plain, STARTTLS where offered."
     )
@@ -82,10 +86,39 @@ class SmtpInput:
         return SmtpSpec(
             host=self.host,
             port=self.port,
-            auth=self.auth.to_spec(),
+            auth=self.auth.to_spec() if self.auth else None,
             secure=self.secure,
             reject_unauthorized=_reject(self.tls),
             require_tls=_require(self.tls),
+        )
+
+
+@strawberry.input
+class OAuth2AuthInput:
+    user: str
+
+
+@strawberry.input(
+    description=(
+        "EmailEngine's oauth2 object: the OAuth2 app (`provider`, an app id), the mailbox user and the "
+        "tokens of its consent. SMTP and IMAP then log in with XOAUTH2, at the provider's servers unless "
+        "smtp/imap name others. Tokens are stored encrypted and never shown."
+    )
+)
+class OAuth2Input:
+    provider: strawberry.ID
+    auth: OAuth2AuthInput
+    access_token: str | None = None
+    refresh_token: str | None = None
+    expires: datetime | None = None
+
+    def to_spec(self) -> OAuth2Spec:
+        return OAuth2Spec(
+            app=str(self.provider),
+            user=self.auth.user,
+            access_token=self.access_token,
+            refresh_token=self.refresh_token,
+            expires=self.expires,
         )
 
 
@@ -94,19 +127,21 @@ class RegisterAccountInput:
     account: strawberry.ID
     name: str
     email: str
-    smtp: SmtpInput
+    smtp: SmtpInput | None = strawberry.field(default=None, description="Required unless oauth2 is given.")
     imap: ImapInput | None = strawberry.field(
         default=None, description="Omitted, or {disabled: true}: send-only."
     )
     limits: LimitsInput | None = None
+    oauth2: OAuth2Input | None = None
 
     def to_spec(self) -> AccountSpec:
         return AccountSpec(
             account=str(self.account),
             name=self.name,
             email=self.email,
-            smtp=self.smtp.to_spec(),
+            smtp=self.smtp.to_spec() if self.smtp else None,
             imap=self.imap.to_spec() if self.imap else None,
+            oauth2=self.oauth2.to_spec() if self.oauth2 else None,
         )
 
 
@@ -121,6 +156,9 @@ class UpdateAccountInput:
     limits: LimitsInput | None = strawberry.field(
         default=None, description="Replaces the account's limits; {} (all null): back to its provider's."
     )
+    oauth2: OAuth2Input | None = strawberry.field(
+        default=None, description="New tokens (or another app or user); ends an AUTHENTICATION_ERROR."
+    )
 
     def to_patch(self) -> AccountPatch:
         return AccountPatch(
@@ -128,6 +166,45 @@ class UpdateAccountInput:
             email=self.email,
             smtp=self.smtp.to_spec() if self.smtp else None,
             imap=self.imap.to_spec() if self.imap else None,
+            oauth2=self.oauth2.to_spec() if self.oauth2 else None,
+        )
+
+
+@strawberry.input(description="EmailEngine's POST /v1/oauth2 body (providers gmail, outlook, generic).")
+class OAuth2AppInput:
+    name: str
+    provider: str
+    client_id: str
+    client_secret: str | None = strawberry.field(default=None, description="Stored encrypted, never shown.")
+    description: str | None = None
+    enabled: bool = True
+    base_scopes: str | None = strawberry.field(
+        default=None, description='"imap" (XOAUTH2 for IMAP and SMTP).'
+    )
+    scopes: list[str] | None = strawberry.field(default=None, description="Scopes besides the provider's.")
+    redirect_url: str | None = None
+    authority: str | None = strawberry.field(
+        default=None, description="Microsoft: common, organizations, consumers or a tenant id."
+    )
+    token_url: str | None = strawberry.field(
+        default=None, description="Overrides the provider's token endpoint; required for generic."
+    )
+    authorize_url: str | None = None
+
+    def to_spec(self) -> OAuth2AppSpec:
+        return OAuth2AppSpec(
+            name=self.name,
+            provider=self.provider,
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            description=self.description,
+            enabled=self.enabled,
+            base_scopes=self.base_scopes,
+            scopes=tuple(self.scopes or ()),
+            redirect_url=self.redirect_url,
+            authority=self.authority,
+            token_url=self.token_url,
+            authorize_url=self.authorize_url,
         )
 
 

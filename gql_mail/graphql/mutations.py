@@ -5,10 +5,23 @@ from __future__ import annotations
 import strawberry
 
 from gql_mail.graphql.context import Info
-from gql_mail.graphql.inputs import RegisterAccountInput, SubmitMessageInput, UpdateAccountInput, WebhookInput
+from gql_mail.graphql.inputs import (
+    OAuth2AppInput,
+    RegisterAccountInput,
+    SubmitMessageInput,
+    UpdateAccountInput,
+    WebhookInput,
+)
 from gql_mail.graphql.permissions import CanWrite
-from gql_mail.graphql.types import Account, OutboxMessage, PreviewMessageResult, SubmitMessageResult, Webhook
-from gql_mail.services import accounts, outbox, pacing, webhooks
+from gql_mail.graphql.types import (
+    Account,
+    OAuth2App,
+    OutboxMessage,
+    PreviewMessageResult,
+    SubmitMessageResult,
+    Webhook,
+)
+from gql_mail.services import accounts, oauth2_apps, outbox, pacing, webhooks
 from gql_mail.services.accounts import AccountPatch
 
 
@@ -95,3 +108,19 @@ class Mutation:
     @strawberry.mutation(permission_classes=[CanWrite])
     async def delete_webhook(self, info: Info, id: strawberry.ID) -> bool:
         return await webhooks.delete_webhook(info.context.runtime, str(id))
+
+    @strawberry.mutation(
+        permission_classes=[CanWrite],
+        name="createOAuth2App",
+        description="Register an OAuth2 application; OAuth2 accounts name its id as their provider.",
+    )
+    async def create_oauth2_app(self, info: Info, input: OAuth2AppInput) -> OAuth2App:
+        return OAuth2App.from_row(await oauth2_apps.create_app(info.context.runtime, input.to_spec()))
+
+    @strawberry.mutation(
+        permission_classes=[CanWrite],
+        name="deleteOAuth2App",
+        description="Delete an OAuth2 application no account uses (CONFLICT otherwise).",
+    )
+    async def delete_oauth2_app(self, info: Info, id: strawberry.ID) -> bool:
+        return await oauth2_apps.delete_app(info.context.runtime, str(id))

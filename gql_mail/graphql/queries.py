@@ -9,8 +9,8 @@ import strawberry
 from gql_mail import models
 from gql_mail.graphql.connections import AccountConnection, OutboxConnection
 from gql_mail.graphql.context import Info
-from gql_mail.graphql.types import Account, AccountState, OutboxMessage, Webhook
-from gql_mail.services import accounts, cursors, outbox, webhooks
+from gql_mail.graphql.types import Account, AccountState, OAuth2App, OutboxMessage, Webhook
+from gql_mail.services import accounts, cursors, oauth2_apps, outbox, webhooks
 
 
 @strawberry.type
@@ -88,3 +88,11 @@ class Query:
     @strawberry.field
     async def webhooks(self, info: Info) -> list[Webhook]:
         return [Webhook.from_row(r) for r in await webhooks.list_webhooks(info.context.runtime)]
+
+    @strawberry.field(name="oauth2Apps", description="The registered OAuth2 applications.")
+    async def oauth2_apps(self, info: Info) -> list[OAuth2App]:
+        return [OAuth2App.from_row(r) for r in await oauth2_apps.list_apps(info.context.runtime)]
+
+    @strawberry.field(name="oauth2App", description="NOT_FOUND error for an unknown app id.")
+    async def oauth2_app(self, info: Info, id: strawberry.ID) -> OAuth2App:
+        return OAuth2App.from_row(await oauth2_apps.get_app(info.context.runtime, str(id)))

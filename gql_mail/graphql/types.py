@@ -62,6 +62,13 @@ class ImapSummary:
     sent_mail_path: str | None
 
 
+@strawberry.type(description="An OAuth2 account's login; its tokens are never shown.")
+class AccountOAuth2:
+    app: strawberry.ID
+    user: str | None
+    expires: datetime | None = strawberry.field(description="When the current access token expires.")
+
+
 @strawberry.type
 class Account:
     account: strawberry.ID
@@ -73,6 +80,7 @@ class Account:
     imap: ImapSummary | None
     created_at: datetime
     connected_at: datetime | None
+    oauth2: AccountOAuth2 | None = None
 
     @strawberry.field(description="The sending limits in force (the account's own, or its provider's).")
     async def limits(self, info: Info) -> AccountLimits:
@@ -108,6 +116,11 @@ class Account:
             ),
             created_at=utc(row.created_at),
             connected_at=_dt(row.connected_at),
+            oauth2=None
+            if row.oauth2_app_id is None
+            else AccountOAuth2(
+                app=strawberry.ID(row.oauth2_app_id), user=row.oauth2_user, expires=_dt(row.oauth2_expires)
+            ),
         )
 
 
@@ -284,3 +297,40 @@ class AccessToken:
     description: str | None
     created_at: datetime
     revoked_at: datetime | None
+
+
+@strawberry.type(description="An OAuth2 application; its client secret is never shown.")
+class OAuth2App:
+    id: strawberry.ID
+    name: str
+    description: str | None
+    provider: str
+    enabled: bool
+    client_id: str
+    client_secret_set: bool = strawberry.field(description="Whether a client secret is stored.")
+    base_scopes: str
+    scopes: list[str]
+    redirect_url: str | None
+    authority: str | None
+    token_url: str | None
+    authorize_url: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: models.OAuth2App) -> OAuth2App:
+        return cls(
+            id=strawberry.ID(row.id),
+            name=row.name,
+            description=row.description,
+            provider=row.provider,
+            enabled=row.enabled,
+            client_id=row.client_id,
+            client_secret_set=row.client_secret_enc is not None,
+            base_scopes=row.base_scopes,
+            scopes=list(row.scopes),
+            redirect_url=row.redirect_url,
+            authority=row.authority,
+            token_url=row.token_url,
+            authorize_url=row.authorize_url,
+            created_at=utc(row.created_at),
+        )

@@ -12,6 +12,8 @@ Exception
               EENVELOPE    MAIL FROM / RCPT TO refused (all recipients, for RCPT)
               EMESSAGE     DATA refused (content, size, policy)
               EPOLICY      the outbound policy forbids the server's address (nothing was sent to it)
+              EOAUTH2      no OAuth2 access token: the provider refused the refresh (auth_failure) or
+                           could not be reached (transient); raised by services/oauth2_tokens.py
 ```
 ``classify_smtp_exception`` / ``classify_imap_exception`` / ``classify_imap_login_refusal`` build
 them; nothing else in the code base inspects aiosmtplib, aioimaplib, socket or ssl exceptions.

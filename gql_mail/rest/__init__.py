@@ -11,6 +11,7 @@ service specs GraphQL builds, and the services' answers and coded errors into Em
     models.py      request bodies and query strings
     accounts.py    the account handlers
     submit.py      the submit handler
+    oauth2.py      the OAuth2 app handlers
     answers.py     the answers' shapes, for the document only (handlers return their dicts)
     openapi.py     `/v1/openapi.json`, built by walking the routes
     docs.py        `/v1/docs`, Swagger UI served from gql_mail/static/swagger-ui

@@ -11,7 +11,7 @@ from gql_mail.events import iso
 from gql_mail.rest.endpoint import Call
 from gql_mail.rest.models import AccountsQuery, CreateAccount, DeleteQuery, NoQuery, Reconnect, UpdateAccount
 from gql_mail.rest.states import FROM_EE_STATE, ee_state
-from gql_mail.services import accounts
+from gql_mail.services import accounts, oauth2_consent
 from gql_mail.services.errors import BadInput
 
 # EmailEngine never shows a stored secret; it shows this in its place.
@@ -35,7 +35,7 @@ def _last_error(row: models.Account) -> dict[str, Any] | None:
 
 def account_summary(row: models.Account) -> dict[str, Any]:
     """An entry of `GET /v1/accounts`."""
-    return {
+    summary = {
         "account": row.id,
         "name": row.name,
         "email": row.email,
@@ -43,6 +43,24 @@ def account_summary(row: models.Account) -> dict[str, Any]:
         "state": ee_state(row.state),
         "lastError": _last_error(row),
     }
+    if row.oauth2_app_id is not None:
+        summary["app"] = row.oauth2_app_id
+    return summary
+
+
+def _oauth2(row: models.Account) -> dict[str, Any]:
+    """An OAuth2 account's `oauth2` block, tokens masked as EmailEngine masks them."""
+    expires = row.oauth2_expires if row.oauth2_access_token_enc else None  # none stored: no expiry
+    shown: dict[str, Any] = {
+        "provider": row.oauth2_app_id,
+        "auth": {"user": row.oauth2_user},
+        "expires": iso(utc(expires)) if expires else None,
+    }
+    if row.oauth2_access_token_enc:
+        shown["accessToken"] = MASKED
+    if row.oauth2_refresh_token_enc:
+        shown["refreshToken"] = MASKED
+    return shown
 
 
 def account_details(row: models.Account) -> dict[str, Any]:
@@ -64,17 +82,25 @@ def account_details(row: models.Account) -> dict[str, Any]:
             "tls": {"rejectUnauthorized": row.imap_reject_unauthorized, "requireTLS": row.imap_require_tls},
             "sentMailPath": row.sent_mail_path,
         }
-    return {
+    details = {
         **account_summary(row),
         "sendOnly": row.imap_disabled,
         "imap": imap,
         "smtp": smtp,
         "connectedAt": iso(utc(row.connected_at)) if row.connected_at else None,
     }
+    if row.oauth2_app_id is not None:
+        details["oauth2"] = _oauth2(row)
+    return details
 
 
 async def create_account(call: Call[CreateAccount, NoQuery]) -> dict[str, Any]:
-    """`POST /v1/account`: registers, or updates the account with that id (EmailEngine's upsert)."""
+    """`POST /v1/account`: registers, or updates the account with that id (EmailEngine's upsert). With
+    `oauth2.authorize: true`, only `{redirect}`: the provider's consent URL (services/oauth2_consent.py)."""
+    oauth2 = call.body.oauth2
+    if oauth2 is not None and oauth2.authorize:
+        spec = call.body.to_spec()
+        return {"redirect": await oauth2_consent.start_consent(call.runtime, spec, oauth2.redirect_url)}
     row, created = await accounts.upsert_account(call.runtime, call.body.to_spec())
     return {"account": row.id, "state": "new" if created else "existing"}
 
@@ -105,6 +131,8 @@ async def list_accounts(call: Call[None, AccountsQuery]) -> dict[str, Any]:
 
 
 async def update_account(call: Call[UpdateAccount, NoQuery]) -> dict[str, Any]:
+    if call.body.oauth2 is not None and call.body.oauth2.authorize:
+        raise BadInput("oauth2.authorize is taken by POST /v1/account only", field="oauth2.authorize")
     row = await accounts.update_account(call.runtime, call.path["account"], call.body.to_patch())
     return {"account": row.id}
 

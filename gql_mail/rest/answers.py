@@ -44,6 +44,17 @@ class AccountCreated(Answer):
     state: Literal["new", "existing"]
 
 
+class ConsentRedirect(Answer):
+    """`POST /v1/account` with `oauth2.authorize: true`: where to send the user for the provider's consent;
+    the account is registered when the provider sends the user back to gql-mail's `/oauth`."""
+
+    redirect: str
+
+
+class AccountCreatedOrRedirect(RootModel[AccountCreated | ConsentRedirect]):
+    """`POST /v1/account`."""
+
+
 class LastError(Answer):
     response: str
     server_response_code: str | None
@@ -82,14 +93,29 @@ class ShownImap(Answer):
     sent_mail_path: str | None = None
 
 
+class ShownOAuth2Auth(Answer):
+    user: str | None
+
+
+class ShownOAuth2(Answer):
+    """An OAuth2 account's login: `provider` is the app id; stored tokens read "******"."""
+
+    provider: str
+    auth: ShownOAuth2Auth
+    access_token: Literal["******"] | None = None
+    refresh_token: Literal["******"] | None = None
+    expires: str | None = Field(description="ISO 8601, UTC: when the current access token expires")
+
+
 class AccountSummary(Answer):
     """An entry of `GET /v1/accounts`; `state` in EmailEngine's spelling (init, connecting, connected,
-    authenticationError, connectError, disconnected)."""
+    authenticationError, connectError, disconnected). `app`: an OAuth2 account's app id."""
 
     account: str
     name: str | None
     email: str | None
     type: Literal["imap", "sending"]
+    app: str | None = None
     state: str
     last_error: LastError | None
 
@@ -100,6 +126,7 @@ class AccountDetails(AccountSummary):
     send_only: bool
     imap: ShownImap
     smtp: ShownSmtp
+    oauth2: ShownOAuth2 | None = Field(default=None, description="only for an OAuth2 account")
     connected_at: str | None = Field(description="ISO 8601, UTC")
 
 
@@ -125,6 +152,52 @@ class AccountDeleted(Answer):
 
 class Reconnected(Answer):
     reconnect: bool
+
+
+# --- OAuth2 apps -------------------------------------------------------------------------------------
+
+
+class OAuth2AppCreated(Answer):
+    """`POST /v1/oauth2`."""
+
+    id: str
+    created: Literal[True]
+
+
+class OAuth2AppEntry(Answer):
+    """An OAuth2 app: its client secret, when one is stored, reads "******"."""
+
+    id: str
+    name: str
+    description: str | None
+    provider: Literal["gmail", "outlook", "generic"]
+    enabled: bool
+    created: str = Field(description="ISO 8601, UTC")
+    updated: str = Field(description="ISO 8601, UTC")
+    client_id: str
+    client_secret: Literal["******"] | None
+    base_scopes: str
+    extra_scopes: list[str]
+    redirect_url: str | None
+    authority: str | None
+    token_url: str | None
+    authorize_url: str | None
+    accounts: int | None = Field(default=None, description="accounts registered with it (one app only)")
+
+
+class OAuth2AppList(Answer):
+    """`GET /v1/oauth2`."""
+
+    total: int
+    page: int
+    pages: int
+    apps: list[OAuth2AppEntry]
+
+
+class OAuth2AppDeleted(Answer):
+    id: str
+    deleted: bool
+    accounts: int
 
 
 # --- submit ------------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from pydantic_core import PydanticCustomError
 
 from gql_mail.mail.compose import Address
 from gql_mail.services.accounts import AccountPatch, AccountSpec, AuthSpec, ImapSpec, SmtpSpec
+from gql_mail.services.oauth2_accounts import OAuth2Spec
+from gql_mail.services.oauth2_apps import OAuth2AppSpec
 from gql_mail.services.submission import AttachmentSpec, Envelope, SubmitSpec
 
 
@@ -128,6 +130,37 @@ class Smtp(Body):
         )
 
 
+class OAuth2Auth(Body):
+    user: str
+    delegated_user: Unsupported = None
+    delegated_account: Unsupported = None
+
+
+class OAuth2(Body):
+    """EmailEngine's `oauth2` object: `provider` is the OAuth2 app's id."""
+
+    provider: str | None = None
+    auth: OAuth2Auth | None = None
+    access_token: str | None = Field(default=None, max_length=16384)
+    refresh_token: str | None = Field(default=None, max_length=16384)
+    expires: datetime | None = None
+    # The consent flow (POST /v1/account only): answer the provider's consent URL instead of registering;
+    # the user is sent to `redirectUrl` once the account is registered.
+    authorize: bool = False
+    redirect_url: str | None = Field(default=None, max_length=2048)
+    use_auth_server: UnsupportedFlag = None
+
+    def to_spec(self) -> OAuth2Spec:
+        return OAuth2Spec(
+            app=self.provider or "",
+            user=self.auth.user if self.auth else None,
+            access_token=self.access_token,
+            refresh_token=self.refresh_token,
+            expires=self.expires,
+        )
+
+
+MaybeOAuth2 = Annotated[OAuth2 | None, BeforeValidator(_false_is_none)]
 # `imap: false` is a send-only account, as `imap: {disabled: true}`.
 MaybeImap = Annotated[Imap | None, BeforeValidator(lambda v: {"disabled": True} if v is False else v)]
 MaybeSmtp = Annotated[Smtp | None, BeforeValidator(_false_is_none)]
@@ -140,7 +173,7 @@ class AccountSettings(Body):
     email: str | None = None
     imap: MaybeImap = None
     smtp: MaybeSmtp = None
-    oauth2: UnsupportedFlag = None
+    oauth2: MaybeOAuth2 = None
     path: Unsupported = None
     subconnections: Unsupported = None
     webhooks: Unsupported = None
@@ -160,6 +193,7 @@ class AccountSettings(Body):
             email=self.email,
             smtp=self.smtp.to_spec() if self.smtp else None,
             imap=self.imap.to_spec() if self.imap else None,
+            oauth2=self.oauth2.to_spec() if self.oauth2 else None,
         )
 
 
@@ -178,6 +212,7 @@ class CreateAccount(AccountSettings):
             email=self.email,
             smtp=self.smtp.to_spec() if self.smtp else None,
             imap=self.imap.to_spec() if self.imap else None,
+            oauth2=self.oauth2.to_spec() if self.oauth2 else None,
         )
 
 
@@ -388,3 +423,55 @@ class StatsQuery(Body):
     keep; refused by name rather than ignored."""
 
     seconds: Unsupported = None
+
+
+# --- OAuth2 apps ----------------------------------------------------------------------------------------
+
+
+class CreateOAuth2App(Body):
+    """`POST /v1/oauth2`. Providers: gmail, outlook, and generic (with `tokenUrl`, gql-mail's own, as are
+    `tokenUrl`/`authorizeUrl` overrides for the others). EmailEngine's service accounts (gmailService,
+    outlookService), mail.ru and Pub/Sub are not offered."""
+
+    name: str = Field(max_length=256)
+    provider: str
+    description: str | None = Field(default=None, max_length=1024)
+    title: Unsupported = None
+    enabled: bool = True
+    include_in_listing: UnsupportedFlag = None
+    client_id: str = Field(max_length=1024)
+    client_secret: str | None = Field(default=None, max_length=16384)
+    base_scopes: str | None = None
+    extra_scopes: list[str] = Field(default_factory=list, max_length=100)
+    skip_scopes: Unsupported = None
+    redirect_url: str | None = None
+    authority: str | None = None
+    cloud: Annotated[Any, BeforeValidator(lambda v: _refuse(v) if v not in (None, "global") else None)] = None
+    token_url: str | None = None
+    authorize_url: str | None = None
+    service_client: Unsupported = None
+    service_client_email: Unsupported = None
+    service_key: Unsupported = None
+    google_project_id: Unsupported = None
+    google_workspace_accounts: UnsupportedFlag = None
+    google_topic_name: Unsupported = None
+    google_subscription_name: Unsupported = None
+    pub_sub_app: Unsupported = None
+    auth_method: Unsupported = None
+    external_account: Unsupported = None
+
+    def to_spec(self) -> OAuth2AppSpec:
+        return OAuth2AppSpec(
+            name=self.name,
+            provider=self.provider,
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            description=self.description,
+            enabled=self.enabled,
+            base_scopes=self.base_scopes,
+            scopes=tuple(self.extra_scopes),
+            redirect_url=self.redirect_url,
+            authority=self.authority,
+            token_url=self.token_url,
+            authorize_url=self.authorize_url,
+        )

@@ -8,12 +8,13 @@ from starlette.routing import Mount, Route, Router
 from starlette.types import Receive, Scope, Send
 
 from gql_mail.http_edge.gate import RequestGate
-from gql_mail.rest import accounts, answers, boom, outbox, settings, stats, submit, tokens
+from gql_mail.rest import accounts, answers, boom, oauth2, outbox, settings, stats, submit, tokens
 from gql_mail.rest.docs import docs_page, docs_static_app
 from gql_mail.rest.endpoint import Front, Operation, Resource
 from gql_mail.rest.models import (
     AccountsQuery,
     CreateAccount,
+    CreateOAuth2App,
     CreateToken,
     DeleteQuery,
     PageQuery,
@@ -49,7 +50,10 @@ def rest_app(runtime: Runtime, gate: RequestGate) -> Router:
             resource(
                 "/account",
                 POST=Operation(
-                    accounts.create_account, write=True, body=CreateAccount, response=answers.AccountCreated
+                    accounts.create_account,
+                    write=True,
+                    body=CreateAccount,
+                    response=answers.AccountCreatedOrRedirect,
                 ),
             ),
             resource(
@@ -81,6 +85,18 @@ def rest_app(runtime: Runtime, gate: RequestGate) -> Router:
             resource(
                 "/accounts",
                 GET=Operation(accounts.list_accounts, query=AccountsQuery, response=answers.AccountList),
+            ),
+            resource(
+                "/oauth2",
+                GET=Operation(oauth2.list_apps, query=PageQuery, response=answers.OAuth2AppList),
+                POST=Operation(
+                    oauth2.create_app, write=True, body=CreateOAuth2App, response=answers.OAuth2AppCreated
+                ),
+            ),
+            resource(
+                "/oauth2/{app}",
+                GET=Operation(oauth2.get_app, response=answers.OAuth2AppEntry),
+                DELETE=Operation(oauth2.delete_app, write=True, response=answers.OAuth2AppDeleted),
             ),
             resource(
                 "/outbox", GET=Operation(outbox.list_outbox, query=PageQuery, response=answers.OutboxList)

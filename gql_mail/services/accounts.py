@@ -29,11 +29,12 @@ from gql_mail.mail.compose import ComposeError, validate_address
 from gql_mail.mail.errors import MailError
 from gql_mail.mail.imap import ImapSettings, verify_imap
 from gql_mail.mail.smtp import SmtpSettings, verify_smtp
-from gql_mail.models import Account, AccountState
+from gql_mail.models import Account, AccountState, OAuth2App
 from gql_mail.runtime import Runtime
-from gql_mail.services import cursors
+from gql_mail.services import cursors, oauth2_tokens
 from gql_mail.services import validation as v
 from gql_mail.services.errors import BadInput, Conflict, NotFound
+from gql_mail.services.oauth2_accounts import OAuth2Login, OAuth2Spec, apply_oauth2, oauth2_app, stored_login
 from gql_mail.services.unit import unit_of_work
 
 log = logging.getLogger(__name__)
@@ -72,24 +73,27 @@ class SmtpSpec:
 
 @dataclass(frozen=True)
 class AccountSpec:
-    """A new account. `smtp` and `email` are required of a new one (None is refused); an upsert of an
-    existing id keeps the stored values of what is None here."""
+    """A new account. `email`, and `smtp` unless `oauth2` is given, are required of a new one (None is
+    refused); an upsert of an existing id keeps the stored values of what is None here."""
 
     account: str
     name: str
     email: str | None
     smtp: SmtpSpec | None
     imap: ImapSpec | None = None
+    oauth2: OAuth2Spec | None = None
 
 
 @dataclass(frozen=True)
 class AccountPatch:
-    """updateAccount: fields left None keep their value; a given imap/smtp block replaces the old one."""
+    """updateAccount: fields left None keep their value; a given imap/smtp/oauth2 block replaces the old
+    one (new OAuth2 tokens end an AUTHENTICATION_ERROR their refusal caused)."""
 
     name: str | None = None
     email: str | None = None
     smtp: SmtpSpec | None = None
     imap: ImapSpec | None = None
+    oauth2: OAuth2Spec | None = None
 
 
 def _auth(auth: AuthSpec | None, field: str) -> AuthSpec:
@@ -118,33 +122,49 @@ def _reachable(rt: Runtime, host: str, field: str) -> str:
     return host
 
 
-def _apply_smtp(rt: Runtime, row: Account, smtp: SmtpSpec) -> None:
-    row.smtp_host = _reachable(rt, v.hostname(smtp.host, "smtp.host"), "smtp.host")
-    row.smtp_port = v.port(smtp.port, "smtp.port")
-    auth = _auth(smtp.auth, "smtp.auth")
-    row.smtp_secure = bool(smtp.secure)
-    row.smtp_user = auth.user or ""
-    row.smtp_pass_enc = rt.secrets.maybe_encrypt(auth.password)
-    row.smtp_token_enc = rt.secrets.maybe_encrypt(auth.access_token)
+def _apply_smtp(rt: Runtime, row: Account, smtp: SmtpSpec | None, oauth2: OAuth2Login | None = None) -> None:
+    """The SMTP block; for an OAuth2 account (`oauth2`), the provider's server fills what it leaves out
+    and the login is XOAUTH2 as the OAuth2 user."""
+    smtp = smtp or SmtpSpec(host=None, port=None, auth=None)
+    server = oauth2.provider.smtp if oauth2 else None
+    host = v.hostname(smtp.host or (server.host if server else None), "smtp.host")
+    row.smtp_host = _reachable(rt, host, "smtp.host")
+    row.smtp_port = v.port(smtp.port or (server.port if server else None), "smtp.port")
+    secure = smtp.secure if smtp.secure is not None else (server.secure if server else False)
+    row.smtp_secure = bool(secure)
+    if oauth2 is not None:
+        row.smtp_user, row.smtp_pass_enc, row.smtp_token_enc = oauth2.user, None, None
+    else:
+        auth = _auth(smtp.auth, "smtp.auth")
+        row.smtp_user = auth.user or ""
+        row.smtp_pass_enc = rt.secrets.maybe_encrypt(auth.password)
+        row.smtp_token_enc = rt.secrets.maybe_encrypt(auth.access_token)
     row.smtp_reject_unauthorized = smtp.reject_unauthorized is not False
     row.smtp_require_tls = smtp.require_tls
 
 
-def _apply_imap(rt: Runtime, row: Account, imap: ImapSpec | None) -> None:
+def _apply_imap(rt: Runtime, row: Account, imap: ImapSpec | None, oauth2: OAuth2Login | None = None) -> None:
     if imap is None or imap.disabled:
         row.imap_disabled = True
         row.imap_host = row.imap_port = row.imap_user = row.imap_pass_enc = row.imap_token_enc = None
         row.sent_mail_path = None
         row.imap_require_tls = None
         return
+    server = oauth2.provider.imap if oauth2 else None
     row.imap_disabled = False
-    row.imap_host = _reachable(rt, v.hostname(imap.host, "imap.host"), "imap.host")
-    row.imap_port = v.port(imap.port, "imap.port")
-    auth = _auth(imap.auth, "imap.auth")
-    row.imap_secure = bool(imap.secure)
-    row.imap_user = auth.user
-    row.imap_pass_enc = rt.secrets.maybe_encrypt(auth.password)
-    row.imap_token_enc = rt.secrets.maybe_encrypt(auth.access_token)
+    host = v.hostname(imap.host or (server.host if server else None), "imap.host")
+    row.imap_host = _reachable(rt, host, "imap.host")
+    row.imap_port = v.port(imap.port or (server.port if server else None), "imap.port")
+    if oauth2 is not None:
+        secure = imap.secure if imap.secure is not None else (server.secure if server else False)
+        row.imap_secure = bool(secure)
+        row.imap_user, row.imap_pass_enc, row.imap_token_enc = oauth2.user, None, None
+    else:
+        auth = _auth(imap.auth, "imap.auth")
+        row.imap_secure = bool(imap.secure)
+        row.imap_user = auth.user
+        row.imap_pass_enc = rt.secrets.maybe_encrypt(auth.password)
+        row.imap_token_enc = rt.secrets.maybe_encrypt(auth.access_token)
     row.imap_reject_unauthorized = imap.reject_unauthorized is not False
     row.imap_require_tls = imap.require_tls
     row.sent_mail_path = (
@@ -218,10 +238,13 @@ async def register_account(rt: Runtime, spec: AccountSpec) -> Account:
         created_at=now,
         updated_at=now,
     )
-    if spec.smtp is None:
+    oauth2 = None
+    if spec.oauth2 is not None:
+        oauth2 = apply_oauth2(rt, row, spec.oauth2, await oauth2_app(rt, spec.oauth2.app))
+    elif spec.smtp is None:
         raise BadInput("smtp is required", field="smtp")
-    _apply_smtp(rt, row, spec.smtp)
-    _apply_imap(rt, row, spec.imap)
+    _apply_smtp(rt, row, spec.smtp, oauth2)
+    _apply_imap(rt, row, spec.imap, oauth2)
     async with unit_of_work(rt) as uow:
         if await uow.session.get(Account, row.id) is not None:
             raise Conflict(f"account {row.id!r} already exists", field="account")
@@ -254,26 +277,42 @@ async def upsert_account(rt: Runtime, spec: AccountSpec) -> tuple[Account, bool]
             return await register_account(rt, spec), True
         except Conflict:  # registered by a concurrent call meanwhile: update it
             pass
-    patch = AccountPatch(name=spec.name, email=spec.email or None, smtp=spec.smtp, imap=spec.imap)
+    patch = AccountPatch(
+        name=spec.name, email=spec.email or None, smtp=spec.smtp, imap=spec.imap, oauth2=spec.oauth2
+    )
     return await update_account(rt, spec.account, patch), False
 
 
 async def update_account(rt: Runtime, account_id: str, patch: AccountPatch) -> Account:
     """Change settings and check them again; the account is CONNECTING until the check ends."""
+    app = await oauth2_app(rt, patch.oauth2.app) if patch.oauth2 is not None else None
     async with unit_of_work(rt) as uow:
         row = await _require(uow.session, account_id)
         if patch.name is not None:
             row.name = _name(patch.name)
         if patch.email is not None:
             row.email = _email(patch.email)
-        if patch.smtp is not None:
-            _apply_smtp(
-                rt, row, _merged(_stored_smtp(rt, row), patch.smtp) if patch.smtp.partial else patch.smtp
-            )
-        if patch.imap is not None:
-            _apply_imap(
-                rt, row, _merged(_stored_imap(rt, row), patch.imap) if patch.imap.partial else patch.imap
-            )
+        oauth2: OAuth2Login | None = None
+        if patch.oauth2 is not None and app is not None:
+            oauth2 = apply_oauth2(rt, row, patch.oauth2, app)
+        elif row.oauth2_app_id is not None:
+            oauth2 = stored_login(row, await uow.session.get(OAuth2App, row.oauth2_app_id))
+        smtp = patch.smtp
+        if smtp is not None and smtp.partial:
+            smtp = _merged(_stored_smtp(rt, row), smtp)
+        imap = patch.imap
+        if imap is not None and imap.partial:
+            imap = _merged(_stored_imap(rt, row), imap)
+        if patch.oauth2 is not None:
+            # The logins become the new user's, on the servers given, or kept, or the provider's.
+            _apply_smtp(rt, row, smtp or _stored_smtp(rt, row), oauth2)
+            if imap is not None or not row.imap_disabled:
+                _apply_imap(rt, row, imap or _stored_imap(rt, row), oauth2)
+        else:
+            if smtp is not None:
+                _apply_smtp(rt, row, smtp, oauth2)
+            if imap is not None:
+                _apply_imap(rt, row, imap, oauth2)
         row.version += 1
         row.state = AccountState.CONNECTING
         row.updated_at = rt.clock.now()
@@ -282,8 +321,12 @@ async def update_account(rt: Runtime, account_id: str, patch: AccountPatch) -> A
 
 
 async def reconnect_account(rt: Runtime, account_id: str) -> Account:
+    """Check the account again now; an OAuth2 account's stored refusal and refresh backoff are forgotten
+    (its refresh token is tried once more)."""
     async with unit_of_work(rt) as uow:
         row = await _require(uow.session, account_id)
+        row.oauth2_error = row.oauth2_retry_at = None
+        row.oauth2_failures = 0
         row.state = AccountState.CONNECTING
         row.version += 1
         row.updated_at = rt.clock.now()
@@ -465,11 +508,19 @@ async def check_account(rt: Runtime, account_id: str, *, periodic: bool = False)
         version = row.version
         smtp = smtp_settings(rt, row)
         imap = imap_settings(rt, row)
+        oauth2 = row.oauth2_app_id is not None
+
+    async def verify(token: str | None) -> None:
+        if imap is not None:
+            await verify_imap(imap if token is None else replace(imap, access_token=token))
+        await verify_smtp(smtp if token is None else replace(smtp, access_token=token))
+
     error: MailError | None = None
     try:
-        if imap is not None:
-            await verify_imap(imap)
-        await verify_smtp(smtp)
+        if oauth2:
+            await oauth2_tokens.with_token(rt, account_id, verify)
+        else:
+            await verify(None)
     except MailError as exc:
         error = exc
     return await record_account_state(rt, account_id, error, version=version, periodic=periodic)

@@ -19,7 +19,8 @@ import logging
 import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from gql_mail.mail.errors import MailError
@@ -27,8 +28,10 @@ from gql_mail.mail.smtp import SmtpConnection, SmtpSettings
 from gql_mail.models import Account, AccountState
 from gql_mail.queue import ClaimedMessage, claim_messages, release_messages
 from gql_mail.runtime import Runtime
+from gql_mail.services import oauth2_tokens
 from gql_mail.services.accounts import record_account_state, smtp_settings
 from gql_mail.services.delivery import Outcome, record_outcomes, record_unrecordable, recover_stalled
+from gql_mail.services.oauth2_tokens import OAuth2TokenError
 from gql_mail.services.pacing import UnpacedAccounts, admit, give_back_paused, stamp_sent
 from gql_mail.workers.batcher import Batcher
 
@@ -53,6 +56,8 @@ class Lane:
     auth_failed: bool = False
     # The settings version the lane's connections were opened with (see `record_account_state`).
     version: int | None = None
+    # An OAuth2 account: connections log in with its current access token (services/oauth2_tokens.py).
+    oauth2: bool = False
     # Set when a message is added, for a connection that waits for more (`_wait_for_more`).
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -227,13 +232,14 @@ class DeliveryWorker:
         if count > 1:  # a lane given back or lost at once: it is not busy any more
             self._account_room.set()
 
-    async def _account_settings(self, account_id: str) -> tuple[SmtpSettings, int] | None:
-        """The account's SMTP settings and their version, or None when it is not CONNECTED (any more)."""
+    async def _account_settings(self, account_id: str) -> tuple[SmtpSettings, int, bool] | None:
+        """The account's SMTP settings, their version and whether it logs in with OAuth2, or None when it
+        is not CONNECTED (any more)."""
         async with self.rt.db.read() as session:
             account = await session.get(Account, account_id)
         if account is None or account.state != AccountState.CONNECTED:
             return None
-        return smtp_settings(self.rt, account), account.version
+        return smtp_settings(self.rt, account), account.version, account.oauth2_app_id is not None
 
     async def _run_connection(self, lane: Lane) -> None:
         try:
@@ -242,7 +248,7 @@ class DeliveryWorker:
                 if loaded is None:
                     await self._release(lane)
                     return
-                settings, lane.version = loaded
+                settings, lane.version, lane.oauth2 = loaded
                 await self._send_all(lane, settings)
         except Exception:
             log.exception("delivery lane for %s crashed; its messages go back to the queue", lane.account_id)
@@ -260,11 +266,11 @@ class DeliveryWorker:
                 else:
                     self._lanes.pop(lane.account_id, None)
 
-    async def _release(self, lane: Lane) -> None:
+    async def _release(self, lane: Lane, not_before: datetime | None = None) -> None:
         released = list(lane.pending)
         lane.pending.clear()
         self._logged.difference_update(m.id for m in released)
-        await release_messages(self.rt, [m.id for m in released])
+        await release_messages(self.rt, [m.id for m in released], not_before=not_before)
         self._done(len(released))
 
     async def _recover(self, ids: list[str]) -> None:
@@ -294,7 +300,7 @@ class DeliveryWorker:
                         await connection.__aexit__(None, None, None)
                         connection = None
                     try:
-                        connection = await SmtpConnection(settings).__aenter__()
+                        connection = await self._connect(lane, settings)
                     except MailError as exc:
                         await self._connect_failed(lane, message, exc)
                         return
@@ -314,6 +320,17 @@ class DeliveryWorker:
             if connection is not None:
                 metrics.smtp_connections.dec()
                 await connection.__aexit__(None, None, None)
+
+    async def _connect(self, lane: Lane, settings: SmtpSettings) -> SmtpConnection:
+        """A logged-in connection; an OAuth2 account's with a valid token (refreshed once more when the
+        server refuses it)."""
+        if not lane.oauth2:
+            return await SmtpConnection(settings).__aenter__()
+
+        async def connect(token: str) -> SmtpConnection:
+            return await SmtpConnection(replace(settings, access_token=token)).__aenter__()
+
+        return await oauth2_tokens.with_token(self.rt, lane.account_id, connect)
 
     def _timed(self, started: float) -> int:
         """An SMTP transaction's wall time since `started` (a `perf_counter` reading), observed by the
@@ -342,9 +359,26 @@ class DeliveryWorker:
         fails with the server's reply (messageFailed, as EmailEngine reports it), the account leaves
         CONNECTED, and everything else is given back untried to wait until the account is fixed. The
         lane's other connections meet the same 535 at the same moment; the flag keeps them from failing
-        their messages too (found by tests/faults: up to `max_concurrent_per_account` were burned)."""
+        their messages too (found by tests/faults: up to `max_concurrent_per_account` were burned).
+
+        No OAuth2 access token (`OAuth2TokenError`): nothing was sent and no attempt is spent. The provider
+        refused the grant: the account moves to AUTHENTICATION_ERROR and its messages wait for new tokens.
+        A transient refresh failure: the messages wait for the refresh's backoff, the account's state
+        unchanged."""
         if error.throttle is not None:
             await self._throttled(lane, first, error, None)
+            return
+        if isinstance(error, OAuth2TokenError):
+            lane.pending.appendleft(first)
+            if error.auth_failure and not lane.auth_failed:
+                lane.auth_failed = True
+                await record_account_state(self.rt, lane.account_id, error, version=lane.version)
+            later = None
+            if not error.auth_failure:
+                later = error.retry_at or self.rt.clock.now() + timedelta(
+                    seconds=self.rt.settings.retry_base_seconds
+                )
+            await self._release(lane, not_before=later)
             return
         if error.auth_failure:
             if lane.auth_failed:

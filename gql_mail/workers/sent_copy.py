@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 from sqlalchemy import select
 from sqlmodel import col
@@ -20,6 +21,7 @@ from gql_mail.mail.imap import ImapSettings, append_to_sent
 from gql_mail.models import Account
 from gql_mail.queue import ClaimedCopy, claim_copies, release_copies
 from gql_mail.runtime import Runtime
+from gql_mail.services import oauth2_tokens
 from gql_mail.services.accounts import imap_settings
 from gql_mail.services.delivery import abandon_copy, record_copy
 
@@ -111,8 +113,8 @@ class SentCopier:
                 else:
                     async with self._limit:
                         self._started.add(copy.id)
-                        folder, error = await self._append(
-                            copy, settings, copy.sent_mail_path or account.sent_mail_path
+                        folder, error = await self._append_as(
+                            account, copy, settings, copy.sent_mail_path or account.sent_mail_path
                         )
                     await record_copy(self.rt, copy, folder, error)
             except Exception:
@@ -122,6 +124,25 @@ class SentCopier:
                 return  # still held: the next pass gives it back
         self._held.discard(copy.id)
         self._started.discard(copy.id)
+
+    async def _append_as(
+        self, account: Account, copy: ClaimedCopy, settings: ImapSettings, folder: str | None
+    ) -> tuple[str | None, MailError | None]:
+        """The copy, logged in as the account: an OAuth2 account with its current access token (refreshed
+        once more when the server refuses it; a refresh that fails is the copy's failure)."""
+        if account.oauth2_app_id is None:
+            return await self._append(copy, settings, folder)
+
+        async def append(token: str) -> tuple[str | None, MailError | None]:
+            done, error = await self._append(copy, replace(settings, access_token=token), folder)
+            if error is not None and error.auth_failure:
+                raise error  # with_token refreshes once on a refused login
+            return done, error
+
+        try:
+            return await oauth2_tokens.with_token(self.rt, account.id, append)
+        except MailError as exc:
+            return None, exc
 
     @staticmethod
     async def _append(
