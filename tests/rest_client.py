@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from tests.harness import Server
+from tests.servers.smtp import SmtpServer
 
 
 async def rest(
@@ -71,3 +72,15 @@ def verify_webhook(payload: bytes, signature: str, secret: str) -> bool:
     expected = base64.urlsafe_b64encode(computed).rstrip(b"=").decode()
 
     return hmac.compare_digest(signature, expected)
+
+
+async def connected_account(server: Server, smtp: SmtpServer, account: str = "sender") -> None:
+    """Register a send-only account on `smtp` through `POST /v1/account` and wait until it is connected."""
+    body = {
+        "account": account,
+        "name": account.capitalize(),
+        "email": f"{account}@example.com",
+        "smtp": {"host": smtp.host, "port": smtp.port, "auth": {"user": smtp.user, "pass": smtp.password}},
+    }
+    assert (await rest(server, "POST", "/account", json=body)).status_code == 200
+    await wait_state(server, account, "connected")

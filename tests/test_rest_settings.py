@@ -12,7 +12,7 @@ from sqlmodel import col
 from gql_mail.models import WebhookDelivery
 from gql_mail.services.tokens import create_token
 from tests.harness import Server, wait_webhook
-from tests.rest_client import boom, rest, verify_webhook, wait_state
+from tests.rest_client import boom, connected_account, rest, verify_webhook
 from tests.servers.smtp import SmtpServer
 from tests.servers.webhook_receiver import ReceivedRequest, WebhookReceiver
 
@@ -27,17 +27,6 @@ def added(account: str) -> Any:
         return bool(body["event"] == "accountAdded" and body["account"] == account)
 
     return match
-
-
-async def _add(server: Server, smtp: SmtpServer, account: str) -> None:
-    body = {
-        "account": account,
-        "name": account,
-        "email": f"{account}@example.com",
-        "smtp": {"host": smtp.host, "port": smtp.port, "auth": {"user": smtp.user, "pass": smtp.password}},
-    }
-    assert (await rest(server, "POST", "/account", json=body)).status_code == 200
-    await wait_state(server, account, "connected")
 
 
 async def test_settings_webhook_is_signed_with_the_service_secret_and_can_be_switched_off(
@@ -74,7 +63,7 @@ async def test_settings_webhook_is_signed_with_the_service_secret_and_can_be_swi
         }
     ]
 
-    await _add(server, smtp_server, "first")
+    await connected_account(server, smtp_server, "first")
     post = await wait_webhook(webhook_receiver, added("first"))
     signature = post.header("X-EE-Wh-Signature")
     assert signature is not None and verify_webhook(post.body, signature, SECRET)
@@ -82,9 +71,9 @@ async def test_settings_webhook_is_signed_with_the_service_secret_and_can_be_swi
     assert (await rest(server, "POST", "/settings", json={"webhooksEnabled": False})).json() == {
         "updated": ["webhooksEnabled"]
     }
-    await _add(server, smtp_server, "quiet")
+    await connected_account(server, smtp_server, "quiet")
     assert (await rest(server, "POST", "/settings", json={"webhooksEnabled": True})).status_code == 200
-    await _add(server, smtp_server, "loud")
+    await connected_account(server, smtp_server, "loud")
     await wait_webhook(webhook_receiver, added("loud"))
     accounts = [r.json()["account"] for r in webhook_receiver.received if r.json()["event"] == "accountAdded"]
     assert accounts == ["first", "loud"], "nothing was sent for the account added while disabled"

@@ -10,25 +10,14 @@ from email.message import EmailMessage
 from typing import Any
 
 from tests.harness import Server
-from tests.rest_client import boom, rest, wait_state
+from tests.rest_client import boom, connected_account, rest, wait_state
 from tests.servers.smtp import SmtpServer
 
 OUTBOX = "query { outbox { queueId } }"
 
 
-async def _connected(server: Server, smtp: SmtpServer, account: str = "sender") -> None:
-    body = {
-        "account": account,
-        "name": "Sender",
-        "email": f"{account}@example.com",
-        "smtp": {"host": smtp.host, "port": smtp.port, "auth": {"user": smtp.user, "pass": smtp.password}},
-    }
-    assert (await rest(server, "POST", "/account", json=body)).status_code == 200
-    await wait_state(server, account, "connected")
-
-
 async def test_submit_fields_reach_the_message(server: Server, smtp_server: SmtpServer) -> None:
-    await _connected(server, smtp_server)
+    await connected_account(server, smtp_server)
     pdf = b"%PDF-1.4 not really"
     message = {
         "from": {"name": "Sender Name", "address": "sender@example.com"},
@@ -75,7 +64,7 @@ async def test_submit_fields_reach_the_message(server: Server, smtp_server: Smtp
 
 
 async def test_idempotency_key_replays_the_first_answer(server: Server, smtp_server: SmtpServer) -> None:
-    await _connected(server, smtp_server)
+    await connected_account(server, smtp_server)
     message = {"to": [{"address": "to@example.org"}], "subject": "once", "text": "x"}
     headers = {"Idempotency-Key": "order-42"}
     first = (await rest(server, "POST", "/account/sender/submit", json=message, headers=headers)).json()
@@ -90,7 +79,7 @@ async def test_idempotency_key_replays_the_first_answer(server: Server, smtp_ser
 async def test_unsupported_and_unknown_fields_are_refused_by_name(
     server: Server, smtp_server: SmtpServer
 ) -> None:
-    await _connected(server, smtp_server)
+    await connected_account(server, smtp_server)
     base: dict[str, Any] = {"to": [{"address": "to@example.org"}], "text": "x"}
     cases: list[tuple[dict[str, Any], str, str]] = [
         ({"template": "abc"}, "template", "is not supported by gql-mail"),
@@ -130,7 +119,7 @@ async def test_unsupported_and_unknown_fields_are_refused_by_name(
 
 
 async def test_service_validation_is_a_400_naming_the_field(server: Server, smtp_server: SmtpServer) -> None:
-    await _connected(server, smtp_server)
+    await connected_account(server, smtp_server)
     for message, key in [
         ({"to": [{"address": "not an address"}], "text": "x"}, "to"),
         ({"to": [{"address": "a@example.org"}], "text": "x", "deliveryAttempts": 0}, "deliveryAttempts"),
@@ -182,7 +171,7 @@ async def test_submit_to_an_account_that_cannot_send(
 async def test_dry_run_answers_the_composed_message_and_queues_nothing(
     server: Server, smtp_server: SmtpServer
 ) -> None:
-    await _connected(server, smtp_server)
+    await connected_account(server, smtp_server)
     body = {
         "to": [{"address": "rcpt@example.org"}],
         "subject": "Preview",

@@ -11,7 +11,7 @@ from typing import Any
 
 from tests.conftest import account_input, imap_block, register_connected
 from tests.harness import Server, subscribe
-from tests.rest_client import rest, wait_state
+from tests.rest_client import connected_account, rest
 from tests.servers.imap import ImapServer
 from tests.servers.smtp import SmtpServer
 
@@ -43,19 +43,8 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-async def _connected(server: Server, smtp: SmtpServer, account: str = "sender") -> None:
-    body = {
-        "account": account,
-        "name": "Sender",
-        "email": f"{account}@example.com",
-        "smtp": {"host": smtp.host, "port": smtp.port, "auth": {"user": smtp.user, "pass": smtp.password}},
-    }
-    assert (await rest(server, "POST", "/account", json=body)).status_code == 200
-    await wait_state(server, account, "connected")
-
-
 async def test_raw_is_sent_as_it_is_to_its_header_recipients(server: Server, smtp_server: SmtpServer) -> None:
-    await _connected(server, smtp_server)
+    await connected_account(server, smtp_server)
     response = await rest(server, "POST", "/account/sender/submit", json={"raw": b64(RAW)})
     assert response.status_code == 200, response.text
     answer = response.json()
@@ -75,7 +64,7 @@ async def test_raw_is_sent_as_it_is_to_its_header_recipients(server: Server, smt
 
 
 async def test_envelope_and_message_id_override_the_headers(server: Server, smtp_server: SmtpServer) -> None:
-    await _connected(server, smtp_server)
+    await connected_account(server, smtp_server)
     raw = b"From: a@example.com\r\nTo: listed@example.org\r\nMessage-ID: <old@example.com>\r\n\r\nbody\r\n"
     body = {
         "raw": b64(raw),
@@ -90,7 +79,7 @@ async def test_envelope_and_message_id_override_the_headers(server: Server, smtp
 
 
 async def test_a_raw_message_keeps_its_own_message_id(server: Server, smtp_server: SmtpServer) -> None:
-    await _connected(server, smtp_server)
+    await connected_account(server, smtp_server)
     raw = b"From: a@example.com\r\nTo: b@example.org\r\nMessage-ID:  <mine@example.com>\r\n\r\nbody\r\n"
     answer = (await rest(server, "POST", "/account/sender/submit", json={"raw": b64(raw)})).json()
     assert answer["messageId"] == "<mine@example.com>"
@@ -99,7 +88,7 @@ async def test_a_raw_message_keeps_its_own_message_id(server: Server, smtp_serve
 
 
 async def test_an_envelope_redirects_a_composed_message(server: Server, smtp_server: SmtpServer) -> None:
-    await _connected(server, smtp_server)
+    await connected_account(server, smtp_server)
     message = {
         "to": [{"address": "shown@example.org"}],
         "text": "x",
@@ -114,7 +103,7 @@ async def test_an_envelope_redirects_a_composed_message(server: Server, smtp_ser
 async def test_refused_raw_submissions_name_the_field_and_queue_nothing(
     server: Server, smtp_server: SmtpServer
 ) -> None:
-    await _connected(server, smtp_server)
+    await connected_account(server, smtp_server)
     good = b64(RAW)
     cases: list[tuple[dict[str, Any], str, str]] = [
         ({"raw": good, "text": "x"}, "text", "cannot be given with raw"),
@@ -139,7 +128,7 @@ async def test_refused_raw_submissions_name_the_field_and_queue_nothing(
 
 
 async def test_graphql_takes_the_same_raw_message(server: Server, smtp_server: SmtpServer) -> None:
-    await _connected(server, smtp_server)
+    await connected_account(server, smtp_server)
     message = {"raw": b64(RAW), "envelope": {"to": ["gql@example.org"]}}
     answer = (await server.gql(SUBMIT, {"account": "sender", "input": message}))["submitMessage"]
     (received,) = await smtp_server.wait_for_messages(1, timeout=15)
@@ -148,7 +137,7 @@ async def test_graphql_takes_the_same_raw_message(server: Server, smtp_server: S
 
 
 async def test_content_disposition_is_the_one_asked_for(server: Server, smtp_server: SmtpServer) -> None:
-    await _connected(server, smtp_server)
+    await connected_account(server, smtp_server)
     message = {
         "to": [{"address": "to@example.org"}],
         "html": '<p><img src="cid:logo@x"></p>',
@@ -210,7 +199,7 @@ async def test_sent_mail_path_puts_this_message_s_copy_in_its_folder(
 
 
 async def test_a_raw_message_s_subject_is_listed_decoded(server: Server, smtp_server: SmtpServer) -> None:
-    await _connected(server, smtp_server)
+    await connected_account(server, smtp_server)
     raw = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: =?utf-8?q?caf=C3=A9?= menu\r\n\r\nx\r\n"
     body = {"raw": b64(raw), "sendAt": "2099-01-01T00:00:00Z"}  # still queued when listed
     answer = (await rest(server, "POST", "/account/sender/submit", json=body)).json()

@@ -264,6 +264,34 @@ def _sent_event(m: ClaimedMessage, result: SendResult, now: datetime, rejected: 
     return Event(MESSAGE_SENT, m.account_id, now, data, order_key=m.id)
 
 
+def _delivery_error_event(
+    m: ClaimedMessage,
+    err: MailError,
+    now: datetime,
+    attempts_made: int,
+    next_attempt: datetime | None,
+    **extra: Any,
+) -> Event:
+    """`messageDeliveryError`, after every failed attempt (EmailEngine's payload; `extra` adds gql-mail's
+    keys, such as `throttled`)."""
+    data: dict[str, Any] = {
+        "queueId": m.id,
+        "envelope": _envelope(m),
+        "messageId": m.message_id,
+        "error": str(err),
+        "errorCode": err.code,
+        "smtpResponse": err.response,
+        "smtpResponseCode": err.smtp_code,
+        **extra,
+        "job": {
+            "attemptsMade": attempts_made,
+            "attempts": m.attempts,
+            "nextAttempt": iso(next_attempt) if next_attempt else None,
+        },
+    }
+    return Event(MESSAGE_DELIVERY_ERROR, m.account_id, now, data, order_key=m.id)
+
+
 def _record_throttled(
     uow: UnitOfWork, m: ClaimedMessage, err: MailError, attempt: int, until: datetime, now: datetime
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -280,25 +308,7 @@ def _record_throttled(
         "last_smtp_code": err.smtp_code,
         "response": err.response,
     }
-    uow.emit(
-        Event(
-            MESSAGE_DELIVERY_ERROR,
-            m.account_id,
-            now,
-            {
-                "queueId": m.id,
-                "envelope": _envelope(m),
-                "messageId": m.message_id,
-                "error": str(err),
-                "errorCode": err.code,
-                "smtpResponse": err.response,
-                "smtpResponseCode": err.smtp_code,
-                "throttled": True,
-                "job": {"attemptsMade": attempt - 1, "attempts": m.attempts, "nextAttempt": iso(until)},
-            },
-            order_key=m.id,
-        )
-    )
+    uow.emit(_delivery_error_event(m, err, now, attempt - 1, until, throttled=True))
     row = {
         "ok": False,
         "error": str(err),
@@ -352,28 +362,7 @@ def _record_other(
         values["status"] = MessageStatus.FAILED
     else:
         values.update(status=MessageStatus.QUEUED, next_attempt_at=retry_at)
-    uow.emit(
-        Event(
-            MESSAGE_DELIVERY_ERROR,
-            m.account_id,
-            now,
-            {
-                "queueId": m.id,
-                "envelope": _envelope(m),
-                "messageId": m.message_id,
-                "error": str(err),
-                "errorCode": err.code,
-                "smtpResponse": err.response,
-                "smtpResponseCode": err.smtp_code,
-                "job": {
-                    "attemptsMade": attempt,
-                    "attempts": m.attempts,
-                    "nextAttempt": iso(retry_at) if retry_at else None,
-                },
-            },
-            order_key=m.id,
-        )
-    )
+    uow.emit(_delivery_error_event(m, err, now, attempt, retry_at))
     if retry_at is None:
         uow.emit(_failed_event(m, now, str(err), err.code, err.smtp_code))
     row = {
