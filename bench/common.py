@@ -403,6 +403,38 @@ def composed_message() -> tuple[bytes, str, str, list[str]]:
     return c.raw, c.message_id, c.envelope_from, list(c.envelope_to)
 
 
+def queued_copy(
+    account: str,
+    raw: bytes,
+    template_id: str,
+    env_from: str,
+    env_to: list[str],
+    *,
+    due: datetime,
+    now: datetime,
+) -> dict[str, Any]:
+    """An outbox_message row: a queued copy of a composed message (`composed_message`) with its own
+    Message-ID, of the same length as the template's, so every copy has the same size."""
+    from gql_mail.ids import time_ordered_id
+
+    message_id = f"<{uuid.uuid4()}@bench.example>"
+    return {
+        "id": time_ordered_id(),
+        "account_id": account,
+        "message_id": message_id,
+        "raw": raw.replace(template_id.encode(), message_id.encode()),
+        "envelope_from": env_from,
+        "envelope_to": env_to,
+        "status": "queued",
+        "attempts_made": 0,
+        "attempts": 10,
+        "copy_to_sent": False,
+        "next_attempt_at": due,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 def prefill(
     db_path: Path, count: int, *, due_in: timedelta = timedelta(0), account: str = ACCOUNT
 ) -> list[str]:
@@ -410,35 +442,13 @@ def prefill(
     composed message with its own Message-ID; due `due_in` from now. Returns their Message-IDs."""
     from sqlalchemy import create_engine, insert
 
-    from gql_mail.ids import time_ordered_id
     from gql_mail.models import OutboxMessage
 
     raw, template_id, env_from, env_to = composed_message()
     now = datetime.now(UTC)
     due = now + due_in
-    rows = []
-    ids = []
-    for _ in range(count):
-        # Same length as the template's id part, so every copy has the same size.
-        message_id = f"<{uuid.uuid4()}@bench.example>"
-        ids.append(message_id)
-        rows.append(
-            {
-                "id": time_ordered_id(),
-                "account_id": account,
-                "message_id": message_id,
-                "raw": raw.replace(template_id.encode(), message_id.encode()),
-                "envelope_from": env_from,
-                "envelope_to": env_to,
-                "status": "queued",
-                "attempts_made": 0,
-                "attempts": 10,
-                "copy_to_sent": False,
-                "next_attempt_at": due,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
+    rows = [queued_copy(account, raw, template_id, env_from, env_to, due=due, now=now) for _ in range(count)]
+    ids = [row["message_id"] for row in rows]
     engine = create_engine(f"sqlite:///{db_path}", connect_args={"timeout": 30})
     with engine.begin() as conn:
         for i in range(0, len(rows), 5000):

@@ -24,12 +24,11 @@ import argparse
 import asyncio
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from common import SECRET, SinkProcess, composed_message, emit, log, run_loop
+from common import SECRET, SinkProcess, composed_message, emit, log, queued_copy, run_loop
 
 LIMITED = 20
 UNLIMITED = "unlimited"
@@ -70,7 +69,6 @@ async def run(sink: SinkProcess, plan: dict[str, tuple[int, int | None]], speed:
 
     from gql_mail.app import create_app
     from gql_mail.config import Settings
-    from gql_mail.ids import time_ordered_id
     from gql_mail.models import AccountState, SendLog
     from gql_mail.queue import OUTBOX
     from gql_mail.services import accounts, pacing
@@ -91,7 +89,9 @@ async def run(sink: SinkProcess, plan: dict[str, tuple[int, int | None]], speed:
         rt = app.state.runtime
         smtp = accounts.SmtpSpec(host="127.0.0.1", port=sink.port, auth=accounts.AuthSpec("u", "p"))
         for account, (_, limit) in plan.items():
-            spec = accounts.AccountSpec(account=account, name=account, email=f"{account}@bench.example", smtp=smtp)
+            spec = accounts.AccountSpec(
+                account=account, name=account, email=f"{account}@bench.example", smtp=smtp
+            )
             await accounts.register_account(rt, spec)
             if limit is not None:
                 await pacing.set_limits(rt, account, pacing.validated_limits(per_minute=limit))
@@ -108,25 +108,9 @@ async def run(sink: SinkProcess, plan: dict[str, tuple[int, int | None]], speed:
         now = clock.now()
         for account, (count, _) in plan.items():
             for _ in range(count):
-                message_id = f"<{uuid.uuid4()}@bench.example>"
-                owner[message_id] = account
-                rows.append(
-                    {
-                        "id": time_ordered_id(),
-                        "account_id": account,
-                        "message_id": message_id,
-                        "raw": raw.replace(template_id.encode(), message_id.encode()),
-                        "envelope_from": env_from,
-                        "envelope_to": env_to,
-                        "status": "queued",
-                        "attempts_made": 0,
-                        "attempts": 10,
-                        "copy_to_sent": False,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
+                row = queued_copy(account, raw, template_id, env_from, env_to, due=now, now=now)
+                owner[row["message_id"]] = account
+                rows.append(row)
         total = len(rows)
         async with rt.db.write(bulk=True) as session:
             for i in range(0, total, 5000):
@@ -212,7 +196,9 @@ async def main(messages: int, minutes: int, speed: float) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--minutes", type=int, default=2)
     parser.add_argument("--speed", type=float, default=1.0)
