@@ -3,9 +3,12 @@
 Per account, a lane holds claimed messages and runs up to `max_concurrent_per_account` connections that
 each send message after message; a global semaphore caps connections overall. The drain loop keeps
 claiming while there is room, so a pre-filled queue streams through without pauses, and a submission's
-wake-up starts a drain at once. No account holds more than its share of the pipeline (`_account_share`): a
-claim skips accounts at their share, so one account's backlog of thousands never delays another's
-message. Outcomes are recorded in batches (see `Batcher`).
+wake-up starts a drain at once. Claims serve the accounts round robin (queue.py: every account's first
+due message before any account's second, the next claim going on where the last one stopped), and no
+account holds more than its share of the pipeline (`_account_share`): a claim skips accounts at their
+share, so one account's backlog of thousands never delays another's message. A connection slot held open
+for an account with nothing to send is given up as soon as another account wants one
+(`_close_idle_connections`). Outcomes are recorded in batches (see `Batcher`).
 
 Claims are kept by this process's heartbeat (workers/heartbeat.py), not by per-message leases. A graceful
 stop gives back at once what no connection has started and lets the transactions in progress finish.
@@ -26,7 +29,7 @@ from typing import Any
 from gql_mail.mail.errors import MailError
 from gql_mail.mail.smtp import SmtpConnection, SmtpSettings
 from gql_mail.models import Account, AccountState
-from gql_mail.queue import ClaimedMessage, claim_messages, release_messages
+from gql_mail.queue import ClaimedMessage, RoundRobin, claim_messages, release_messages
 from gql_mail.runtime import Runtime
 from gql_mail.services import oauth2_tokens
 from gql_mail.services.accounts import record_account_state, smtp_settings
@@ -80,6 +83,8 @@ class DeliveryWorker:
         self._account_share = max(s.max_concurrent_per_account * 16, self._max_in_flight // 2)
         self._account_room = asyncio.Event()
         self._last_claim = 0
+        # Where the next claim's round over accounts goes on (queue.py): each account in turn.
+        self._turns = RoundRobin()
         self._slot_free = asyncio.Event()
         self._wanted = asyncio.Event()
         # Under a stream of outcomes, 25 ms of gathering makes a batch of tens instead of a few: a batch's
@@ -170,14 +175,16 @@ class DeliveryWorker:
                 busy = self._busy_accounts()
                 # A busy queue's claims return many rows (with their bodies): off the event loop, so the
                 # SMTP conversations in flight go on meanwhile; a trickle's are small and quick inline.
-                claimed = await claim_messages(self.rt, limit, bulk=self._last_claim >= BULK_CLAIM, busy=busy)
+                claimed = await claim_messages(
+                    self.rt, limit, turns=self._turns, bulk=self._last_claim >= BULK_CLAIM, busy=busy
+                )
                 self._last_claim = len(claimed)
                 if self._stopping:
                     await release_messages(self.rt, [m.id for m in claimed])
                     return
                 for message in await self._admit(claimed):
                     self._dispatch(message)
-                if len(claimed) < limit and not self._wanted.is_set():
+                if len(claimed) < limit and not self._turns.cut and not self._wanted.is_set():
                     if not busy:
                         return
                     # More may be due for the accounts left out: claim again once one has room (or a
@@ -243,6 +250,8 @@ class DeliveryWorker:
 
     async def _run_connection(self, lane: Lane) -> None:
         try:
+            if self._connections.locked():
+                self._close_idle_connections()
             async with self._connections:
                 loaded = await self._account_settings(lane.account_id)
                 if loaded is None:
@@ -265,6 +274,14 @@ class DeliveryWorker:
                     self._spawn(self._run_connection(lane), f"smtp:{lane.account_id}")
                 else:
                     self._lanes.pop(lane.account_id, None)
+
+    def _close_idle_connections(self) -> None:
+        """A lane needs a connection slot and none is free: connections kept open for an account with
+        nothing to send (`_wait_for_more`) close now and give theirs up, so no slot idles while an account
+        is below its own connection cap."""
+        for lane in self._lanes.values():
+            if not lane.pending:
+                lane.arrived.set()
 
     async def _release(self, lane: Lane, not_before: datetime | None = None) -> None:
         released = list(lane.pending)
@@ -342,7 +359,8 @@ class DeliveryWorker:
 
     async def _wait_for_more(self, lane: Lane, connection: SmtpConnection) -> bool:
         """Keep a usable connection whose lane ran dry open a while for the account's next message. False:
-        close it (nothing came, the connection broke, or other lanes need the slot)."""
+        close it (nothing came, the connection broke, or another lane needs the slot: see
+        `_close_idle_connections`)."""
         if self._no_idle_connections or self._connections.locked() or not connection.usable:
             return False
         lane.arrived.clear()
