@@ -75,6 +75,9 @@ def _make_sqlite_engine(url: str, *, immediate: bool, inline: bool = False) -> A
     plain_rollback = dialect.do_rollback
 
     def rollback_if_open(dbapi_connection: Any) -> None:
+        # `in_transaction` is current here: nothing is left running on the connection's thread, because a
+        # call a cancelled task stopped waiting for (BEGIN included, see `begin_immediate`) invalidates
+        # the connection instead of leaving it to a rollback.
         if _in_transaction(dbapi_connection):
             plain_rollback(dbapi_connection)
 
