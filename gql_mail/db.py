@@ -90,7 +90,7 @@ def _make_sqlite_engine(url: str, *, immediate: bool, inline: bool = False) -> A
         _sqlite_pragmas(dbapi_connection, record)
         if inline:
             run_on_event_loop(dbapi_connection)
-            # Never wait for the lock on the event loop: `on_begin` retries instead (see there).
+            # Never wait for the lock on the event loop: `begin_immediate` retries instead (see there).
             dbapi_connection.execute("PRAGMA busy_timeout=0")
         else:
             use_one_handoff_cursor(dbapi_connection)
