@@ -75,6 +75,9 @@ def _make_sqlite_engine(url: str, *, immediate: bool, inline: bool = False) -> A
     plain_rollback = dialect.do_rollback
 
     def rollback_if_open(dbapi_connection: Any) -> None:
+        # `in_transaction` is current here: nothing is left running on the connection's thread, because a
+        # call a cancelled task stopped waiting for (BEGIN included, see `begin_immediate`) invalidates
+        # the connection instead of leaving it to a rollback.
         if _in_transaction(dbapi_connection):
             plain_rollback(dbapi_connection)
 
@@ -87,20 +90,27 @@ def _make_sqlite_engine(url: str, *, immediate: bool, inline: bool = False) -> A
         _sqlite_pragmas(dbapi_connection, record)
         if inline:
             run_on_event_loop(dbapi_connection)
-            # Never wait for the lock on the event loop: `on_begin` retries instead (see there).
+            # Never wait for the lock on the event loop: `begin_immediate` retries instead (see there).
             dbapi_connection.execute("PRAGMA busy_timeout=0")
         else:
             use_one_handoff_cursor(dbapi_connection)
 
     if immediate:
 
-        @event.listens_for(engine.sync_engine, "begin")
-        def on_begin(conn: Any) -> None:
+        def begin_immediate(dbapi_connection: Any) -> None:
             # Straight to aiosqlite's connection: no cursor of SQLAlchemy's to open and close. Another
             # process (a CLI command, say) may hold SQLite's write lock: this connection runs on the event
             # loop, so rather than let SQLite's busy timeout block the loop, it sleeps between attempts.
             # Once BEGIN IMMEDIATE succeeds, nothing in the transaction waits for a lock (WAL mode).
-            driver = conn.connection.driver_connection
+            #
+            # This is the dialect's `do_begin`, not a "begin" event: SQLAlchemy handles what `do_begin`
+            # raises as it does a statement's error, and a cancellation (BaseException) makes it
+            # invalidate the connection. Raised from the event, it would bypass that handling and the
+            # pooled connection would go back as it was; on aiosqlite's thread (bulk writes) the BEGIN
+            # the cancelled task stopped waiting for still runs there afterwards, and that connection then
+            # held SQLite's write lock with no one to release it: every later write waited for ever.
+            # Invalidated, the connection is closed on its thread after that BEGIN, and closing rolls back.
+            driver = dbapi_connection.driver_connection
             deadline = time.monotonic() + WRITE_LOCK_TIMEOUT_SECONDS
             delay = 0.001
             while True:
@@ -114,6 +124,8 @@ def _make_sqlite_engine(url: str, *, immediate: bool, inline: bool = False) -> A
                     raise DBAPIError.instance("BEGIN IMMEDIATE", None, error, sqlite3.Error) from error
                 await_(asyncio.sleep(delay))
                 delay = min(delay * 2, 0.05)
+
+        dialect.do_begin = begin_immediate  # type: ignore[method-assign]
 
     return engine
 

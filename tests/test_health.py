@@ -8,7 +8,6 @@ from sqlalchemy import text
 from gql_mail import health
 from gql_mail.migrations import head_revisions
 from gql_mail.runtime import Runtime
-from gql_mail.workers.scheduler import Scheduler
 from tests.harness import Server
 
 
@@ -48,10 +47,10 @@ async def test_not_ready_when_the_database_does_not_answer(
     assert (await server.http.get(server.url + "/health/live")).status_code == 200
 
 
-async def test_not_ready_when_the_workers_stopped(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The scheduler seen as stopped, not stopped: shutting it down here cancels a job mid-write, and on
-    # SQLite the server's own stop could then wait for a write lock no one releases (see the session note).
-    monkeypatch.setattr(Scheduler, "running", property(lambda self: False))
+async def test_not_ready_when_the_workers_stopped(server: Server) -> None:
+    # Really stopped: this cancels whatever job is running, perhaps mid-write, and the server's own stop
+    # (the fixture's teardown) then writes again (tests/test_cancelled_writes.py).
+    server.workers.scheduler.shutdown()
     answer = await server.http.get(server.url + "/health/ready")
     assert answer.status_code == 503
     assert answer.json()["reason"] == "the scheduler is not running"

@@ -31,6 +31,12 @@ mutation Submit($account: ID!, $input: SubmitMessageInput!) {
 }"""
 MESSAGE = "query M($q: ID!) { message(queueId: $q) { queueId account messageId envelope { to } } }"
 
+# "Promptly" is a bound for a stall, not a timing. A read queued behind the held lock would wait until the
+# test lets go, and a loop stalled by SQLite's busy wait would stall for its 30 s; a read that merely
+# runs into a full garbage collection of a loaded test process does not (one took 0.6 s after the first
+# test's server, on two busy cores, and a full run once took a read over the former 1 s bound that way).
+PROMPTLY = 5.0
+
 
 def database_file(server: Server) -> str:
     url = make_url(server.settings.database_url)
@@ -68,7 +74,7 @@ async def answered_and_stored(server: Server, submit: asyncio.Task[Any], account
     """Once the lock is free, the submission is answered and its message is stored as answered."""
     async with asyncio.timeout(5):
         answer = (await submit)["submitMessage"]
-    async with asyncio.timeout(2):
+    async with asyncio.timeout(PROMPTLY):
         stored = (await server.gql(MESSAGE, {"q": answer["queueId"]}))["message"]
     assert stored["queueId"] == answer["queueId"]
     assert stored["messageId"] == answer["messageId"]
@@ -101,10 +107,10 @@ async def test_a_write_lock_held_elsewhere_delays_the_write_but_not_the_server(
 
         # Meanwhile the server answers reads promptly, more than once.
         for _ in range(3):
-            async with asyncio.timeout(1):
+            async with asyncio.timeout(PROMPTLY):
                 answer = await server.gql("{ accounts { account state } }")
             assert answer["accounts"] == [{"account": "locked", "state": "CONNECTED"}]
-        async with asyncio.timeout(1):
+        async with asyncio.timeout(PROMPTLY):
             assert (await server.gql("{ outbox { queueId } }"))["outbox"] == []
         assert not submit.done(), "the submission was answered while its row could not be written"
         assert db._write_lock.locked()  # type: ignore[union-attr]
@@ -112,7 +118,7 @@ async def test_a_write_lock_held_elsewhere_delays_the_write_but_not_the_server(
 
     answer = await answered_and_stored(server, submit, "locked", "r@example.org")
     # The write lock was handed back: a further write goes through at once.
-    async with asyncio.timeout(2):
+    async with asyncio.timeout(PROMPTLY):
         again = (await server.gql(SUBMIT, {"account": "locked", "input": message}))["submitMessage"]
     assert again["queueId"] != answer["queueId"]
 
@@ -132,7 +138,7 @@ async def test_a_write_lock_held_elsewhere_with_a_commit_lets_the_write_through_
         async with asyncio.timeout(5):
             while not db._write_lock.locked():  # type: ignore[union-attr]  # noqa: ASYNC110
                 await asyncio.sleep(0.005)
-        async with asyncio.timeout(1):
+        async with asyncio.timeout(PROMPTLY):
             await server.gql('{ account(account: "locked2") { account } }')
         assert not submit.done()
         blocker.execute("COMMIT")
