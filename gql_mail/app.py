@@ -19,6 +19,7 @@ from gql_mail.crypto import SecretBox, load_or_create_secret
 from gql_mail.db import Database
 from gql_mail.graphiql import graphiql_html, graphiql_static_app
 from gql_mail.graphql.endpoint import GraphQLEndpoint
+from gql_mail.graphql.input_bounds import input_bound
 from gql_mail.graphql.schema import build_schema
 from gql_mail.graphql.server_send import KeepServerSend
 from gql_mail.graphql.view import GqlMailView
@@ -219,7 +220,9 @@ def create_app(
         rt,
         quota,
         ide_html=graphiql_html("/graphiql-static"),
-        schema=build_schema(settings.max_query_depth, settings.max_aliases, settings.max_tokens),
+        schema=build_schema(
+            settings.max_query_depth, settings.max_aliases, settings.max_tokens, input_bound(settings)
+        ),
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
     )
     gate = RequestGate(rt)  # one per process: both front doors share its large-body slots
