@@ -6,12 +6,12 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaxAliasesLimiter, ParserCache, QueryDepthLimiter, ValidationCache
+from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 from strawberry.types import ExecutionContext
 
 from gql_mail.graphql.input_bounds import input_bound, literal_bounds_rule
 from gql_mail.graphql.mutations import Mutation
-from gql_mail.graphql.operation_hooks import OperationHooks
+from gql_mail.graphql.operation_hooks import DocumentCache, OperationHooks
 from gql_mail.graphql.queries import Query
 from gql_mail.graphql.subscriptions import Subscription
 
@@ -29,19 +29,16 @@ def build_schema(
 ) -> strawberry.Schema:
     """Depth, alias, token and list-literal limits bound what one document may cost (the variables' lists
     are bounded after validation, see operation_hooks.py). `max_input_items`: `input_bound(settings)`."""
-    # Strawberry builds fresh extension instances per request (factories); the parse and validation caches
-    # are shared anyway. The limit rules are built once: a new rule class per request would make every
-    # request's rule tuple different, and the validation cache would never hit.
+    # Strawberry builds fresh extension instances per request (factories); the document cache is shared.
+    # The limit rules are built once: a new rule class per request would make every request's rule tuple
+    # different, and the validation cache would never hit.
     rules = (
         *QueryDepthLimiter(max_depth=max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
         literal_bounds_rule(max_input_items or input_bound(None)),
     )
-    extensions: list[Any] = [
-        lambda: ParserCache(maxsize=1000),
-        lambda: ValidationCache(maxsize=1000),
-        lambda: OperationHooks(rules, max_tokens),  # after ValidationCache (see its on_validate)
-    ]
+    documents = DocumentCache(max_tokens)
+    extensions: list[Any] = [lambda: OperationHooks(rules, documents)]
     return GqlMailSchema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
 
 
