@@ -237,12 +237,13 @@ def create_app(
 
     app = Starlette(
         routes=[
+            # First: the router tries the routes in order, and nearly every request is for /graphql.
+            Route("/graphql", endpoint, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", endpoint),
             Route("/health", health.health),
             Route("/health/live", health.live),
             Route("/health/ready", health.ready),
             Route("/metrics", metrics_endpoint(rt), methods=["GET"]),
-            Route("/graphql", endpoint, methods=["GET", "POST"]),
-            WebSocketRoute("/graphql", endpoint),
             Mount("/graphiql-static", graphiql_static_app()),
             # EmailEngine's REST API; large bodies share /graphql's bound.
             Mount("/v1", rest_app(rt, gate)),
