@@ -363,9 +363,9 @@ async def list_accounts(rt: Runtime) -> Sequence[Row[Any]]:
     """Every account, oldest first, as rows whose attributes are the model's (its columns).
 
     Rows, not ORM instances: nothing here is changed, and loading forty-odd columns into an instance in a
-    session was most of the CPU a trivial `{ accounts { account } }` cost (bench/http_ceiling.py)."""
-    async with rt.db.read_engine.connect() as connection:
-        return (await connection.execute(_ALL_ACCOUNTS)).all()
+    session was most of the CPU a trivial `{ accounts { account } }` cost (bench/http_ceiling.py). A
+    `small_read`: an installation has tens or hundreds of accounts, not the outbox's millions."""
+    return await rt.db.small_read(_ALL_ACCOUNTS)
 
 
 @dataclass(frozen=True)
