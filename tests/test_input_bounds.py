@@ -202,8 +202,9 @@ async def test_huge_lists_and_maps_are_refused_before_coercion(
     assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "to"}, error
 
     statuses = ", ".join('"queued"' for _ in range(101))
-    response = await server.post(f"{{ outbox(status: [{statuses}]) {{ queueId }} }}")
-    assert response.json()["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "field": "status"}
+    for _ in range(2):  # the second verdict comes from the document cache, and is the same
+        response = await server.post(f"{{ outbox(status: [{statuses}]) {{ queueId }} }}")
+        assert response.json()["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "field": "status"}
     assert await queued(server) == 0
 
 
