@@ -234,7 +234,13 @@ async def run(
 ) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         log("wrk is not installed (apt-get install wrk): http_ceiling skipped")
-        return emit({"benchmark": "http_ceiling", "skipped": "wrk is not installed", "met": True})
+        return emit(
+            {
+                "benchmark": "http_ceiling",
+                "skipped": "wrk is not installed (apt-get install wrk)",
+                "met": False,
+            }
+        )
     targets = {case: TARGETS[case] for case in cases}
     phases: dict[str, list[dict[str, Any]]] = {"reference": [], **{case: [] for case in targets}}
     ratios: dict[str, list[float]] = {case: [] for case in targets}
