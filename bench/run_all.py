@@ -1,4 +1,4 @@
-"""Run every benchmark (about 5 minutes on a 2-core machine), print each one's JSON line, then a table.
+"""Run every benchmark (about 7 minutes on a 2-core machine), print each one's JSON line, then a table.
 
     python bench/run_all.py [--quick] [--markdown]
 
@@ -16,6 +16,7 @@ from typing import Any
 
 import delivery
 import fanout
+import http_ceiling
 import latency
 import submit
 from common import emit, log, run_loop
@@ -39,6 +40,16 @@ def figure(r: dict[str, Any]) -> str:
             f"query {r['query_per_s']:.0f}/s (p50 {r['query_p50_ms']:.0f}, p99 {r['query_p99_ms']:.0f} ms)"
         )
         return f"{submitted} vs {queried} = {r['ratio']:.2f}"
+    if name == "http_ceiling":
+        if "skipped" in r:
+            return f"skipped: {r['skipped']}"
+        cases = ", ".join(
+            f"{case} {r[case + '_per_s']:.0f}/s = {r[case + '_ratio']:.2f} ({r[case + '_cpu_ms']:.2f} ms CPU)"
+            for case in http_ceiling.TARGETS
+        )
+        return (
+            f"vs bare Strawberry {r['reference_per_s']:.0f}/s ({r['reference_cpu_ms']:.2f} ms CPU): {cases}"
+        )
     if name == "latency":
         return f"p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms"
     if name == "queue_scaling":
@@ -93,6 +104,7 @@ async def main(quick: bool) -> list[dict[str, Any]]:
         lambda: delivery.run(messages=500 if quick else 5000, rounds=1 if quick else delivery.ROUNDS),
     )
     await step("submit", lambda: submit.run(seconds=3 if quick else 20))
+    await step("http_ceiling", lambda: http_ceiling.run(seconds=3 if quick else 10, rounds=1 if quick else 3))
     await step("latency", lambda: latency.run(messages=30 if quick else 200))
     await step("queue_scaling", queue_and_memory)
     await step("fanout", lambda: fanout.run(subscribers=50 if quick else 500, seconds=2 if quick else 5))

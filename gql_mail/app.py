@@ -19,6 +19,7 @@ from gql_mail.crypto import SecretBox, load_or_create_secret
 from gql_mail.db import Database
 from gql_mail.graphiql import graphiql_html, graphiql_static_app
 from gql_mail.graphql.endpoint import GraphQLEndpoint
+from gql_mail.graphql.input_bounds import input_bound
 from gql_mail.graphql.schema import build_schema
 from gql_mail.graphql.server_send import KeepServerSend
 from gql_mail.graphql.view import GqlMailView
@@ -219,7 +220,9 @@ def create_app(
         rt,
         quota,
         ide_html=graphiql_html("/graphiql-static"),
-        schema=build_schema(settings.max_query_depth, settings.max_aliases, settings.max_tokens),
+        schema=build_schema(
+            settings.max_query_depth, settings.max_aliases, settings.max_tokens, input_bound(settings)
+        ),
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
     )
     gate = RequestGate(rt)  # one per process: both front doors share its large-body slots
@@ -234,12 +237,13 @@ def create_app(
 
     app = Starlette(
         routes=[
+            # First: the router tries the routes in order, and nearly every request is for /graphql.
+            Route("/graphql", endpoint, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", endpoint),
             Route("/health", health.health),
             Route("/health/live", health.live),
             Route("/health/ready", health.ready),
             Route("/metrics", metrics_endpoint(rt), methods=["GET"]),
-            Route("/graphql", endpoint, methods=["GET", "POST"]),
-            WebSocketRoute("/graphql", endpoint),
             Mount("/graphiql-static", graphiql_static_app()),
             # EmailEngine's REST API; large bodies share /graphql's bound.
             Mount("/v1", rest_app(rt, gate)),

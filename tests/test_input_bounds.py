@@ -186,7 +186,7 @@ async def test_oversize_bodies_are_payload_too_large(tmp_path: Path, smtp_server
 
 @pytest.mark.fault(
     "20,000 extra headers, 20,000 recipients, a 101-item list literal in one request",
-    "BAD_USER_INPUT before coercion (InputBounds), answered at once; nothing stored",
+    "BAD_USER_INPUT before coercion (input_bounds.py), answered at once; nothing stored",
 )
 async def test_huge_lists_and_maps_are_refused_before_coercion(
     server: Server, smtp_server: SmtpServer, figures: Figures
@@ -202,8 +202,9 @@ async def test_huge_lists_and_maps_are_refused_before_coercion(
     assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "to"}, error
 
     statuses = ", ".join('"queued"' for _ in range(101))
-    response = await server.post(f"{{ outbox(status: [{statuses}]) {{ queueId }} }}")
-    assert response.json()["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "field": "status"}
+    for _ in range(2):  # the second verdict comes from the document cache, and is the same
+        response = await server.post(f"{{ outbox(status: [{statuses}]) {{ queueId }} }}")
+        assert response.json()["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "field": "status"}
     assert await queued(server) == 0
 
 

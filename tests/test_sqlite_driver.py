@@ -5,6 +5,7 @@ release took away, and prove the fast paths are really installed (a failed swap 
 from __future__ import annotations
 
 import inspect
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
 )
+from sqlalchemy.exc import OperationalError
 
 from gql_mail.db import Database
 from gql_mail.sqlite_driver import OneHandoffCursor, _InlineConnection, _OneHandoffConnection
@@ -86,5 +88,32 @@ async def test_the_fast_paths_are_installed(tmp_path: Path) -> None:
             assert type(adapted) is _OneHandoffConnection, type(adapted)
             assert type(adapted.driver_connection) is aiosqlite.Connection
             assert (await session.execute(text("SELECT sum(x) FROM t"))).scalar() == 3
+    finally:
+        await db.dispose()
+
+
+async def test_small_read_runs_on_the_loop_and_falls_back_to_the_thread(tmp_path: Path) -> None:
+    """`small_read` reads through the event-loop engine; when SQLite refuses there (busy), the same read
+    goes through aiosqlite's thread and still answers."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'small.db'}")
+    try:
+        async with db.write() as session:
+            await session.execute(text("CREATE TABLE t (x INTEGER)"))
+            await session.execute(text("INSERT INTO t VALUES (1), (2)"))
+        statement = text("SELECT x FROM t ORDER BY x")
+        assert [row.x for row in await db.small_read(statement)] == [1, 2]
+        async with db._small_read_engine.connect() as connection:
+            adapted: Any = (await connection.get_raw_connection()).dbapi_connection
+            assert type(adapted.driver_connection) is _InlineConnection
+
+        class Busy:
+            def connect(self) -> Any:
+                raise OperationalError("SELECT", None, sqlite3.OperationalError("database is locked"))
+
+        engine, db._small_read_engine = db._small_read_engine, Busy()  # type: ignore[assignment]
+        try:
+            assert [row.x for row in await db.small_read(statement)] == [1, 2]
+        finally:
+            db._small_read_engine = engine
     finally:
         await db.dispose()

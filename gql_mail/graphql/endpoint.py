@@ -16,7 +16,7 @@ from starlette.websockets import WebSocket
 from gql_mail.graphql.http_errors import error_response
 from gql_mail.graphql.view import GqlMailView
 from gql_mail.graphql.ws_close import TOO_MANY_CLOSE_CODE
-from gql_mail.http_edge.gate import RequestGate, replay
+from gql_mail.http_edge.gate import RequestGate
 from gql_mail.http_edge.request_body import SLOW_BODY, BodyTooLarge, BodyTooSlow
 
 
@@ -60,8 +60,9 @@ class GraphQLEndpoint:
                 except BodyTooSlow:
                     await error_response(408, "BAD_USER_INPUT", SLOW_BODY)(scope, receive, send)
                     return
-                receive = replay(body, receive)
-        await self.view(scope, receive, send)
+                # Strawberry reads the body from the Request (Starlette keeps a read body in `_body`).
+                request._body = body
+        await self.view.answer(request, send)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         refusal = self.quota.enter()

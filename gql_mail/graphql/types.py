@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import strawberry
+from sqlalchemy import Row
 from strawberry.scalars import JSON
 
 from gql_mail import models
@@ -95,7 +96,8 @@ class Account:
         return throttled_until_of(await pacing_status(info, str(self.account)))
 
     @classmethod
-    def from_row(cls, row: models.Account) -> Account:
+    def from_row(cls, row: models.Account | Row[Any]) -> Account:
+        """From the model or a row of its table (services.accounts.list_accounts)."""
         return cls(
             account=strawberry.ID(row.id),
             name=row.name,

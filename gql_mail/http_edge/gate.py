@@ -10,7 +10,7 @@ is the front door's (a GraphQL error, an EmailEngine Boom body); what is refused
 from __future__ import annotations
 
 from starlette.requests import HTTPConnection, Request
-from starlette.types import Message, Receive
+from starlette.types import Receive
 
 from gql_mail.http_edge.request_body import BodyReader
 from gql_mail.runtime import Runtime
@@ -21,20 +21,6 @@ def announced_length(request: HTTPConnection) -> int | None:
     """The request's Content-Length, when it announces a valid one."""
     length = request.headers.get("content-length")
     return int(length) if length is not None and length.isdigit() else None
-
-
-def replay(body: bytes, receive: Receive) -> Receive:
-    """A `receive` that gives the already-read `body` first, for the app behind the gate."""
-    sent = False
-
-    async def replayed() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed
 
 
 class RequestGate:
