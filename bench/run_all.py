@@ -20,7 +20,7 @@ import http_ceiling
 import latency
 import submit
 from common import emit, log, run_loop
-from memory import memory_result
+from memory import big_messages, memory_result
 from queue_scaling import scaling_result, scenario
 
 
@@ -57,6 +57,14 @@ def figure(r: dict[str, Any]) -> str:
     if name == "memory":
         growth = f"{r['growth_mb']:+.0f} MB over {r['peak_rss_without_queue_mb']:.0f} MB without the queue"
         return f"peak {r['peak_rss_mb']:.0f} MB, {growth}"
+    if name == "memory_big":
+        g, rest = r["graphql"], r["rest"]
+        return (
+            f"{r['attachment_mb']} MB attachment: peak +{g['peak_growth_mb']:.0f} MB (GraphQL), "
+            f"+{rest['peak_growth_mb']:.0f} MB (REST) vs {r['peak_growth_limit_mb']:.0f}; after delivery "
+            f"{g['rss_after_over_idle']:.2f} / {rest['rss_after_over_idle']:.2f} x idle "
+            f"{r['idle_rss_mb']:.0f} MB; {r['series']} peak {r['series_peak_rss_mb']:.0f} MB"
+        )
     if name == "fanout":
         return (
             f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms; "
@@ -80,6 +88,10 @@ def table(results: list[dict[str, Any]], markdown: bool) -> str:
     return "\n".join(
         [fmt.format(*head), fmt.format(*("-" * w for w in widths)), *(fmt.format(*row) for row in rows)]
     )
+
+
+async def emit_big(quick: bool) -> dict[str, Any]:
+    return emit(await big_messages(big_mb=2 if quick else 10, count=5 if quick else 40))
 
 
 async def main(quick: bool) -> list[dict[str, Any]]:
@@ -107,6 +119,7 @@ async def main(quick: bool) -> list[dict[str, Any]]:
     await step("http_ceiling", lambda: http_ceiling.run(seconds=3 if quick else 10, rounds=1 if quick else 3))
     await step("latency", lambda: latency.run(messages=30 if quick else 200))
     await step("queue_scaling", queue_and_memory)
+    await step("memory_big", lambda: emit_big(quick))
     await step("fanout", lambda: fanout.run(subscribers=50 if quick else 500, seconds=2 if quick else 5))
     return results
 

@@ -54,6 +54,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from gql_mail.app import create_app
     from gql_mail.graphql.frame_writer import WS_PROTOCOL
+    from gql_mail.malloc_tuning import tune_malloc
 
     host = args.host or settings.host
     port = args.port or settings.port
@@ -61,6 +62,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(update={"host": host, "port": port})
     if "service_url" not in settings.model_fields_set:
         settings = settings.model_copy(update={"service_url": f"http://{host}:{port}"})
+    tune_malloc()
     if args.workers_only:
         from gql_mail.worker_node import run_workers
 

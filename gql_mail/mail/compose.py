@@ -31,11 +31,13 @@ Attachment bytes are untouched (base64).
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import ipaddress
 import mimetypes
 import re
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -127,6 +129,8 @@ class Composed:
 _POLICY = SMTP.clone(cte_type="7bit", utf8=False, refold_source="none")
 
 _UTF8 = Charset("utf-8")
+# Attachment bytes per base64 line, as email.contentmanager's _encode_base64 computes it (76 characters).
+_BASE64_LINE_BYTES = (_POLICY.max_line_length or 78) // 4 * 3
 _FOLD_AT = 78  # RFC 5322 2.1.1: SHOULD
 _MAX_LINE = 998  # RFC 5322 2.1.1: MUST
 _EW_MAX = 75  # RFC 2047 2: longest encoded-word
@@ -204,20 +208,22 @@ def compose(
         raise ComposeError("the message has no recipients (to, cc and bcc are all empty)", "to")
     message_id = _message_id(draft, envelope_from, domain, make_id)
 
-    msg = EmailMessage(policy=_POLICY)
-    msg.set_raw("From", _address_header("From", [(envelope_from, _name(draft.from_, "from"))], "from"))
+    headers = [("From", _address_header("From", [(envelope_from, _name(draft.from_, "from"))], "from"))]
     for header, key in (("To", "to"), ("Cc", "cc"), ("Reply-To", "replyTo")):
         if lists[key]:
-            msg.set_raw(header, _address_header(header, lists[key], key))
+            headers.append((header, _address_header(header, lists[key], key)))
     if draft.subject is not None:
         _check_header_text(draft.subject, "subject", "subject")
-        msg.set_raw("Subject", _unstructured("Subject", draft.subject, "subject"))
-    msg.set_raw("Date", format_datetime(now))
-    msg.set_raw("Message-ID", message_id)
-    for name, value in _extra_headers(draft.headers):
+        headers.append(("Subject", _unstructured("Subject", draft.subject, "subject")))
+    headers += [("Date", format_datetime(now)), ("Message-ID", message_id)]
+    headers += _extra_headers(draft.headers)
+    headers.append(("MIME-Version", "1.0"))
+    tree = _body_tree(draft)
+    # A message that is one attachment is itself the part whose base64 _Generator writes from its bytes.
+    msg = (_BinaryMessage if isinstance(tree, _Part) else EmailMessage)(policy=_POLICY)
+    for name, value in headers:
         msg.set_raw(name, value)
-    msg.set_raw("MIME-Version", "1.0")
-    _fill(msg, _body_tree(draft), _boundaries(message_id, draft))
+    _fill(msg, tree, _boundaries(message_id, draft))
 
     recipients = [address for key in ("to", "cc", "bcc") for address, _ in lists[key]]
     return Composed(
@@ -230,12 +236,51 @@ def compose(
 
 
 class _Generator(BytesGenerator):
-    """The library's generator, writing a body a slice at a time.
+    """The library's generator, with each body written once and never copied whole.
 
-    It splits a whole body into lines with one regex call, which holds the GIL throughout (0.4 s for a
-    24 MB attachment on a slow machine): composed in a worker thread, that would still stall the event
-    loop. Slices end just after a LF, so no CRLF is split and the output is the same bytes.
+    The library's own costs a big attachment many times its size, all at once: `set_content` keeps the
+    base64 text as one str made by joining a str per 76-character line; writing it splits it into a list
+    of lines again (and encodes the whole str once more to look for surrogates); and every MIME level is
+    generated into a buffer of its own that is then copied into its parent's (the headers can only be
+    written after the body, in case it changes the boundary). Here:
+
+    * an attachment (`_BinaryPart`) keeps its bytes, and its base64 is written straight from them, a slice
+      at a time, as the lines the library writes (76 characters, CRLF);
+    * a level's buffer is a list of the chunks written to it (`_Chunks`): passing it to its parent moves
+      the references, not the bytes, and only the outermost sink (`_as_bytes`) holds them as one buffer;
+    * other bodies go a slice at a time: the library splits a whole body into lines with one regex call,
+      which holds the GIL throughout (0.4 s for a 24 MB attachment on a slow machine), so composed in a
+      worker thread it would still stall the event loop. Slices end just after a LF, so no CRLF is split.
+
+    The bytes are the library's, to the octet (tests/mail/test_compose.py compares them). This leans on
+    the generator's internals (`_new_buffer`, `_handle_text`, `_write_lines`, the `_fp` it writes to),
+    which have been stable from 3.3 to 3.13.
     """
+
+    def _new_buffer(self) -> _Chunks:
+        return _Chunks()
+
+    def _handle_text(self, msg: EmailMessage) -> None:
+        if isinstance(msg, _BinaryPart):
+            self._write_base64(msg.data)
+        else:
+            super()._handle_text(msg)  # type: ignore[misc]
+
+    # The library binds its default body handler to its own `_handle_text` when its class is built.
+    _writeBody = _handle_text
+
+    def _write_base64(self, data: bytes) -> None:
+        """What `set_content(data)` then flattening writes: `binascii.b2a_base64` of each 57-byte piece
+        (76 characters), each line ended by the policy's line separator."""
+        per_line, line = _BASE64_LINE_BYTES, _BASE64_LINE_BYTES // 3 * 4
+        nl: bytes = self._encoded_NL  # type: ignore[attr-defined]
+        step = per_line * (_SCAN_CHUNK // line)
+        view = memoryview(data)
+        for start in range(0, len(view), step):
+            encoded = binascii.b2a_base64(view[start : start + step], newline=False)
+            lines = [encoded[i : i + line] for i in range(0, len(encoded), line)]
+            lines.append(b"")
+            self._fp.write(nl.join(lines))  # type: ignore[attr-defined]
 
     def _write_lines(self, lines: str) -> None:
         start = 0
@@ -248,11 +293,56 @@ class _Generator(BytesGenerator):
         super()._write_lines(lines[start:] if start else lines)  # type: ignore[misc]
 
 
+class _Chunks:
+    """A MIME level's output as the list of what was written to it; written into another `_Chunks`, it
+    hands over its chunks (see `_Generator`)."""
+
+    def __init__(self) -> None:
+        self.chunks: deque[bytes] = deque()
+
+    def write(self, data: bytes | _Chunks) -> None:
+        if isinstance(data, _Chunks):
+            self.chunks.extend(data.chunks)
+            data.chunks.clear()
+        else:
+            self.chunks.append(data)
+
+    def getvalue(self) -> _Chunks:
+        return self
+
+
+class _Sink:
+    """The outermost output: one growing buffer; chunks handed to it are dropped as they are copied in,
+    so the message exists once (plus one chunk) while it is assembled."""
+
+    def __init__(self) -> None:
+        self.buffer = BytesIO()
+
+    def write(self, data: bytes | _Chunks) -> None:
+        if isinstance(data, _Chunks):
+            chunks = data.chunks
+            while chunks:
+                self.buffer.write(chunks.popleft())
+        else:
+            self.buffer.write(data)
+
+
+class _BinaryPart(MIMEPart):
+    """An attachment part whose base64 body `_Generator` writes from `data` (the library would keep it as
+    one str of the whole base64 text, 1.37 times the attachment, made from a str per line)."""
+
+    data: bytes
+
+
+class _BinaryMessage(EmailMessage, _BinaryPart):
+    """A message whose whole body is one attachment."""
+
+
 def _as_bytes(msg: EmailMessage) -> bytes:
-    """`msg.as_bytes()`, with `_Generator`."""
-    out = BytesIO()
-    _Generator(out, mangle_from_=False, policy=_POLICY).flatten(msg, unixfrom=False)
-    return out.getvalue()
+    """`msg.as_bytes()`, with `_Generator`. BytesIO.getvalue() hands over its buffer without a copy."""
+    sink = _Sink()
+    _Generator(sink, mangle_from_=False, policy=_POLICY).flatten(msg, unixfrom=False)
+    return sink.buffer.getvalue()
 
 
 # --- addresses ---------------------------------------------------------------------------------------
@@ -539,21 +629,25 @@ def _fill(part: MIMEPart, node: _Text | _Part | _Multipart, boundaries: Iterator
         make = {"mixed": part.make_mixed, "alternative": part.make_alternative, "related": part.make_related}
         make[node.subtype](boundary=next(boundaries))
         for child in node.children:
-            sub = MIMEPart(policy=_POLICY)
+            sub = _BinaryPart(policy=_POLICY) if isinstance(child, _Part) else MIMEPart(policy=_POLICY)
             _fill(sub, child, boundaries)
             part.attach(sub)
     else:
         params = dict(node.params)
         if node.filename is not None:
             params.setdefault("name", node.filename)  # for readers that look only at Content-Type
+        # The headers as set_content writes them for these bytes (none depends on the bytes); the body is
+        # written from them by _Generator when the part is a _BinaryPart.
         part.set_content(
-            node.content,
+            b"" if isinstance(part, _BinaryPart) else node.content,
             node.maintype,
             node.subtype,
             disposition=node.disposition,
             filename=node.filename,
             params=params,
         )
+        if isinstance(part, _BinaryPart):
+            part.data = node.content
         if node.cid is not None:
             # Stored raw: the library would fold a long Content-ID into an encoded-word.
             part.set_raw("Content-ID", f"<{node.cid}>")

@@ -24,6 +24,7 @@ from gql_mail.log_redaction import credentials_in_use
 from gql_mail.mail.errors import MailError, classify_smtp_exception, reply_text
 from gql_mail.mail.peer_text import peer_text
 from gql_mail.mail.tls_policy import starttls_not_offered, starttls_refused
+from gql_mail.malloc_tuning import release_after
 from gql_mail.outbound import OutboundPolicy
 
 __all__ = ["SendResult", "SmtpConnection", "SmtpSettings", "verify_smtp"]
@@ -148,6 +149,10 @@ class SmtpConnection:
             if isinstance(exc, MailError):
                 raise
             raise classify_smtp_exception(exc) from exc
+        finally:
+            # DATA's copies of a big message (aiosmtplib's line-ending and dot-stuffing passes) are freed
+            # by now, and the caller's soon after: see malloc_tuning.
+            release_after(len(raw))
 
     async def _ehlo(self, client: aiosmtplib.SMTP) -> None:
         """EHLO (again after STARTTLS, which discards what the server said before), HELO as fallback."""

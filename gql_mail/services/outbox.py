@@ -23,6 +23,7 @@ from sqlmodel import col
 from gql_mail.clock import utc
 from gql_mail.ids import time_ordered_id
 from gql_mail.mail.compose import Composed
+from gql_mail.malloc_tuning import release_after
 from gql_mail.models import AccountState, MessageStatus, OutboxMessage
 from gql_mail.queue import OUTBOX
 from gql_mail.runtime import Runtime
@@ -238,6 +239,7 @@ async def submit_message(rt: Runtime, account_id: str, spec: SubmitSpec) -> Subm
             return _result(earlier, duplicate=True)
     else:
         await rt.new_messages.write(row, partial(_insert_rows, rt))
+    release_after(len(composed.raw))
     if row["next_attempt_at"] <= now:
         rt.wake.delivery()
     return SubmitResult(

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
+from io import BytesIO
 from typing import Any
 
 from gql_mail.config import Settings
@@ -213,20 +214,23 @@ def compose_cost(spec: SubmitSpec) -> int:
 
 
 def _b64decode(text: str, field: str) -> bytes:
-    """Strict base64 (whitespace allowed), decoded a chunk at a time so the GIL changes hands between."""
-    decoded = []
+    """Strict base64 (whitespace allowed), decoded a chunk at a time so the GIL changes hands between.
+
+    The chunks go into one growing buffer, which `getvalue()` hands over without a copy: joining a list
+    of them held the decoded bytes twice at once."""
+    decoded = BytesIO()
     carry = ""
     try:
         for start in range(0, len(text), _DECODE_CHUNK):
             piece = carry + "".join(text[start : start + _DECODE_CHUNK].split())
             whole = len(piece) - len(piece) % 4
-            decoded.append(base64.b64decode(piece[:whole], validate=True))
+            decoded.write(base64.b64decode(piece[:whole], validate=True))
             carry = piece[whole:]
         if carry:
             base64.b64decode(carry, validate=True)  # raises: a partial quantum
     except (binascii.Error, ValueError) as exc:
         raise BadInput(f"{field} is not valid base64", field=field) from exc
-    return b"".join(decoded)
+    return decoded.getvalue()
 
 
 def _attachments(settings: Settings, specs: Sequence[AttachmentSpec]) -> tuple[Attachment, ...]:

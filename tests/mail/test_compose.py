@@ -914,3 +914,18 @@ def test_unicode_is_not_normalised() -> None:
     message = _parse(_compose(_draft(subject=decomposed, to=(Address("t@example.com", decomposed),))).raw)
     assert message["Subject"] == decomposed
     assert _names(message, "To") == [(decomposed, "t@example.com")]
+
+
+@pytest.mark.parametrize("size", [0, 1, 56, 57, 58, 196_592, 196_593, 196_650, 600_001])
+def test_attachments_are_written_as_the_library_writes_them(size: int) -> None:
+    """compose writes an attachment's base64 from its bytes, a slice at a time (mail/compose.py
+    `_Generator`): the lines are those of the library's `set_content` (76 characters, CRLF) across slice
+    boundaries, and the library generates the same bytes again from the parsed message."""
+    blob = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    raw = _compose(_draft(text="t", attachments=(Attachment(blob, "blob.bin"),))).raw
+    start = raw.index(b"\r\n\r\n", raw.index(b'filename="blob.bin"')) + 4
+    end = raw.index(b"\r\n--=_", start)
+    assert raw[start:end] == base64.encodebytes(blob).replace(b"\n", b"\r\n")
+    policy = email.policy.SMTP.clone(cte_type="7bit", utf8=False, refold_source="none")
+    assert email.message_from_bytes(raw, policy=policy).as_bytes() == raw
+    _assert_wire_format(raw)
