@@ -1,10 +1,10 @@
-"""5. Memory: peak RSS of the server while 100,000 messages are queued and 1,000 delivered (twice), and its
+"""5. Memory: peak RSS of the server while 1,000,000 messages are queued and 1,000 delivered (twice), and its
 growth over the same server's peak before the queue was filled. Target: peak <= 250 MB, and it does not
 grow with the queue (reported: growth in MB; "met" allows 10 MB of noise).
 
 The runs are those of queue_scaling.py (run_all.py runs them once for both benchmarks).
 
-    python bench/memory.py [--waiting 100000] [--due 1000]
+    python bench/memory.py [--waiting 1000000] [--due 1000] [--database sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 from typing import Any
 
 from common import emit, run_loop
-from queue_scaling import scenario
+from queue_scaling import WAITING, scenario
 
 
 def memory_result(s: dict[str, Any]) -> dict[str, Any]:
@@ -21,6 +21,7 @@ def memory_result(s: dict[str, Any]) -> dict[str, Any]:
     growth_mb = (s["peak_full_kib"] - s["peak_empty_kib"]) / 1024
     return {
         "benchmark": "memory",
+        "database": s["database"],
         "waiting": s["waiting"],
         "due": s["due"],
         "peak_rss_mb": round(peak_mb, 1),
@@ -32,13 +33,14 @@ def memory_result(s: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def run(waiting: int = 100_000, due: int = 1000) -> dict[str, Any]:
-    return emit(memory_result(await scenario(waiting, due)))
+async def run(waiting: int = WAITING, due: int = 1000, database: str = "sqlite") -> dict[str, Any]:
+    return emit(memory_result(await scenario(waiting, due, database)))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--waiting", type=int, default=100_000)
+    parser.add_argument("--waiting", type=int, default=WAITING)
     parser.add_argument("--due", type=int, default=1000)
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
-    run_loop(run(args.waiting, args.due))
+    run_loop(run(args.waiting, args.due, args.database))

@@ -6,14 +6,14 @@ sliding minute) and the unlimited account's throughput against the same run with
 
 Time: the server runs in this process on the injectable clock, scaled (`--speed` times real time). At 1 (the
 default, about 2 minutes a run) the limited accounts' sends take the share of the CPU they would in
-production; faster clocks squeeze the same sends into less wall time, so the unlimited account's ratio is
-only meaningful at 1 (at 10 it measured 0.81: the limited accounts' whole load in a tenth of the time). Everything the server
-decides (windows, due times) reads that clock; the sink's wall-clock acceptance times are converted to it.
-The limited accounts hold `--minutes` minutes of their limit each (account i: 10·(i+1) a minute, 2,100 a
-minute together); the unlimited account holds the rest of the 10,000. Rates are counted over the
-`--minutes` minutes from the first send, both from the server's send log (what it admitted) and from the
-sink's arrivals (what a provider would see). The unlimited account's throughput is its messages over the
-wall time from the start until its last one arrived.
+production; faster clocks squeeze the same sends into less wall time, so the unlimited account's ratio is only
+meaningful at 1 (at 10 it measured 0.81: the limited accounts' whole load in a tenth of the time). Everything
+the server decides (windows, due times) reads that clock; the sink's wall-clock acceptance times are converted
+to it. The limited accounts hold `--minutes` minutes of their limit each (account i: 10·(i+1) a minute, 2,100
+a minute together); the unlimited account holds the rest of the 10,000. Rates are counted over the `--minutes`
+minutes from the first send, both from the server's send log (what it admitted) and from the sink's arrivals
+(what a provider would see). The unlimited account's throughput is its messages over the wall time from the
+start until its last one arrived.
 
     python bench/pacing.py [--messages 10000] [--minutes 2] [--speed 1]
 """

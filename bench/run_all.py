@@ -20,7 +20,7 @@ import latency
 import submit
 from common import emit, log, run_loop
 from memory import memory_result
-from queue_scaling import scaling_result, scenario
+from queue_scaling import WAITING, scaling_result, scenario
 
 
 def figure(r: dict[str, Any]) -> str:
@@ -85,7 +85,7 @@ async def main(quick: bool) -> list[dict[str, Any]]:
         log(f"{name} took {time.monotonic() - started:.0f} s")
 
     async def queue_and_memory() -> list[dict[str, Any]]:
-        s = await scenario(waiting=10_000 if quick else 100_000, due=200 if quick else 1000)
+        s = await scenario(waiting=10_000 if quick else WAITING, due=200 if quick else 1000)
         return [emit(scaling_result(s)), emit(memory_result(s))]
 
     await step(
