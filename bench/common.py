@@ -621,11 +621,26 @@ class BenchDatabase:
         await conn.execute("VACUUM ANALYZE outbox_message")
 
     async def delete_queued(self) -> int:
+        """Delete every queued message. On SQLite in FILL_CHUNK-row transactions, each its own hold of the
+        write lock, so that the server's periodic jobs are not locked out past their busy timeout."""
         if self.is_sqlite:
             import sqlite3
 
-            with sqlite3.connect(self.db_path, timeout=60) as conn:  # type: ignore[arg-type]
-                return conn.execute("DELETE FROM outbox_message WHERE status = 'queued'").rowcount
+            deleted = 0
+            conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)  # type: ignore[arg-type]
+            try:
+                while True:
+                    done = conn.execute(
+                        "DELETE FROM outbox_message WHERE id IN (SELECT id FROM outbox_message "
+                        "WHERE status = 'queued' LIMIT ?)",
+                        (FILL_CHUNK,),
+                    ).rowcount
+                    deleted += done
+                    if done < FILL_CHUNK:
+                        return deleted
+                    await asyncio.sleep(0.05)
+            finally:
+                conn.close()
         conn = await self._conn()
         done = await conn.execute("DELETE FROM outbox_message WHERE status = 'queued'")
         await conn.execute("VACUUM ANALYZE outbox_message")

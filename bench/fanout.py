@@ -272,7 +272,8 @@ async def run(
     subscribers: int = SUBSCRIBERS, rate: float = 100, seconds: float = 5, processes: int = PROCESSES
 ) -> dict[str, Any]:
     with SinkProcess() as sink:
-        async with bench_server(sink) as server:
+        # One token stands for every subscriber here; its default cap (1,000 connections) would refuse half.
+        async with bench_server(sink, GQL_MAIL_MAX_WS_CONNECTIONS_PER_TOKEN=str(subscribers)) as server:
             shares = [subscribers // processes + (i < subscribers % processes) for i in range(processes)]
             log(f"fanout: connecting {subscribers} subscribers from {processes} processes")
             clients = [
