@@ -95,7 +95,10 @@ async def main(quick: bool) -> list[dict[str, Any]]:
     await step("submit", lambda: submit.run(seconds=3 if quick else 20))
     await step("latency", lambda: latency.run(messages=30 if quick else 200))
     await step("queue_scaling", queue_and_memory)
-    await step("fanout", lambda: fanout.run(subscribers=50 if quick else 500, seconds=2 if quick else 5))
+    await step(
+        "fanout",
+        lambda: fanout.run(subscribers=50 if quick else fanout.SUBSCRIBERS, seconds=2 if quick else 5),
+    )
     return results
 
 
