@@ -307,6 +307,7 @@ async def run(
             cpu_before = [cpu_seconds(p.pid) for p in clients], server.cpu_seconds()
             started = time.monotonic()
             sent = await submit_paced(server.port, server.token, rate, seconds)
+            log(f"fanout: {sent} submitted in {time.monotonic() - started:.1f} s; waiting for every event")
             timeout = 60.0
             for proc in clients:
                 assert proc.stdin is not None
