@@ -3,7 +3,9 @@ send-only account pointing at the sink, direct queue pre-filling, a small keep-a
 graphql-transport-ws subscriber, and the one-line JSON result.
 
 Processes: `SinkProcess` runs bench/sink.py; `ServerProcess` runs `python -m gql_mail serve` with a fresh
-SQLite file in a temporary directory (log level warning, so uvicorn's access log is not part of the cost).
+SQLite file in a temporary directory (log level warning, so uvicorn's access log is not part of the cost),
+or, with `bench_server(…, database="postgresql")`, on a fresh PostgreSQL database (`BenchDatabase`) that is
+dropped afterwards.
 """
 
 from __future__ import annotations
@@ -193,15 +195,16 @@ class SinkWatch:
 class ServerProcess:
     """`python -m gql_mail serve` on a fresh SQLite database in its own temporary directory."""
 
-    def __init__(self, workdir: Path | None = None, **env: str) -> None:
+    def __init__(self, workdir: Path | None = None, database_url: str | None = None, **env: str) -> None:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="gql-mail-bench-")
         self.dir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.db_path = self.dir / "bench.db"
+        self.database_url = database_url or f"sqlite+aiosqlite:///{self.db_path}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
-            "GQL_MAIL_DATABASE_URL": f"sqlite+aiosqlite:///{self.db_path}",
+            "GQL_MAIL_DATABASE_URL": self.database_url,
             "GQL_MAIL_SECRET": SECRET,
             "GQL_MAIL_DATA_DIR": str(self.dir / "data"),
             "GQL_MAIL_LOG_LEVEL": "warning",
@@ -210,6 +213,7 @@ class ServerProcess:
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.token = ""
+        self.database: BenchDatabase | None = None  # set by bench_server
 
     def cli(self, *args: str) -> str:
         done = subprocess.run(
@@ -457,6 +461,193 @@ def prefill(
     return ids
 
 
+PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+# Rows per transaction when filling the queue in SQL (SQLite's WAL grows by a transaction's pages).
+FILL_CHUNK = 100_000
+
+
+class BenchDatabase:
+    """The bench's own access to the server's database, SQLite or PostgreSQL: it fills the queue behind
+    the server's back (as a backlog built up earlier would be), counts and deletes rows.
+
+    `create("postgresql")` makes a fresh database at PG_ADMIN_URL's server (`BENCH_PG_URL`, default the
+    local trust-auth cluster) and drops it afterwards, as tests/databases.py does for the suite. With
+    `BENCH_PG_EXPLAIN_MS=N`, auto_explain logs every statement on it slower than N ms, with its plan, to
+    the PostgreSQL server's log."""
+
+    def __init__(self, kind: str, pg_dsn: str | None = None) -> None:
+        self.kind = kind
+        self.pg_dsn = pg_dsn
+        self.db_path: Path | None = None
+        self._pg: Any = None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.kind == "sqlite"
+
+    @property
+    def sqlalchemy_url(self) -> str | None:
+        """The server's database URL; None for SQLite (the server's own temporary file)."""
+        return None if self.pg_dsn is None else "postgresql+asyncpg://" + self.pg_dsn.split("://", 1)[1]
+
+    def attach(self, server: ServerProcess) -> None:
+        server.database = self
+        self.db_path = server.db_path
+
+    @classmethod
+    @asynccontextmanager
+    async def create(cls, kind: str) -> AsyncIterator[BenchDatabase]:
+        if kind == "sqlite":
+            yield cls(kind)
+            return
+        if kind != "postgresql":
+            raise ValueError(f"unknown database {kind!r} (sqlite or postgresql)")
+        import asyncpg
+
+        name = f"bench_{uuid.uuid4().hex[:16]}"
+        admin = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        explain = os.environ.get("BENCH_PG_EXPLAIN_MS")
+        if explain:  # every slower statement with its plan in PostgreSQL's server log
+            admin = await asyncpg.connect(PG_ADMIN_URL)
+            try:
+                await admin.execute(
+                    f"ALTER DATABASE \"{name}\" SET session_preload_libraries = 'auto_explain'"
+                )
+                await admin.execute(
+                    f"ALTER DATABASE \"{name}\" SET auto_explain.log_min_duration = '{int(explain)}ms'"
+                )
+                await admin.execute(f'ALTER DATABASE "{name}" SET auto_explain.log_analyze = on')
+            finally:
+                await admin.close()
+        db = cls(kind, PG_ADMIN_URL.rpartition("/")[0] + "/" + name)
+        try:
+            yield db
+        finally:
+            if db._pg is not None:
+                await db._pg.close()
+            admin = await asyncpg.connect(PG_ADMIN_URL)
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await admin.close()
+
+    async def _conn(self) -> Any:
+        if self._pg is None:
+            import asyncpg
+
+            self._pg = await asyncpg.connect(self.pg_dsn)
+        return self._pg
+
+    async def count_status(self, status: str) -> int:
+        if self.is_sqlite:
+            assert self.db_path is not None
+            return count_status(self.db_path, status)
+        conn = await self._conn()
+        return int(await conn.fetchval("SELECT count(*) FROM outbox_message WHERE status = $1", status))
+
+    async def insert_due(self, count: int, *, due_in: timedelta = timedelta(0)) -> list[str]:
+        """`count` queued messages, each with its own Message-ID, in one transaction (see `prefill`);
+        their Message-IDs."""
+        if self.is_sqlite:
+            assert self.db_path is not None
+            return prefill(self.db_path, count, due_in=due_in)
+        raw, template_id, env_from, env_to = composed_message()
+        now = datetime.now(UTC)
+        rows = [
+            queued_copy(ACCOUNT, raw, template_id, env_from, env_to, due=now + due_in, now=now)
+            for _ in range(count)
+        ]
+        columns = list(rows[0])
+        conn = await self._conn()
+        await conn.copy_records_to_table(
+            "outbox_message",
+            columns=columns,
+            records=[
+                tuple(orjson.dumps(v).decode() if k == "envelope_to" else v for k, v in row.items())
+                for row in rows
+            ],
+        )
+        return [row["message_id"] for row in rows]
+
+    async def fill_waiting(self, count: int, *, due_in: timedelta) -> None:
+        """`count` queued messages due `due_in` from now, fast: one row is inserted, and the database copies
+        it `count - 1` times itself (ids from the template's time prefix and a counter; the copies share
+        its bytes and Message-ID: they are never sent). PostgreSQL is then vacuumed and analysed, as
+        autovacuum would be after such a load, so the runs do not depend on when it wakes."""
+        if count <= 0:
+            return
+        (message_id,) = await self.insert_due(1, due_in=due_in)
+        from gql_mail.models import OutboxMessage
+
+        columns = [c.name for c in OutboxMessage.__table__.columns if c.name != "id"]  # type: ignore[attr-defined]
+        copied = ", ".join(f"t.{c}" for c in columns)
+        into = "outbox_message (id, " + ", ".join(columns) + ")"
+        template = "SELECT id FROM outbox_message WHERE message_id = ?"
+        if self.is_sqlite:
+            import sqlite3
+
+            assert self.db_path is not None
+            conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+            try:
+                (tid,) = conn.execute(template, (message_id,)).fetchone()
+                for lo in range(1, count, FILL_CHUNK):
+                    hi = min(count - 1, lo + FILL_CHUNK - 1)
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(
+                        f"INSERT INTO {into} WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n "
+                        f"WHERE i < ?) SELECT substr(t.id, 1, 12) || printf('%012x', n.i), {copied} "
+                        "FROM outbox_message AS t, n WHERE t.id = ?",
+                        (lo, hi, tid),
+                    )
+                    conn.execute("COMMIT")
+                    await asyncio.sleep(0.05)  # the server's writers get the lock between chunks
+            finally:
+                conn.close()
+            return
+        conn = await self._conn()
+        tid = await conn.fetchval(template.replace("?", "$1"), message_id)
+        for lo in range(1, count, FILL_CHUNK):
+            hi = min(count - 1, lo + FILL_CHUNK - 1)
+            await conn.execute(
+                f"INSERT INTO {into} SELECT left(t.id, 12) || lpad(to_hex(i), 12, '0'), {copied} "
+                "FROM outbox_message AS t, generate_series($1::int, $2::int) AS i WHERE t.id = $3",
+                lo,
+                hi,
+                tid,
+            )
+        await conn.execute("VACUUM ANALYZE outbox_message")
+
+    async def delete_queued(self) -> int:
+        """Delete every queued message. On SQLite in FILL_CHUNK-row transactions, each its own hold of the
+        write lock, so that the server's periodic jobs are not locked out past their busy timeout."""
+        if self.is_sqlite:
+            import sqlite3
+
+            deleted = 0
+            conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)  # type: ignore[arg-type]
+            try:
+                while True:
+                    done = conn.execute(
+                        "DELETE FROM outbox_message WHERE id IN (SELECT id FROM outbox_message "
+                        "WHERE status = 'queued' LIMIT ?)",
+                        (FILL_CHUNK,),
+                    ).rowcount
+                    deleted += done
+                    if done < FILL_CHUNK:
+                        return deleted
+                    await asyncio.sleep(0.05)
+            finally:
+                conn.close()
+        conn = await self._conn()
+        done = await conn.execute("DELETE FROM outbox_message WHERE status = 'queued'")
+        await conn.execute("VACUUM ANALYZE outbox_message")
+        return int(done.split()[-1])
+
+
 def count_status(db_path: Path, status: str) -> int:
     import sqlite3
 
@@ -533,19 +724,25 @@ async def wait_until(
 
 
 @asynccontextmanager
-async def bench_server(sink: SinkProcess, **env: str) -> AsyncIterator[ServerProcess]:
-    """A started server with the sink's account registered and CONNECTED."""
-    server = ServerProcess(**env).start()
-    spy = profile(server.pid, "server")
-    client = server.client()
-    try:
-        await register_account(client, sink)
-        yield server
-    finally:
-        client.close()
-        server.close()
-        if spy is not None:
-            spy.wait(30)
+async def bench_server(
+    sink: SinkProcess, database: str = "sqlite", **env: str
+) -> AsyncIterator[ServerProcess]:
+    """A started server with the sink's account registered and CONNECTED; `database` "postgresql" puts it
+    on a fresh PostgreSQL database (PG_ADMIN_URL), dropped when the server has stopped."""
+    async with BenchDatabase.create(database) as db:
+        server = ServerProcess(database_url=db.sqlalchemy_url, **env)
+        db.attach(server)
+        server.start()
+        spy = profile(server.pid, "server")
+        client = server.client()
+        try:
+            await register_account(client, sink)
+            yield server
+        finally:
+            client.close()
+            server.close()
+            if spy is not None:
+                spy.wait(30)
 
 
 def profile(pid: int, name: str) -> subprocess.Popen[bytes] | None:

@@ -21,7 +21,7 @@ import latency
 import submit
 from common import emit, log, run_loop
 from memory import big_messages, memory_result
-from queue_scaling import scaling_result, scenario
+from queue_scaling import WAITING, scaling_result, scenario
 
 
 def figure(r: dict[str, Any]) -> str:
@@ -108,7 +108,7 @@ async def main(quick: bool) -> list[dict[str, Any]]:
         log(f"{name} took {time.monotonic() - started:.0f} s")
 
     async def queue_and_memory() -> list[dict[str, Any]]:
-        s = await scenario(waiting=10_000 if quick else 100_000, due=200 if quick else 1000)
+        s = await scenario(waiting=10_000 if quick else WAITING, due=200 if quick else 1000)
         return [emit(scaling_result(s)), emit(memory_result(s))]
 
     await step(
@@ -120,7 +120,10 @@ async def main(quick: bool) -> list[dict[str, Any]]:
     await step("latency", lambda: latency.run(messages=30 if quick else 200))
     await step("queue_scaling", queue_and_memory)
     await step("memory_big", lambda: emit_big(quick))
-    await step("fanout", lambda: fanout.run(subscribers=50 if quick else 500, seconds=2 if quick else 5))
+    await step(
+        "fanout",
+        lambda: fanout.run(subscribers=50 if quick else fanout.SUBSCRIBERS, seconds=2 if quick else 5),
+    )
     return results
 
 

@@ -66,8 +66,9 @@ class Event:
     order_key: str = ""
     # Serialised forms per subscription shape, so 500 subscribers cost one serialisation (graphql/fanout.py).
     wire: dict[Any, bytes] = field(default_factory=dict, compare=False, repr=False)
-    # Whole websocket messages per (selection shape, operation id), from `wire` (graphql/fanout.py).
-    frames: dict[Any, str] = field(default_factory=dict, compare=False, repr=False)
+    # Whole websocket messages (text and frame) per (selection shape, operation id), from `wire`
+    # (graphql/fanout.py).
+    frames: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def webhook_body(self, service_url: str) -> bytes:
         """The one place the JSON body is built (EmailEngine's shape)."""

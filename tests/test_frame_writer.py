@@ -2,7 +2,8 @@
 
 On uvicorn's websockets-sansio protocol (the harness server's, as uvicorn's "auto" picks it) the fan-out
 fast path writes the frames of one wake-up in one socket write (gql_mail/graphql/frame_writer.py). The
-client here is a real websocket client (with permessage-deflate, as websockets offers it by default);
+client here is a real websocket client: with permessage-deflate, as websockets offers it by default (each
+message framed for its connection), and without (the frames gql-mail built once, written as they are);
 the server side's transport is only watched, to check that the batch really went out in one write.
 """
 
@@ -18,7 +19,12 @@ import websockets
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from gql_mail.events import MESSAGE_FAILED, MESSAGE_SENT, Event, iso
-from gql_mail.graphql.frame_writer import PROTOCOL_ATTRIBUTES, frame_writer
+from gql_mail.graphql.frame_writer import (
+    CONNECTION_ATTRIBUTES,
+    PROTOCOL_ATTRIBUTES,
+    frame_writer,
+    outgoing_frame,
+)
 from gql_mail.graphql.server_send import RAW_SEND
 from tests.harness import EVENTS_SUBSCRIPTION, Server
 
@@ -69,9 +75,15 @@ def sansio_connections(monkeypatch: pytest.MonkeyPatch) -> list[WebSocketsSansIO
     return made
 
 
-async def open_subscription(server: Server, query: str, variables: dict[str, Any]) -> Any:
+async def open_subscription(
+    server: Server, query: str, variables: dict[str, Any], *, compression: str | None = "deflate"
+) -> Any:
     before = server.runtime.bus.subscriber_count
-    ws = await websockets.connect(server.ws_url, subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
+    ws = await websockets.connect(
+        server.ws_url,
+        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+        compression=compression,
+    )
     await ws.send(
         json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {server.token}"}})
     )
@@ -126,9 +138,7 @@ async def test_uvicorn_still_has_what_the_fast_path_relies_on(
         protocol = sansio_connections[0]
         missing = [name for name in PROTOCOL_ATTRIBUTES if not hasattr(protocol, name)]
         assert not missing, f"uvicorn's WebSocketsSansIOProtocol lacks {missing}"
-        connection_missing = [
-            name for name in ("send_text", "data_to_send") if not hasattr(protocol.conn, name)
-        ]
+        connection_missing = [name for name in CONNECTION_ATTRIBUTES if not hasattr(protocol.conn, name)]
         assert not connection_missing, f"WebSocketsSansIOProtocol.conn lacks {connection_missing}"
         assert sends, "the subscription did not ask for a frame writer"
         assert getattr(sends[0], "__self__", None) is protocol, (
@@ -138,10 +148,13 @@ async def test_uvicorn_still_has_what_the_fast_path_relies_on(
         await ws.close()
 
 
+@pytest.mark.parametrize("compression", ["deflate", None])
 async def test_events_published_together_arrive_as_separate_next_messages_from_one_write(
-    server: Server, sansio_connections: list[WebSocketsSansIOProtocol]
+    server: Server, sansio_connections: list[WebSocketsSansIOProtocol], compression: str | None
 ) -> None:
-    ws = await open_subscription(server, EVENTS_SUBSCRIPTION, {"account": "fw", "events": [MESSAGE_SENT]})
+    ws = await open_subscription(
+        server, EVENTS_SUBSCRIPTION, {"account": "fw", "events": [MESSAGE_SENT]}, compression=compression
+    )
     try:
         assert len(sansio_connections) == 1, "the harness server is expected to run websockets-sansio"
         transport = sansio_connections[0].transport
@@ -201,10 +214,15 @@ async def test_the_general_path_receives_the_same_events(server: Server) -> None
         await fast.close()
 
 
-async def test_large_and_non_ascii_payloads_are_framed_for_the_client(server: Server) -> None:
+@pytest.mark.parametrize("compression", ["deflate", None])
+async def test_large_and_non_ascii_payloads_are_framed_for_the_client(
+    server: Server, compression: str | None
+) -> None:
     """Frames are built by gql-mail on the fast path: the 7-, 16- and 64-bit length forms and UTF-8 text
-    must reach a real client (with permessage-deflate negotiated) intact."""
-    ws = await open_subscription(server, EVENTS_SUBSCRIPTION, {"account": "fw", "events": [MESSAGE_SENT]})
+    must reach a real client intact, with permessage-deflate negotiated or without."""
+    ws = await open_subscription(
+        server, EVENTS_SUBSCRIPTION, {"account": "fw", "events": [MESSAGE_SENT]}, compression=compression
+    )
     try:
         sizes = [10, 200, 70_000]
         wanted = [
@@ -215,3 +233,15 @@ async def test_large_and_non_ascii_payloads_are_framed_for_the_client(server: Se
         await assert_exactly(ws, server, wanted)
     finally:
         await ws.close()
+
+
+def test_a_prebuilt_frame_is_what_websockets_would_send() -> None:
+    """The frame built once for every subscriber without an extension is byte for byte the one the
+    connection's own `send_text` makes, in all three length forms."""
+    from websockets.protocol import SERVER, Protocol
+
+    for text in ("x", "é" * 100, "€" * 30_000):
+        connection = Protocol(SERVER)  # OPEN, no extension
+        connection.send_text(text.encode())
+        assert outgoing_frame(text.encode()).wire == b"".join(connection.data_to_send())
+        assert outgoing_frame(text.encode()).text == text

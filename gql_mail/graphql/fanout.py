@@ -30,6 +30,7 @@ from graphql import (
 from graphql.error import GraphQLError
 
 from gql_mail.events import Event, iso
+from gql_mail.graphql.frame_writer import OutgoingFrame, outgoing_frame
 from gql_mail.services.errors import BadInput
 from gql_mail.services.validation import event_names
 
@@ -77,20 +78,21 @@ class EventsPlan:
                 return None
         return account, events
 
-    def frame(self, operation_id: str, event: Event) -> str:
-        """The whole `next` message for this subscriber. Built once per selection shape and operation id:
-        clients number their operations alike ("1"), so most subscribers share one text."""
+    def frame(self, operation_id: str, event: Event) -> OutgoingFrame:
+        """The whole `next` message for this subscriber, text and websocket frame. Built once per
+        selection shape and operation id: clients number their operations alike ("1"), so most
+        subscribers share one message, down to its frame's bytes."""
         key = (self.selections, operation_id)
-        text = event.frames.get(key)
-        if text is None:
+        frame = event.frames.get(key)
+        if frame is None:
             payload = event.wire.get(self.selections)
             if payload is None:
                 fields = {key: FIELDS[name](event) for key, name in self.selections}
                 payload = event.wire[self.selections] = orjson.dumps({"data": {self.response_key: fields}})
-            text = event.frames[key] = (
+            frame = event.frames[key] = outgoing_frame(
                 b'{"id":' + orjson.dumps(operation_id) + b',"type":"next","payload":' + payload + b"}"
-            ).decode()
-        return text
+            )
+        return frame
 
 
 def _literal(node: Any) -> tuple[str, Any] | None:

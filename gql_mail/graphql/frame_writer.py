@@ -1,4 +1,4 @@
-"""Several websocket text frames in one socket write.
+"""Several websocket text frames in one socket write, and the same frame bytes for every subscriber.
 
 A subscriber that wakes up finds every event published since it last ran (a recorded batch of outcomes
 publishes several at once: 8 was typical with 500 subscribers at 100 messages/s). ASGI sends one frame
@@ -8,12 +8,21 @@ frames of one wake-up are serialised by its own connection object and written to
 (another server or protocol, a paused or closing connection) goes through the plain ASGI `send`, one
 message at a time, which also keeps its flow control and its errors.
 
+Every subscriber of a plain `events` subscription gets the same `next` message for an event (fanout.py
+builds it once). With 2,000 subscribers, framing that message again for each of them (websockets'
+`send_text`: a Frame object, its header, a copy of the payload) was the largest per-subscriber cost left,
+so an `OutgoingFrame` also carries its whole wire form, built once: a final, unmasked text frame is its
+header and the UTF-8 text, nothing per connection. It is written as it is when the connection negotiated
+no extension (permessage-deflate compresses per connection: such a connection still frames each message
+through its `conn`), is OPEN and has no fragmented message or bytes of its own pending.
+
 This module is gql-mail's only use of uvicorn's internals (hence uvicorn's upper bound in pyproject; its
 0.x minors may change them). It relies on: the ASGI `send` of a websocket being a bound method of
 `uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol` (`KeepServerSend` in
 `server_send.py` keeps that `send`, unwrapped), and on that protocol's attributes `handshake_complete`,
 `close_sent`, `disconnected`, `initial_response`, `writable` (an asyncio.Event), `transport` and `conn`
-(a `websockets` ServerProtocol: `send_text`, `data_to_send`). `gql-mail serve` and the test servers pick
+(a `websockets` ServerProtocol: `send_text`, `data_to_send`, `state`, `extensions`,
+`expect_continuation_frame`). `gql-mail serve` and the test servers pick
 that protocol by name (`WS_PROTOCOL`); tests/test_frame_writer.py fails, naming what is missing, when a
 uvicorn release lacks any of it.
 """
@@ -21,10 +30,11 @@ uvicorn release lacks any of it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from starlette.types import Send
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
 
 # uvicorn's name for the protocol above (`uvicorn.run(ws=...)`); "auto" picks another in some releases.
 WS_PROTOCOL = "websockets-sansio"
@@ -39,7 +49,31 @@ PROTOCOL_ATTRIBUTES = (
     "conn",
 )
 
-FrameWriter = Callable[[Sequence[str]], Awaitable[None]]
+# What `write` reads on the protocol's `conn` to know that a prebuilt frame is what it would send.
+CONNECTION_ATTRIBUTES = ("send_text", "data_to_send", "state", "extensions", "expect_continuation_frame")
+
+
+class OutgoingFrame(NamedTuple):
+    """One text message: its text, for the ASGI `send`, and its whole websocket frame (header and UTF-8
+    payload; final, unmasked, no extension), for a socket write."""
+
+    text: str
+    wire: bytes
+
+
+def outgoing_frame(payload: bytes) -> OutgoingFrame:
+    """The message whose UTF-8 text is `payload`, with its frame (RFC 6455 section 5.2)."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x81, n))
+    elif n < 65536:
+        head = b"\x81\x7e" + n.to_bytes(2, "big")
+    else:
+        head = b"\x81\x7f" + n.to_bytes(8, "big")
+    return OutgoingFrame(payload.decode(), head + payload)
+
+
+FrameWriter = Callable[[Sequence[OutgoingFrame]], Awaitable[None]]
 
 
 def frame_writer(send: Send) -> FrameWriter:
@@ -49,21 +83,36 @@ def frame_writer(send: Send) -> FrameWriter:
     if not isinstance(protocol, WebSocketsSansIOProtocol):
         return plain
 
-    async def write(texts: Sequence[str]) -> None:
+    async def write(frames: Sequence[OutgoingFrame]) -> None:
         if (
-            len(texts) < 2
-            or not protocol.handshake_complete
+            not protocol.handshake_complete
             or protocol.close_sent
             or protocol.disconnected
             or protocol.initial_response is not None
             or not protocol.writable.is_set()
             or protocol.transport.is_closing()
         ):
-            await plain(texts)
+            await plain(frames)
             return
         connection = protocol.conn
-        for text in texts:
-            connection.send_text(text.encode())
+        if (
+            connection.state is State.OPEN
+            and not connection.extensions
+            and not connection.expect_continuation_frame
+        ):
+            pending = connection.data_to_send()  # normally nothing: uvicorn writes what it frames at once
+            if pending:
+                protocol.transport.write(b"".join(pending))
+            if len(frames) == 1:
+                protocol.transport.write(frames[0].wire)
+            else:
+                protocol.transport.write(b"".join([frame.wire for frame in frames]))
+            return
+        if len(frames) < 2:
+            await plain(frames)
+            return
+        for frame in frames:
+            connection.send_text(frame.text.encode())
         protocol.transport.write(b"".join(connection.data_to_send()))
 
     return write
@@ -80,8 +129,8 @@ def open_gate(send: Send | None) -> None:
 
 
 def _one_by_one(send: Send) -> FrameWriter:
-    async def write(texts: Sequence[str]) -> None:
-        for text in texts:
-            await send({"type": "websocket.send", "text": text})
+    async def write(frames: Sequence[OutgoingFrame]) -> None:
+        for frame in frames:
+            await send({"type": "websocket.send", "text": frame.text})
 
     return write
