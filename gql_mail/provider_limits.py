@@ -1,4 +1,4 @@
-"""Published sending limits of the big mailbox providers, chosen by the account's SMTP host.
+"""Published sending limits of the big mailbox providers, chosen by the account's OAuth2 provider or SMTP host.
 
 A mailbox that bursts past its provider's limit is blocked for up to a day, so an account that sets no
 limits of its own is paced by its provider's published figures (services/pacing.py applies them). One
@@ -99,10 +99,22 @@ def _matches(host: str, pattern: str) -> bool:
     return host.endswith(pattern) if pattern.startswith(".") else host == pattern
 
 
-def preset_for(smtp_host: str, email: str = "") -> Preset | None:
-    """The provider preset for an SMTP host (the first whose domains, if it has any, include the email's)."""
-    host = smtp_host.strip().lower().rstrip(".")
+# The presets an OAuth2 provider (oauth2_providers.py) picks among, whatever SMTP host the account names: the
+# first whose domains include the email's, else the last (the business service).
+_BY_OAUTH2_PROVIDER = {"gmail": ("gmail", "google-workspace"), "outlook": ("outlook.com", "microsoft-365")}
+# Microsoft's consumer mailboxes (Outlook.com), as against Microsoft 365 tenants' own domains.
+_OUTLOOK_COM_DOMAINS = ("outlook.com", "hotmail.com", "live.com", "msn.com", "passport.com")
+
+
+def preset_for(smtp_host: str, email: str = "", oauth2_provider: str | None = None) -> Preset | None:
+    """The provider preset of an account: by its OAuth2 provider when it signs in with one (its mailbox is
+    at that provider even behind a relay or a custom host), else by its SMTP host (the first preset whose
+    domains, if it has any, include the email's)."""
     domain = email.rpartition("@")[2].lower()
+    if oauth2_provider in _BY_OAUTH2_PROVIDER:
+        *consumer, business = (_NAMED[name] for name in _BY_OAUTH2_PROVIDER[oauth2_provider])
+        return next((p for p in consumer if domain in _domains(p)), business)
+    host = smtp_host.strip().lower().rstrip(".")
     for preset in PRESETS:
         if not any(_matches(host, pattern) for pattern in preset.hosts):
             continue
@@ -110,3 +122,10 @@ def preset_for(smtp_host: str, email: str = "") -> Preset | None:
             continue
         return preset
     return None
+
+
+def _domains(preset: Preset) -> tuple[str, ...]:
+    return _OUTLOOK_COM_DOMAINS if preset.name == "outlook.com" else preset.domains
+
+
+_NAMED = {preset.name: preset for preset in PRESETS}

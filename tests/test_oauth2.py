@@ -333,3 +333,14 @@ async def test_tokens_given_during_a_refresh_win_over_its_answer(
     assert got == (access if with_access_token else tokens.access_token)
     assert await oauth2_tokens.access_token(server.runtime, "oa") == got
     assert tokens.calls == (1 if with_access_token else 2)
+
+
+async def test_an_oauth2_account_is_paced_by_its_providers_preset(
+    server: Server, smtp_server: SmtpServer, tokens: TokenServer
+) -> None:
+    """Its SMTP host is a local one (no preset by host): Google's preset comes from the app's provider,
+    Workspace's for a mailbox outside gmail.com."""
+    await register_oauth2(server, smtp_server, tokens)
+    query = "query A($a: ID!) { account(account: $a) { limits { preset perMinute perDay } } }"
+    limits = (await server.gql(query, {"a": "oa"}))["account"]["limits"]
+    assert limits == {"preset": "google-workspace", "perMinute": 60, "perDay": 2_000}

@@ -30,6 +30,21 @@ def test_presets_by_host(host: str, email: str, name: str) -> None:
     assert preset is not None and preset.name == name
 
 
+@pytest.mark.parametrize(
+    ("provider", "email", "name"),
+    [
+        ("gmail", "me@gmail.com", "gmail"),
+        ("gmail", "me@company.example", "google-workspace"),
+        ("outlook", "me@hotmail.com", "outlook.com"),
+        ("outlook", "me@company.example", "microsoft-365"),
+    ],
+)
+def test_an_oauth2_provider_picks_the_preset_whatever_the_host(provider: str, email: str, name: str) -> None:
+    preset = preset_for("relay.company.example", email, provider)
+    assert preset is not None and preset.name == name
+    assert preset_for("relay.company.example", email, "generic") is None
+
+
 def test_unknown_hosts_have_no_preset() -> None:
     assert preset_for("127.0.0.1", "me@example.org") is None
     assert preset_for("mail.gmail.com.evil.example", "me@gmail.com") is None

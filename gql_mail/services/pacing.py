@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gql_mail.clock import utc
 from gql_mail.events import ACCOUNT_THROTTLED, Event, iso
 from gql_mail.mail.errors import Throttle
-from gql_mail.models import AccountPacing, MessageStatus, SendLog, table
+from gql_mail.models import AccountPacing, MessageStatus, OAuth2App, SendLog, table
 from gql_mail.provider_limits import Limits, preset_for
 from gql_mail.queue import ACCOUNT, OUTBOX, ClaimedMessage, still
 from gql_mail.runtime import Runtime
@@ -44,6 +44,7 @@ from gql_mail.services.errors import BadInput, NotFound
 from gql_mail.services.unit import UnitOfWork
 
 PACING = table(AccountPacing)
+OAUTH2_APP = table(OAuth2App)
 SEND_LOG = table(SendLog)
 
 MINUTE = timedelta(minutes=1)
@@ -178,13 +179,20 @@ def ramped(limits: Limits, age: timedelta) -> Limits:
     )
 
 
-def rule_of(smtp_host: str, email: str, pacing: Any, *, age: timedelta = timedelta(0)) -> Rule:
-    """The rule for an account: its own limits when it set any, else its provider's preset; warmed up
-    (`ramped`) by the account's age when it asked for that."""
+def rule_of(
+    smtp_host: str,
+    email: str,
+    pacing: Any,
+    *,
+    age: timedelta = timedelta(0),
+    oauth2_provider: str | None = None,
+) -> Rule:
+    """The rule for an account: its own limits when it set any, else its provider's preset (by its OAuth2
+    provider, else by its SMTP host); warmed up (`ramped`) by the account's age when it asked for that."""
     own = _own_limits(pacing)
     until = utc(pacing.throttled_until) if pacing is not None and pacing.throttled_until else None
     reason = pacing.throttle_reason if pacing is not None else None
-    preset = None if not own.empty else preset_for(smtp_host, email)
+    preset = None if not own.empty else preset_for(smtp_host, email, oauth2_provider)
     limits = own if preset is None else preset.limits
     if pacing is not None and pacing.ramp_up:
         limits = ramped(limits, age)
@@ -204,15 +212,28 @@ _PACING_COLUMNS = (
     PACING.c.ramp_up,
 )
 _RULES = (
-    select(ACCOUNT.c.id, ACCOUNT.c.smtp_host, ACCOUNT.c.email, ACCOUNT.c.created_at, *_PACING_COLUMNS[1:])
-    .select_from(ACCOUNT.outerjoin(PACING, PACING.c.account_id == ACCOUNT.c.id))
+    select(
+        ACCOUNT.c.id,
+        ACCOUNT.c.smtp_host,
+        ACCOUNT.c.email,
+        ACCOUNT.c.created_at,
+        OAUTH2_APP.c.provider.label("oauth2_provider"),
+        *_PACING_COLUMNS[1:],
+    )
+    .select_from(
+        ACCOUNT.outerjoin(PACING, PACING.c.account_id == ACCOUNT.c.id).outerjoin(
+            OAUTH2_APP, OAUTH2_APP.c.id == ACCOUNT.c.oauth2_app_id
+        )
+    )
     .where(ACCOUNT.c.id.in_(bindparam("ids", expanding=True)))
 )
 
 
 def _rule_from_row(row: Any, now: datetime) -> Rule:
     pacing = row if row.throttle_level is not None else None  # no pacing row: the outer join's NULLs
-    return rule_of(row.smtp_host, row.email, pacing, age=now - utc(row.created_at))
+    return rule_of(
+        row.smtp_host, row.email, pacing, age=now - utc(row.created_at), oauth2_provider=row.oauth2_provider
+    )
 
 
 # -- usage ----------------------------------------------------------------------------------------------
