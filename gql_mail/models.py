@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     String,
     Table,
@@ -350,6 +351,21 @@ class AccountPacing(SQLModel, table=True):
     # Consecutive pauses (each one's backoff doubles); back to 1 when a pause starts long after the last.
     throttle_level: int = 0
     updated_at: datetime = _ts(nullable=False)
+
+
+class SmtpLease(SQLModel, table=True):
+    """One open SMTP connection of a connection-capped account, held by the worker that opened it
+    (services/smtp_leases.py): on PostgreSQL, several nodes open connections for one account and its
+    `maxConnections` bounds them all. Slot numbers run from 0 to the cap; a dead worker's rows go with it."""
+
+    __tablename__ = "smtp_lease"
+
+    account_id: str = Field(
+        sa_column=Column(String(256), ForeignKey("account.id", ondelete="CASCADE"), primary_key=True)
+    )
+    slot: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    worker_id: str = Field(max_length=64, index=True)
+    taken_at: datetime = _ts(nullable=False)
 
 
 class SendLog(SQLModel, table=True):

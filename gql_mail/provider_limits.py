@@ -1,4 +1,4 @@
-"""Published sending limits of the big mailbox providers, chosen by the account's OAuth2 provider or SMTP host.
+"""Published sending limits of the big mailbox providers, chosen by the OAuth2 provider or the SMTP host.
 
 A mailbox that bursts past its provider's limit is blocked for up to a day, so an account that sets no
 limits of its own is paced by its provider's published figures (services/pacing.py applies them). One

@@ -36,6 +36,7 @@ from gql_mail.models import (
     CopyStatus,
     MessageStatus,
     OutboxMessage,
+    SmtpLease,
     WebhookDelivery,
     Worker,
     table,
@@ -46,6 +47,7 @@ OUTBOX = table(OutboxMessage)
 ACCOUNT = table(Account)
 DELIVERY = table(WebhookDelivery)
 WORKER = table(Worker)
+LEASE = table(SmtpLease)
 
 
 class ClaimedMessage(NamedTuple):
@@ -413,6 +415,7 @@ _REQUEUE_DEAD_COPIES = (
     .values(copy_status=CopyStatus.PENDING, claimed_by=None)
     .execution_options(synchronize_session=False)
 )
+_FORGET_DEAD_LEASES = delete(LEASE).where(_owner_dead(LEASE.c.worker_id))
 _FORGET_DEAD_WORKERS = delete(WORKER).where(
     WORKER.c.heartbeat_at < bindparam("alive_since"), WORKER.c.id != bindparam("me")
 )
@@ -438,6 +441,7 @@ async def requeue_stalled(
     rows = (await session.execute(_REQUEUE_DEAD, params)).all()
     others = _rowcount(await session.execute(_REQUEUE_DEAD_DELIVERIES, params))
     others += _rowcount(await session.execute(_REQUEUE_DEAD_COPIES, params))
+    await session.execute(_FORGET_DEAD_LEASES, params)  # their SMTP connections are gone with them
     await session.execute(_FORGET_DEAD_WORKERS, params)
     return [StalledMessage(*r) for r in rows], others
 

@@ -31,7 +31,7 @@ from gql_mail.mail.smtp import SmtpConnection, SmtpSettings
 from gql_mail.models import Account, AccountState
 from gql_mail.queue import ClaimedMessage, RoundRobin, claim_messages, release_messages
 from gql_mail.runtime import Runtime
-from gql_mail.services import oauth2_tokens
+from gql_mail.services import oauth2_tokens, smtp_leases
 from gql_mail.services.accounts import record_account_state, smtp_settings
 from gql_mail.services.delivery import Outcome, record_outcomes, record_unrecordable, recover_stalled
 from gql_mail.services.oauth2_tokens import OAuth2TokenError
@@ -46,6 +46,8 @@ OUTCOME_GATHER_SECONDS = 0.025
 # have connection slots to spare). A steady trickle of submissions then reuses one logged-in connection
 # instead of paying connect, EHLO, AUTH, QUIT and an account read for every message.
 SMTP_IDLE_SECONDS = 1.0
+# A capped account whose connections are all open on other nodes: its messages claimed here wait this long.
+LEASE_WAIT = timedelta(seconds=2)
 # After a claim of this many messages, the next one runs off the event loop (see `Database.write`).
 BULK_CLAIM = 8
 
@@ -253,12 +255,24 @@ class DeliveryWorker:
             if self._connections.locked():
                 self._close_idle_connections()
             async with self._connections:
-                loaded = await self._account_settings(lane.account_id)
-                if loaded is None:
-                    await self._release(lane)
+                cap = self._connection_caps.get(lane.account_id)
+                lease = None if cap is None else await smtp_leases.take(self.rt, lane.account_id, cap)
+                if cap is not None and lease is None:
+                    # Every connection the account may have is open on other nodes: its messages wait
+                    # there (or here a little later), unless another connection of this lane serves them.
+                    if lane.connections == 1:
+                        await self._release(lane, not_before=self.rt.clock.now() + LEASE_WAIT)
                     return
-                settings, lane.version, lane.oauth2 = loaded
-                await self._send_all(lane, settings)
+                try:
+                    loaded = await self._account_settings(lane.account_id)
+                    if loaded is None:
+                        await self._release(lane)
+                        return
+                    settings, lane.version, lane.oauth2 = loaded
+                    await self._send_all(lane, settings)
+                finally:
+                    if lease is not None:
+                        await smtp_leases.give_back(self.rt, lane.account_id, lease)
         except Exception:
             log.exception("delivery lane for %s crashed; its messages go back to the queue", lane.account_id)
             lost = list(lane.pending)

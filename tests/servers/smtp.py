@@ -89,6 +89,12 @@ class _ConnectionSMTP(SMTP):
     connection_id: int = 0
     greeting: str | None = None  # replaces aiosmtpd's greeting, the first thing pushed
     _greeted: bool = False
+    owner: SmtpServer | None = None
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.owner is not None:
+            self.owner._connection_closed()
+        super().connection_lost(error)
 
     def _create_session(self) -> Session:
         return _QuietSession(self.loop)
@@ -137,6 +143,7 @@ class _Controller(Controller):
     def factory(self) -> SMTP:
         smtp = _ConnectionSMTP(self.handler, **self.SMTP_kwargs)
         smtp.connection_id, smtp.greeting = self._owner._new_connection()
+        smtp.owner = self._owner
         return smtp
 
     def _create_server(self) -> Awaitable[asyncio.AbstractServer]:
@@ -175,6 +182,8 @@ class SmtpServer:
         self._lock = threading.Lock()
         self._script = _Script()
         self._connection_count = 0
+        self._open_connections = 0
+        self._most_open = 0
         self._queue_ids = itertools.count(1)
         self._controller: _Controller | None = None
         self.received: RecordLog[ReceivedMessage] = RecordLog()
@@ -224,6 +233,7 @@ class SmtpServer:
         with self._lock:
             self._script = _Script()
             self._connection_count = 0
+            self._most_open = self._open_connections
             self._user, self._password, self._access_token = self._defaults
         self.received.clear()
 
@@ -309,6 +319,12 @@ class SmtpServer:
         with self._lock:
             return self._connection_count
 
+    @property
+    def most_open_at_once(self) -> int:
+        """The most TCP connections open at the same time since the last reset()."""
+        with self._lock:
+            return self._most_open
+
     async def wait_for_messages(self, n: int, timeout: float = 5.0) -> list[ReceivedMessage]:  # noqa: ASYNC109
         """All messages received so far, once there are at least ``n``; ``TimeoutError`` otherwise."""
         return await self.received.wait_for(n, timeout, "messages")
@@ -319,7 +335,13 @@ class SmtpServer:
         """The new connection's number and greeting."""
         with self._lock:
             self._connection_count += 1
+            self._open_connections += 1
+            self._most_open = max(self._most_open, self._open_connections)
             return self._connection_count, self._script.greeting
+
+    def _connection_closed(self) -> None:
+        with self._lock:
+            self._open_connections -= 1
 
     def _take_failure(self, stage: Stage) -> tuple[int, str] | None:
         with self._lock:
