@@ -101,8 +101,12 @@ async def test_a_write_cancelled_at_any_await_leaves_no_transaction_open(db: Dat
         cut_after.add(progress[-1] if progress else "start")
         await assert_nothing_left_open(db, trial)
     # Cut before its first statement was done (at the start, in BEGIN or that statement), between its
-    # statements, and after them (at COMMIT or the connection's return).
-    assert cut_after == {"start", "updated", "inserted"}, cut_after
+    # statements, and after them (at COMMIT or the connection's return). On the bulk path the statements
+    # run on aiosqlite's thread, whose progress per turn of the loop depends on the machine's load (on a
+    # busy one every cut fell before the first statement until a trial finished): there, only that cuts
+    # happened is certain; the lock-waiting test below cuts it in BEGIN for sure.
+    expected = {"start"} if bulk and db.is_sqlite else {"start", "updated", "inserted"}
+    assert expected <= cut_after, cut_after
 
 
 @contextlib.asynccontextmanager
